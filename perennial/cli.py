@@ -1,0 +1,67 @@
+"""The `perennial` command: demo, run and status. Heavy libraries load only inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    # A cold start of Prefect's temporary server can take longer than its 20 s default on 2 cores.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perennial",
+        description="Continuous training for tabular ML: validate, detect drift, fine-tune or "
+        "retrain, and promote through the MLflow registry.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="Run the loop over a synthetic stream with known drift.")
+    demo.add_argument("--workdir", type=Path, default=None,
+                      help="Folder for the stream, state, MLflow and Prefect files (default: a new "
+                      "./perennial-demo-<time> folder).")
+    run = sub.add_parser("run", help="One cycle over the batches not processed yet.")
+    run.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
+    status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    from perennial.config import ConfigError
+    from perennial.types import BatchError
+
+    try:
+        if args.command == "demo":
+            from perennial.demo import run_demo
+
+            return run_demo(args.workdir)
+        if args.command == "run":
+            from perennial.commands import run
+
+            return run(args.config)
+        from perennial.commands import status
+
+        return status(args.config, args.last)
+    except (ConfigError, BatchError) as exc:
+        print(f"perennial: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("perennial: interrupted; batches not in the ledger will be processed next time",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""`perennial run` and `perennial status`, and the tables they print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from perennial.config import Settings, load_config
+from perennial.state import StateStore
+from perennial.types import CycleRecord
+
+# Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
+console = Console(width=max(Console().width, 160))
+
+_DECISION_STYLE = {"reject": "red", "noop": "dim", "fine_tune": "yellow", "retrain": "cyan"}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def cycles_table(records: list[CycleRecord], title: str) -> Table:
+    """Batch, rows, validation, drift share, champion accuracy before, decision, reason, champion after."""
+    table = Table(title=title, show_lines=False, expand=False)
+    for column, justify in [("batch", "left"), ("rows", "right"), ("validation", "left"),
+                            ("drift share", "right"), ("champion acc. before", "right"),
+                            ("decision", "left"), ("reason", "left"), ("model", "left"),
+                            ("champion after", "right")]:
+        table.add_column(column, justify=justify, overflow="fold",
+                         max_width=60 if column == "reason" else None)
+    for r in records:
+        style = _DECISION_STYLE.get(r.decision, "")
+        table.add_row(r.batch, str(r.rows), r.validation, _pct(r.drift_share),
+                      _pct(r.champion_accuracy_before), f"[{style}]{r.decision}[/{style}]", r.reason,
+                      _model_cell(r),
+                      f"v{r.champion_version_after}" if r.champion_version_after else "-")
+    return table
+
+
+def _model_cell(r: CycleRecord) -> str:
+    if r.model_version is None:
+        return "-"
+    return f"v{r.model_version} " + ("promoted" if r.promoted else "kept as challenger")
+
+
+def run(config_path: Path) -> int:
+    """One cycle over new batches; prints what was decided for each."""
+    config = load_config(config_path)
+    from flows.continuous_training import continuous_training
+
+    records = continuous_training(str(config_path))
+    if not records:
+        console.print(f"No new batches for [bold]{config.name}[/] in {config.source_pattern()}")
+        return 0
+    console.print(cycles_table(records, f"{config.name}: {len(records)} new batch(es)"))
+    return 0
+
+
+def status(config_path: Path, last: int) -> int:
+    """The champion, every registered version with its aliases, and the latest decisions."""
+    config = load_config(config_path)
+    settings = Settings()
+    from tasks.registry import registered_versions
+
+    versions = registered_versions(config.name, settings)
+    champion = next((v for v in versions if "champion" in v["aliases"]), None)
+    if champion is None:
+        console.print(f"[bold]{config.name}[/]: no champion yet ({settings.tracking_uri()})")
+    else:
+        console.print(f"[bold]{config.name}[/]: champion v{champion['version']} "
+                      f"(holdout accuracy {float(champion.get('holdout_accuracy', 'nan')):.1%}, "
+                      f"trained on {champion.get('trained_on', '?')})")
+    if versions:
+        table = Table(title="Registered versions")
+        for column in ("version", "aliases", "decision", "batch", "holdout acc.", "promoted", "why"):
+            table.add_column(column, overflow="fold", max_width=70 if column == "why" else None)
+        for v in versions:
+            acc = v.get("holdout_accuracy")
+            table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or "-", v.get("decision", "-"),
+                          v.get("batch", "-"), _pct(float(acc)) if acc else "-",
+                          v.get("promoted", "-"), v.get("promotion", "-"))
+        console.print(table)
+    records = StateStore(settings.state_dir, config.name).records()
+    if records:
+        console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))
+    else:
+        console.print(f"No batch processed yet (ledger under {settings.state_dir.resolve()})")
+    return 0

@@ -1,0 +1,166 @@
+"""One configuration model: a YAML file per monitored model, plus infrastructure from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FeatureKind = Literal["numeric", "categorical", "boolean"]
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or does not match the model."""
+
+
+class _Strict(BaseModel):
+    # A misspelt key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    source: str = Field(description="Folder or glob of batch files; relative to the config file.")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    target: str = Field(description="Label column.")
+    features: dict[str, FeatureKind] | None = Field(
+        default=None,
+        description="Feature columns and kinds; inferred from the first batch and frozen if unset.",
+    )
+
+
+class ModelConfig(_Strict):
+    family: Literal["sgd", "hgb"] = "sgd"
+    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+
+
+class PolicyConfig(_Strict):
+    drift_share_moderate: float = Field(0.25, ge=0, le=1)
+    drift_share_severe: float = Field(0.6, ge=0, le=1)
+    accuracy_drop_moderate: float = Field(0.05, ge=0, le=1)
+    accuracy_drop_severe: float = Field(0.15, ge=0, le=1)
+    max_fine_tunes: int = Field(3, ge=0, description="Fine-tunes in a row before a full retrain.")
+    promotion_margin: float = Field(
+        0.0, description="Challenger accuracy must reach champion accuracy + margin to be promoted."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicyConfig:
+        if self.drift_share_moderate > self.drift_share_severe:
+            raise ValueError("drift_share_moderate must not exceed drift_share_severe")
+        if self.accuracy_drop_moderate > self.accuracy_drop_severe:
+            raise ValueError("accuracy_drop_moderate must not exceed accuracy_drop_severe")
+        return self
+
+
+class ValidationConfig(_Strict):
+    null_rate_tolerance: float = Field(
+        0.05, ge=0, le=1, description="Allowed rise of a column's null rate over the reference."
+    )
+    range_tolerance: float = Field(
+        0.5, ge=0, description="Numeric range widened by this fraction of the reference span."
+    )
+    range_mostly: float = Field(0.95, ge=0, le=1, description="Share of values that must be in range.")
+    category_mostly: float = Field(
+        0.95, ge=0, le=1, description="Share of values that must be known categories."
+    )
+    allow_new_classes: bool = Field(False, description="Accept unseen labels (forces a retrain).")
+
+
+class DriftConfig(_Strict):
+    method: str | None = Field(
+        None, description="Evidently drift method for every column (e.g. 'ks', 'psi', "
+        "'wasserstein'); unset: Evidently's default per column type and size."
+    )
+    threshold: float | None = Field(
+        None, gt=0, description="Threshold of that method; unset: the method's default."
+    )
+    reference_rows: int = Field(5000, gt=0, description="Rows of the champion's data kept as reference.")
+
+
+class TrainingConfig(_Strict):
+    window_batches: int = Field(3, ge=1, description="Accepted batches a full retrain learns from.")
+    holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    fine_tune_epochs: int = Field(5, ge=1, description="partial_fit passes of an sgd fine-tune.")
+    fine_tune_trees: int = Field(30, ge=1, description="Trees an hgb fine-tune adds.")
+    seed: int = 0
+
+
+class PipelineConfig(_Strict):
+    """Everything Perennial needs to know about one monitored model."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Registered model name.")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    base_dir: Path = Field(default=Path("."), exclude=True, description="Folder of the config file.")
+
+    def source_pattern(self) -> str:
+        """The batch source as an absolute folder or glob."""
+        source = Path(self.data.source).expanduser()
+        return str(source if source.is_absolute() else (self.base_dir / source).resolve())
+
+
+class Settings(BaseSettings):
+    """Infrastructure, from the environment, with defaults that run on a laptop."""
+
+    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", extra="ignore")
+
+    state_dir: Path = Field(default=Path(".perennial"), description="Ledgers, quarantine, reference.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PERENNIAL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+    )
+
+    def tracking_uri(self) -> str:
+        """The configured MLflow URI, or a SQLite file under the state folder."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    def artifact_location(self) -> str | None:
+        """Where a new experiment stores artifacts: beside a SQLite store, or the server's default."""
+        if not self.tracking_uri().startswith("sqlite:"):
+            return None
+        return (self.state_dir.resolve() / "mlartifacts").as_uri()
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{key}'")
+        elif err["type"] == "missing":
+            parts.append(f"missing key '{key}'")
+        else:
+            parts.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read and check a model's YAML config; every problem names the file and the key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (name, data, model, ...)")
+    try:
+        return PipelineConfig(**raw, base_dir=path.resolve().parent)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None

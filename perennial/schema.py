@@ -1,0 +1,66 @@
+"""Schema inference and the one conversion from a raw batch to model inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from perennial.config import FeatureKind
+from perennial.types import Schema
+
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+def infer_kind(series: pd.Series) -> FeatureKind:
+    """Kind of a column from its dtype: bool -> boolean, numbers -> numeric, else categorical."""
+    if ptypes.is_bool_dtype(series):
+        return "boolean"
+    if ptypes.is_numeric_dtype(series):
+        return "numeric"
+    values = {str(v).strip().lower() for v in series.dropna().unique()[:10]}
+    if values and values <= {"true", "false"}:
+        return "boolean"
+    return "categorical"
+
+
+def infer_schema(frame: pd.DataFrame, target: str, declared: dict[str, FeatureKind] | None) -> Schema:
+    """Declared features if given, else every non-target column with its inferred kind."""
+    if declared:
+        features = dict(declared)
+    else:
+        features = {c: infer_kind(frame[c]) for c in frame.columns if c != target}
+    return Schema(features=features, target=target, classes=tuple(sorted(labels(frame, target).unique())))
+
+
+def labels(frame: pd.DataFrame, target: str) -> pd.Series:
+    """Labels as strings, so 1 read from CSV and 1 read from Parquet are one class."""
+    series = frame[target]
+    if ptypes.is_float_dtype(series) and (series.dropna() % 1 == 0).all():
+        series = series.astype("Int64")
+    return series.astype(str)
+
+
+def _as_boolean(series: pd.Series) -> pd.Series:
+    def convert(value: object) -> float:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return np.nan
+        text = str(value).strip().lower()
+        return 1.0 if text in _TRUE else 0.0 if text in _FALSE else np.nan
+
+    return series.map(convert).astype("float64")
+
+
+def features_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Model inputs in schema order: numbers as float, booleans as 0/1, categories as strings."""
+    out = {}
+    for name, kind in schema.features.items():
+        column = frame[name]
+        if kind == "numeric":
+            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
+        elif kind == "boolean":
+            out[name] = _as_boolean(column)
+        else:
+            out[name] = column.map(lambda v: np.nan if pd.isna(v) else str(v)).astype("object")
+    return pd.DataFrame(out, index=frame.index)

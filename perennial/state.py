@@ -1,0 +1,109 @@
+"""The state folder of one model: processed-batch ledger, frozen schema, reference data, quarantine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+
+from perennial.types import CycleRecord, Schema
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old content or the new, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StateStore:
+    """Files Perennial keeps per model under the state folder."""
+
+    def __init__(self, state_dir: Path, model_name: str) -> None:
+        self.root = Path(state_dir) / model_name
+        self.ledger_path = self.root / "ledger.jsonl"
+        self.schema_path = self.root / "schema.json"
+        self.quarantine_dir = self.root / "quarantine"
+        self.reference_dir = self.root / "reference"
+        self.reports_dir = self.root / "reports"
+
+    # -- ledger: one JSON line per finished batch; a batch is in it once or not at all
+    def records(self) -> list[CycleRecord]:
+        if not self.ledger_path.exists():
+            return []
+        known = {f.name for f in fields(CycleRecord)}
+        out = []
+        for line in self.ledger_path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash mid-append: that batch is simply not done
+            out.append(CycleRecord(**{k: v for k, v in data.items() if k in known}))
+        return out
+
+    def processed(self) -> set[str]:
+        return {r.batch for r in self.records()}
+
+    def append(self, record: CycleRecord) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record.to_dict(), default=str) + "\n"
+        with open(self.ledger_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    # -- schema, frozen after the first accepted batch
+    def schema(self) -> Schema | None:
+        if not self.schema_path.exists():
+            return None
+        return Schema.from_dict(json.loads(self.schema_path.read_text()))
+
+    def save_schema(self, schema: Schema) -> None:
+        write_atomically(self.schema_path, json.dumps(schema.to_dict(), indent=2).encode())
+
+    # -- reference data of each champion version
+    def reference_path(self, version: int) -> Path:
+        return self.reference_dir / f"v{version}.parquet"
+
+    def save_reference(self, version: int, frame: pd.DataFrame) -> Path:
+        path = self.reference_path(version)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def load_reference(self, version: int) -> pd.DataFrame | None:
+        path = self.reference_path(version)
+        return pd.read_parquet(path) if path.exists() else None
+
+    # -- quarantine: a copy of the rejected file beside its validation report
+    def quarantine(self, batch_path: Path, report: dict) -> Path:
+        target = self.quarantine_dir / batch_path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(batch_path, target)
+        write_atomically(
+            target.with_name(target.name + ".validation.json"),
+            json.dumps(report, indent=2, default=str).encode(),
+        )
+        return target
+
+    def report_dir(self, batch_id: str) -> Path:
+        path = self.reports_dir / batch_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path

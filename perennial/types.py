@@ -1,0 +1,155 @@
+"""Our own result types: what tasks return, whatever tool produced them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from perennial.config import FeatureKind
+
+
+class BatchError(ValueError):
+    """A batch file cannot be used at all (unreadable, empty, wrong format)."""
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Feature columns with their kinds, the target and the known labels; frozen after batch one."""
+
+    features: dict[str, FeatureKind]
+    target: str
+    classes: tuple[str, ...]
+
+    def columns(self, kind: FeatureKind) -> list[str]:
+        return [name for name, k in self.features.items() if k == kind]
+
+    def with_classes(self, new: tuple[str, ...]) -> Schema:
+        return Schema(self.features, self.target, tuple(sorted({*self.classes, *new})))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": self.features, "target": self.target, "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Schema:
+        return cls(dict(data["features"]), data["target"], tuple(data["classes"]))
+
+
+@dataclass
+class Batch:
+    id: str
+    path: Path
+    frame: pd.DataFrame
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+
+@dataclass
+class ValidationResult:
+    success: bool
+    failures: list[str]
+    expectations: int
+    new_classes: tuple[str, ...] = ()
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.success:
+            return f"passed {self.expectations} expectations"
+        return "; ".join(self.failures)
+
+
+@dataclass
+class FeatureDrift:
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    features: list[FeatureDrift]
+    drift_share: float
+    report_html: Path | None = None
+    champion_accuracy: float | None = None
+    reference_accuracy: float | None = None
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [f.column for f in self.features if f.drifted]
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.champion_accuracy is None or self.reference_accuracy is None:
+            return None
+        return self.reference_accuracy - self.champion_accuracy
+
+
+class Action(StrEnum):
+    REJECT = "reject"
+    NOOP = "noop"
+    FINE_TUNE = "fine_tune"
+    RETRAIN = "retrain"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    # Accepted batches a retrain learns from; 1 when the old concept is judged superseded.
+    window_batches: int = 1
+
+
+@dataclass
+class Champion:
+    version: int
+    model: Any
+    holdout_accuracy: float
+    reference: pd.DataFrame
+
+
+@dataclass
+class Evaluation:
+    challenger_accuracy: float
+    champion_accuracy: float | None
+    holdout_rows: int
+
+
+@dataclass
+class Promotion:
+    version: int
+    promoted: bool
+    reason: str
+    champion_version: int
+
+
+@dataclass
+class CycleRecord:
+    """One line of the processed-batch ledger: what happened to a batch and why."""
+
+    batch: str
+    rows: int
+    validation: str
+    drift_share: float | None
+    champion_accuracy_before: float | None
+    decision: str
+    reason: str
+    champion_version_after: int | None
+    model_version: int | None = None
+    promoted: bool | None = None
+    promotion: str | None = None
+    challenger_accuracy: float | None = None
+    run_id: str | None = None
+    quarantined_to: str | None = None
+    drifted_columns: list[str] = field(default_factory=list)
+    path: str = ""
+    finished_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,65 @@
+"""The policy: what to do with a batch, and why. Pure logic, no Prefect run or MLflow needed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prefect import task
+
+from perennial.config import PolicyConfig
+from perennial.types import Action, CycleRecord, Decision, DriftResult, ValidationResult
+
+
+def fine_tunes_since_retrain(history: Iterable[CycleRecord]) -> int:
+    """Fine-tunes recorded after the latest retrain."""
+    count = 0
+    for record in history:
+        if record.decision == Action.RETRAIN:
+            count = 0
+        elif record.decision == Action.FINE_TUNE:
+            count += 1
+    return count
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
+
+
+@task
+def decide(
+    validation: ValidationResult,
+    drift: DriftResult | None,
+    fine_tunes: int,
+    policy: PolicyConfig,
+    window_batches: int,
+) -> Decision:
+    """Reject, do nothing, fine-tune or retrain; `drift` is None when there is no champion yet."""
+    if not validation.success:
+        return Decision(Action.REJECT, f"validation failed: {validation.summary()}")
+    if drift is None:
+        return Decision(Action.RETRAIN, "no champion yet: training the first model", window_batches)
+    if validation.new_classes:
+        labels = ", ".join(validation.new_classes)
+        return Decision(Action.RETRAIN, f"new label(s) {labels}: a retrain is needed to learn them",
+                        window_batches)
+
+    share, drop = drift.drift_share, drift.accuracy_drop or 0.0
+    accuracy = (f"accuracy {_pct(drift.reference_accuracy or 0)} -> {_pct(drift.champion_accuracy or 0)}"
+                if drift.champion_accuracy is not None else "accuracy unknown")
+    drifted = f"{_pct(share)} of features drifted"
+    if drop >= policy.accuracy_drop_severe:
+        # The old concept no longer holds: learn from this batch alone, not from a mixed window.
+        return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {_pct(drop)} >= "
+                        f"{_pct(policy.accuracy_drop_severe)}); retraining on this batch", 1)
+    if share >= policy.drift_share_severe:
+        return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {_pct(policy.drift_share_severe)})",
+                        window_batches)
+    if drop >= policy.accuracy_drop_moderate or share >= policy.drift_share_moderate:
+        why = (f"{drifted}, {accuracy}" if share >= policy.drift_share_moderate
+               else f"{accuracy} (drop {_pct(drop)} >= {_pct(policy.accuracy_drop_moderate)})")
+        if fine_tunes >= policy.max_fine_tunes:
+            return Decision(Action.RETRAIN, f"{why}; {fine_tunes} fine-tunes since the last retrain "
+                            f"(max {policy.max_fine_tunes})", window_batches)
+        return Decision(Action.FINE_TUNE, f"moderate drift: {why}")
+    return Decision(Action.NOOP, f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), "
+                    f"{accuracy} (drop {_pct(drop)} < {_pct(policy.accuracy_drop_moderate)})")

@@ -1,0 +1,75 @@
+"""Find new batch files, read one, and settle the schema it is checked against."""
+
+from __future__ import annotations
+
+import glob
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from perennial.config import PipelineConfig
+from perennial.schema import infer_schema
+from perennial.types import Batch, BatchError, Schema
+
+BATCH_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def batch_files(pattern: str) -> list[Path]:
+    """Batch files under a folder or matching a glob, in name order; hidden (in-flight) files skipped."""
+    root = Path(pattern)
+    candidates = root.iterdir() if root.is_dir() else (Path(p) for p in glob.glob(pattern))
+    return sorted(
+        (p for p in candidates
+         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in BATCH_SUFFIXES),
+        key=lambda p: p.name,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def find_new_batches(config: PipelineConfig, processed: set[str]) -> list[Path]:
+    """Batch files that the ledger does not list yet, oldest name first."""
+    return [p for p in batch_files(config.source_pattern()) if p.name not in processed]
+
+
+def read_batch(path: Path, file_format: str, target: str) -> Batch:
+    """Read a CSV or Parquet batch; a file that cannot serve raises BatchError naming it."""
+    fmt = BATCH_SUFFIXES.get(path.suffix.lower(), "csv") if file_format == "auto" else file_format
+    try:
+        frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+    except FileNotFoundError:
+        raise BatchError(f"batch file {path}: not found") from None
+    except Exception as exc:  # pandas and pyarrow raise many types for a damaged file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BatchError(f"batch file {path}: cannot be read as {fmt} ({first_line})") from None
+    if frame.empty:
+        raise BatchError(f"batch file {path}: has no rows")
+    if target not in frame.columns:
+        columns = ", ".join(map(str, frame.columns[:20]))
+        raise BatchError(f"batch file {path}: target column '{target}' missing (found: {columns})")
+    return Batch(id=path.name, path=path, frame=frame)
+
+
+@task(cache_policy=NO_CACHE)
+def load_batch(path: Path, config: PipelineConfig) -> Batch:
+    """Read one batch file."""
+    return read_batch(path, config.data.format, config.data.target)
+
+
+@task(cache_policy=NO_CACHE)
+def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:
+    """The frozen schema, or one declared in config / inferred from this first batch."""
+    if frozen is not None:
+        return frozen
+    return infer_schema(batch.frame, config.data.target, config.data.features)
+
+
+def split_holdout(batch_id: str, rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and holdout row positions; the same batch always splits the same way."""
+    rng = np.random.default_rng([seed, zlib.crc32(batch_id.encode())])
+    order = rng.permutation(rows)
+    n_holdout = max(1, int(round(rows * fraction))) if rows > 1 else 0
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])

@@ -1,0 +1,228 @@
+"""MLflow adapter: cycle runs, model versions with lineage, and the champion / challenger aliases."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
+
+from perennial import families
+from perennial.config import PipelineConfig, Settings
+from perennial.schema import features_frame
+from perennial.types import (
+    Batch,
+    Champion,
+    Decision,
+    DriftResult,
+    Evaluation,
+    Promotion,
+    Schema,
+    ValidationResult,
+)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+
+
+def client(settings: Settings):
+    """An MLflow client on the configured store; also points the fluent API there."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri())
+    return mlflow.MlflowClient(settings.tracking_uri())
+
+
+def experiment_id(name: str, settings: Settings) -> str:
+    """The model's experiment, created on first use beside the SQLite store when there is one."""
+    mlflow_client = client(settings)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow_client.create_experiment(name, artifact_location=settings.artifact_location())
+
+
+def champion_version(name: str, settings: Settings) -> Any | None:
+    """The registry's champion version, or None when there is none yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client(settings).get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None:
+    """The champion model with its holdout accuracy and reference data."""
+    import mlflow
+
+    version = champion_version(config.name, settings)
+    if version is None:
+        return None
+    model = mlflow.sklearn.load_model(f"models:/{config.name}/{version.version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp)
+        reference = pd.read_parquet(path)
+    return Champion(version=int(version.version), model=model, reference=reference,
+                    holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]))
+
+
+def _metric_key(column: str) -> str:
+    return "drift." + "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in column)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: int,
+              validation: ValidationResult, drift: DriftResult | None, decision: Decision) -> str:
+    """One MLflow run per batch: decision, drift metrics, validation result and drift report."""
+    import mlflow
+
+    exp = experiment_id(config.name, settings)
+    with mlflow.start_run(experiment_id=exp, run_name=f"{batch_id} {decision.action.value}") as run:
+        mlflow.set_tags({"perennial.batch": batch_id, "perennial.decision": decision.action.value,
+                         "perennial.reason": decision.reason[:4000]})
+        mlflow.log_params({"batch": batch_id, "decision": decision.action.value,
+                           "window_batches": decision.window_batches, "family": config.model.family})
+        metrics: dict[str, float] = {"rows": rows, "validation_success": float(validation.success)}
+        if drift is not None:
+            metrics["drift_share"] = drift.drift_share
+            metrics.update({_metric_key(f.column): f.score for f in drift.features})
+            if drift.champion_accuracy is not None:
+                metrics["champion_accuracy_before"] = drift.champion_accuracy
+                metrics["accuracy_drop"] = drift.accuracy_drop or 0.0
+            mlflow.log_dict({"drift_share": drift.drift_share, "features": [vars(f) for f in drift.features]},
+                            "drift/drift.json")
+            if drift.report_html is not None and Path(drift.report_html).exists():
+                mlflow.log_artifact(str(drift.report_html), "drift")
+        mlflow.log_metrics(metrics)
+        mlflow.log_dict({"success": validation.success, "failures": validation.failures,
+                         "great_expectations": validation.report}, "validation/validation.json")
+        return run.info.run_id
+
+
+def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | None:
+    """A version already registered for this batch (by a run that crashed before its ledger line)."""
+    found = client(settings).search_model_versions(
+        f"name = '{name}' AND tags.`perennial.batch` = '{batch_id}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pipeline, batch: Batch,
+             schema: Schema, decision: Decision, evaluation: Evaluation, trained_on: list[str],
+             reference: pd.DataFrame, parent: Champion | None) -> int:
+    """Log the challenger in its cycle run and register it, with lineage; once per batch."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    existing = _existing_version(config.name, batch.id, settings)
+    if existing is not None:
+        return int(existing.version)
+    example = features_frame(batch.frame.head(5), schema)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
+                            "holdout_rows": evaluation.holdout_rows,
+                            "trained_rows": len(reference)})
+        if evaluation.champion_accuracy is not None:
+            mlflow.log_metric("champion_accuracy", evaluation.champion_accuracy)
+        mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
+        mlflow.log_dict({"trained_on": trained_on, "parent_version": parent.version if parent else None,
+                         "decision": decision.action.value, "reason": decision.reason,
+                         "schema": schema.to_dict()}, "lineage.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "reference.parquet"
+            reference.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), "reference")
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=infer_signature(example, model.predict(example)),
+            input_example=example, pip_requirements=_requirements(),
+            skops_trusted_types=families.TRUSTED_TYPES[config.model.family])
+    version = mlflow.register_model(info.model_uri, config.name, tags={
+        "perennial.batch": batch.id,
+        "perennial.decision": decision.action.value,
+        "perennial.reason": decision.reason[:4000],
+        "perennial.trained_on": ",".join(trained_on)[:4000],
+        "perennial.parent_version": str(parent.version) if parent else "",
+        "perennial.holdout_accuracy": f"{evaluation.challenger_accuracy:.6f}",
+    })
+    return int(version.version)
+
+
+def _requirements() -> list[str]:
+    """Pinned serving requirements; listing them skips MLflow's slow inference of them."""
+    from importlib.metadata import version
+
+    return [f"scikit-learn=={version('scikit-learn')}", f"skops=={version('skops')}",
+            f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def promote(config: PipelineConfig, settings: Settings, version: int, evaluation: Evaluation,
+            champion: Champion | None) -> Promotion:
+    """Move `champion` to the new version if it is better by the margin; otherwise it stays `challenger`."""
+    mlflow_client = client(settings)
+    margin = config.policy.promotion_margin
+    if champion is None:
+        promoted, reason = True, "first model: champion by default"
+    elif evaluation.challenger_accuracy >= (evaluation.champion_accuracy or 0.0) + margin:
+        promoted = True
+        reason = (f"challenger {evaluation.challenger_accuracy:.1%} >= champion v{champion.version} "
+                  f"{evaluation.champion_accuracy:.1%} + margin {margin:.1%} on {evaluation.holdout_rows} "
+                  "holdout rows")
+    else:
+        promoted = False
+        reason = (f"not promoted: challenger {evaluation.challenger_accuracy:.1%} < champion "
+                  f"v{champion.version} {evaluation.champion_accuracy:.1%} + margin {margin:.1%} on "
+                  f"{evaluation.holdout_rows} holdout rows")
+    for key, value in {"perennial.promoted": str(promoted).lower(), "perennial.promotion": reason}.items():
+        mlflow_client.set_model_version_tag(config.name, str(version), key, value)
+    if promoted:
+        mlflow_client.set_registered_model_alias(config.name, CHAMPION, str(version))
+        current = _alias_version(mlflow_client, config.name, CHALLENGER)
+        if current == version:
+            mlflow_client.delete_registered_model_alias(config.name, CHALLENGER)
+    else:
+        mlflow_client.set_registered_model_alias(config.name, CHALLENGER, str(version))
+    return Promotion(version=version, promoted=promoted, reason=reason,
+                     champion_version=version if promoted else champion.version)
+
+
+def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:
+    aliases = mlflow_client.get_registered_model(name).aliases
+    return int(aliases[alias]) if alias in aliases else None
+
+
+def registered_versions(name: str, settings: Settings) -> list[dict[str, Any]]:
+    """Every version of the model with its aliases and Perennial tags, newest first."""
+    mlflow_client = client(settings)
+    try:
+        aliases = mlflow_client.get_registered_model(name).aliases
+    except Exception:
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, v in aliases.items():
+        by_version.setdefault(str(v), []).append(alias)
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    return [
+        {"version": int(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
+         "run_id": v.run_id, **{k.removeprefix("perennial."): val for k, val in v.tags.items()
+                                if k.startswith("perennial.")}}
+        for v in sorted(versions, key=lambda v: -int(v.version))
+    ]
+
+
+def run_url(settings: Settings, run_id: str) -> str:
+    """Where the MLflow UI shows a run: the tracking server, or `mlflow ui` on its default port."""
+    uri = settings.tracking_uri()
+    base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    run = client(settings).get_run(run_id)
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+

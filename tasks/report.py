@@ -1,0 +1,60 @@
+"""What a cycle leaves behind: Prefect artifacts for people, a ledger line for the next cycle."""
+
+from __future__ import annotations
+
+import re
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from perennial.state import StateStore
+from perennial.types import CycleRecord, DriftResult
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def cycle_markdown(model: str, record: CycleRecord) -> str:
+    """A short human summary of one cycle."""
+    lines = [
+        f"# {model}: `{record.batch}` -> **{record.decision}**",
+        "",
+        f"**Why:** {record.reason}",
+        "",
+        "| rows | validation | drift share | champion accuracy before | challenger accuracy "
+        "| registered version | champion after |",
+        "|---|---|---|---|---|---|---|",
+        f"| {record.rows} | {record.validation} | {_fmt(record.drift_share)} "
+        f"| {_fmt(record.champion_accuracy_before)} | {_fmt(record.challenger_accuracy)} "
+        f"| {record.model_version or '-'} | {record.champion_version_after or '-'} |",
+    ]
+    if record.promotion:
+        lines += ["", f"**Promotion:** {record.promotion}"]
+    if record.drifted_columns:
+        lines += ["", "Drifted columns: " + ", ".join(f"`{c}`" for c in record.drifted_columns)]
+    if record.quarantined_to:
+        lines += ["", f"Quarantined to `{record.quarantined_to}`"]
+    return "\n".join(lines)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None, run_url: str | None) -> None:
+    """Markdown summary, per-feature drift table and MLflow run link as Prefect artifacts."""
+    key = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
+    create_markdown_artifact(cycle_markdown(model, record), key=f"{key}-cycle",
+                             description=f"{record.batch}: {record.decision}")
+    if drift is not None:
+        create_table_artifact(
+            [{"column": f.column, "method": f.method, "score": round(f.score, 6),
+              "threshold": f.threshold, "drifted": f.drifted} for f in drift.features],
+            key=f"{key}-drift", description=f"Per-feature drift of {record.batch}")
+    if run_url:
+        create_link_artifact(run_url, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
+
+
+@task(cache_policy=NO_CACHE)
+def record_cycle(store: StateStore, record: CycleRecord) -> None:
+    """Append the batch to the processed-batch ledger; from here on it is never processed again."""
+    store.append(record)
