@@ -27,12 +27,12 @@ def _between(x: np.ndarray, low: float, high: float) -> np.ndarray:
     return (x >= low) & (x <= high)
 
 
-def agrawal_features(rows: int, rng: np.random.Generator, age_shift: float = 0.0,
+def agrawal_features(rows: int, rng: np.random.Generator, ages: tuple[float, float] = (20, 80),
                      salary_scale: float = 1.0) -> pd.DataFrame:
-    """Agrawal's attributes; age_shift / salary_scale move the feature distribution (covariate shift)."""
+    """Agrawal's attributes; `ages` and `salary_scale` move the feature distribution (covariate shift)."""
     salary = rng.uniform(20_000, 150_000, rows) * salary_scale
     commission = np.where(salary >= 75_000, 0.0, rng.uniform(10_000, 75_000, rows))
-    age = np.clip(rng.uniform(20, 80, rows) + age_shift, 18, 95)
+    age = rng.uniform(*ages, rows)
     elevel = rng.integers(0, 5, rows)
     car = rng.integers(1, 21, rows)
     zipcode = rng.integers(0, 9, rows)
@@ -71,9 +71,9 @@ def agrawal_label(x: pd.DataFrame, function: int) -> np.ndarray:
 
 
 def agrawal(rows: int, function: int, rng: np.random.Generator, noise: float = 0.05,
-            age_shift: float = 0.0, salary_scale: float = 1.0) -> pd.DataFrame:
+            ages: tuple[float, float] = (20, 80), salary_scale: float = 1.0) -> pd.DataFrame:
     """An Agrawal batch with `noise` of the labels flipped."""
-    x = agrawal_features(rows, rng, age_shift=age_shift, salary_scale=salary_scale)
+    x = agrawal_features(rows, rng, ages=ages, salary_scale=salary_scale)
     y = agrawal_label(x, function)
     flip = rng.random(rows) < noise
     y[flip] = 1 - y[flip]

@@ -121,6 +121,7 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
              reference: pd.DataFrame, parent: Champion | None) -> int:
     """Log the challenger in its cycle run and register it, with lineage; once per batch."""
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
     existing = _existing_version(config.name, batch.id, settings)
@@ -145,14 +146,22 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
             model, name="model", signature=infer_signature(example, model.predict(example)),
             input_example=example, pip_requirements=_requirements(),
             skops_trusted_types=families.TRUSTED_TYPES[config.model.family])
-    version = mlflow.register_model(info.model_uri, config.name, tags={
+    mlflow_client = client(settings)
+    try:
+        mlflow_client.create_registered_model(config.name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    tags = {
         "perennial.batch": batch.id,
         "perennial.decision": decision.action.value,
         "perennial.reason": decision.reason[:4000],
         "perennial.trained_on": ",".join(trained_on)[:4000],
         "perennial.parent_version": str(parent.version) if parent else "",
         "perennial.holdout_accuracy": f"{evaluation.challenger_accuracy:.6f}",
-    })
+    }
+    version = mlflow_client.create_model_version(
+        config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)
     return int(version.version)
 
 

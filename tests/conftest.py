@@ -1,0 +1,136 @@
+"""Shared fixtures: one Prefect test server per session, a fresh state folder and SQLite MLflow per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+ROWS = 1200  # above 1,000 rows Evidently uses effect-size methods, so verdicts do not flicker
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    """A temporary Prefect server shared by every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def make_batch(rows: int = ROWS, *, seed: int, theta: float = 10.0, shift: float = 0.0,
+               flip: bool = False, classes: int = 2) -> pd.DataFrame:
+    """A labelled batch with mixed column types, nulls, and names with spaces and dashes.
+
+    The label follows SEA (x one + x-two <= theta); `shift` moves `x one`, `x-two` and `noise`
+    (covariate shift); `flip` inverts the label (an abrupt concept change).
+    """
+    rng = np.random.default_rng(seed)
+    x1 = rng.uniform(0, 10, rows) + shift
+    x2 = rng.uniform(0, 10, rows) + shift
+    score = x1 + x2
+    if classes == 2:
+        label = np.where(score <= theta, "low", "high")
+        if flip:
+            label = np.where(label == "low", "high", "low")
+    else:
+        label = np.select([score <= theta - 3, score <= theta + 3], ["low", "mid"], "high")
+    frame = pd.DataFrame({
+        "x one": x1.round(3),
+        "x-two": x2.round(3),
+        "noise": rng.normal(0, 1, rows) + shift,
+        "colour": rng.choice(["red", "green", "blue"], rows),
+        "is member": rng.random(rows) < 0.4,
+        "label": label,
+    })
+    frame.loc[rng.random(rows) < 0.02, "noise"] = np.nan
+    return frame
+
+
+@dataclass
+class Workspace:
+    """A monitored folder, its config, and Perennial's state for one test."""
+
+    root: Path
+    batches: Path
+    config_path: Path
+
+    def add(self, name: str, frame: pd.DataFrame) -> Path:
+        path = self.batches / name
+        if path.suffix == ".parquet":
+            frame.to_parquet(path, index=False)
+        else:
+            frame.to_csv(path, index=False)
+        return path
+
+    def configure(self, **overrides) -> None:
+        config = yaml.safe_load(self.config_path.read_text())
+        for dotted, value in overrides.items():
+            section, key = dotted.split("__")
+            config.setdefault(section, {})[key] = value
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def run(self):
+        from flows.continuous_training import continuous_training
+
+        return continuous_training(str(self.config_path))
+
+    @property
+    def settings(self):
+        from perennial.config import Settings
+
+        return Settings()
+
+    @property
+    def store(self):
+        from perennial.state import StateStore
+
+        return StateStore(self.settings.state_dir, "test-model")
+
+    def versions(self) -> list[dict]:
+        from tasks.registry import registered_versions
+
+        return registered_versions("test-model", self.settings)
+
+    def champion(self) -> int | None:
+        return next((v["version"] for v in self.versions() if "champion" in v["aliases"]), None)
+
+
+BASE_CONFIG = {
+    "name": "test-model",
+    "data": {"source": "batches", "format": "auto", "target": "label"},
+    "model": {"family": "sgd", "params": {}},
+    "policy": {"drift_share_moderate": 0.2, "drift_share_severe": 0.7,
+               "accuracy_drop_moderate": 0.05, "accuracy_drop_severe": 0.15, "max_fine_tunes": 3},
+    "training": {"window_batches": 3, "holdout_fraction": 0.25},
+}
+
+
+def new_workspace(root: Path, monkeypatch: pytest.MonkeyPatch, **config) -> Workspace:
+    (root / "batches").mkdir(parents=True)
+    state = root / "state"
+    monkeypatch.setenv("PERENNIAL_STATE_DIR", str(state))
+    monkeypatch.setenv("PERENNIAL_MLFLOW_TRACKING_URI", f"sqlite:///{state / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
+    for section, values in config.items():
+        merged.setdefault(section, {}).update(values)
+    config_path = root / "perennial.yaml"
+    config_path.write_text(yaml.safe_dump(merged))
+    return Workspace(root=root, batches=root / "batches", config_path=config_path)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server) -> Workspace:
+    return new_workspace(tmp_path, monkeypatch)

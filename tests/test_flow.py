@@ -1,0 +1,154 @@
+"""The continuous-training flow end to end: real Prefect, MLflow on SQLite, GX and Evidently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Workspace, make_batch, new_workspace
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory, prefect_server):
+    """One monitored stream covering every decision, processed by a single flow run."""
+    with pytest.MonkeyPatch.context() as mp:
+        ws = new_workspace(tmp_path_factory.mktemp("stream"), mp)
+        ws.add("b01-first.csv", make_batch(seed=1))
+        ws.add("b02-same.parquet", make_batch(seed=2))
+        ws.add("b03-concept-change.csv", make_batch(seed=3, flip=True))
+        ws.add("b04-shift.csv", make_batch(seed=4, flip=True, shift=1.5))
+        bad = make_batch(seed=5, flip=True).drop(columns=["colour"])
+        bad["x one"] = bad["x one"].astype(object)
+        bad.loc[::3, "x one"] = "n/a"
+        ws.add("b05-broken.csv", bad)
+        ws.add("b06-good-again.csv", make_batch(seed=6, flip=True, shift=1.5))
+        records = {r.batch: r for r in ws.run()}
+        versions = ws.versions()
+        yield ws, records, versions
+
+
+def test_first_batch_is_retrained_and_becomes_champion(stream):
+    ws, records, versions = stream
+    first = records["b01-first.csv"]
+    assert first.decision == "retrain"
+    assert first.reason.startswith("no champion yet")
+    assert first.model_version == 1 and first.promoted
+    assert first.challenger_accuracy > 0.9
+    v1 = next(v for v in versions if v["version"] == 1)
+    assert v1["batch"] == "b01-first.csv" and v1["trained_on"] == "b01-first.csv"
+
+
+def test_batch_without_drift_is_a_noop_and_keeps_the_champion(stream):
+    _, records, _ = stream
+    same = records["b02-same.parquet"]
+    assert same.decision == "noop", same.reason
+    assert same.drift_share == 0.0
+    assert same.model_version is None
+    assert same.champion_version_after == 1
+
+
+def test_abrupt_concept_change_retrains_on_that_batch_and_promotes(stream):
+    _, records, versions = stream
+    change = records["b03-concept-change.csv"]
+    assert change.decision == "retrain", change.reason
+    assert change.reason.startswith("concept change")
+    assert change.champion_accuracy_before < 0.2  # the old model is now mostly wrong
+    assert change.promoted and change.champion_version_after == change.model_version == 2
+    v2 = next(v for v in versions if v["version"] == 2)
+    assert v2["trained_on"] == "b03-concept-change.csv"  # old concept superseded: not in the window
+
+
+def test_moderate_covariate_shift_fine_tunes_the_champion(stream):
+    _, records, versions = stream
+    shift = records["b04-shift.csv"]
+    assert shift.decision == "fine_tune", shift.reason
+    assert {"x one", "x-two", "noise"} <= set(shift.drifted_columns)
+    assert shift.model_version == 3
+    v3 = next(v for v in versions if v["version"] == 3)
+    assert v3["parent_version"] == "2" and v3["decision"] == "fine_tune"
+
+
+def test_schema_violating_batch_is_rejected_quarantined_and_changes_nothing(stream):
+    ws, records, versions = stream
+    broken = records["b05-broken.csv"]
+    assert broken.decision == "reject"
+    assert "missing column(s) 'colour'" in broken.reason
+    assert "column 'x one': values of type object, expected numbers" in broken.reason
+    assert broken.model_version is None
+    assert broken.champion_version_after == records["b04-shift.csv"].champion_version_after
+    quarantined = Path(broken.quarantined_to)
+    assert quarantined.read_bytes() == (ws.batches / "b05-broken.csv").read_bytes()
+    report = json.loads(quarantined.with_name("b05-broken.csv.validation.json").read_text())
+    assert any("colour" in f for f in report["failures"])
+    assert (ws.batches / "b05-broken.csv").exists()  # nothing deleted
+    assert not any(v["batch"] == "b05-broken.csv" for v in versions)
+
+
+def test_next_good_batch_after_a_reject_is_processed(stream):
+    _, records, _ = stream
+    after = records["b06-good-again.csv"]
+    assert after.validation == "passed"
+    assert after.decision in {"noop", "fine_tune"}, after.reason
+
+
+def test_ledger_lists_every_batch_once_and_a_second_run_does_nothing(stream):
+    ws, records, _ = stream
+    ledger = [r.batch for r in ws.store.records()]
+    assert ledger == sorted(records)
+    assert ws.run() == []
+
+
+def test_registry_lineage_and_artifacts(stream):
+    ws, records, versions = stream
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ws.settings.tracking_uri())
+    run = client.get_run(records["b03-concept-change.csv"].run_id)
+    assert run.data.tags["perennial.decision"] == "retrain"
+    assert run.data.metrics["champion_accuracy_before"] < 0.2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"drift", "validation", "lineage.json", "reference"} <= artifacts
+    drift_files = {a.path for a in client.list_artifacts(run.info.run_id, "drift")}
+    assert "drift/drift_report.html" in drift_files
+    import mlflow
+
+    model = mlflow.sklearn.load_model("models:/test-model@champion")
+    assert set(model.classes_) == {"low", "high"}
+
+
+def test_worse_challenger_is_registered_but_not_promoted(tmp_path, monkeypatch, prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch, policy={"promotion_margin": 0.5})
+    ws.add("a.csv", make_batch(seed=11))
+    ws.add("b.csv", make_batch(seed=12, shift=1.5))
+    first, second = ws.run()
+    assert second.decision == "fine_tune"
+    assert second.model_version == 2 and second.promoted is False
+    assert second.champion_version_after == 1
+    assert "not promoted" in second.promotion
+    by_version = {v["version"]: v for v in ws.versions()}
+    assert by_version[1]["aliases"] == ["champion"]
+    assert by_version[2]["aliases"] == ["challenger"]
+    assert by_version[2]["promoted"] == "false"
+    assert by_version[2]["promotion"].startswith("not promoted: challenger")
+
+
+def test_rerun_after_a_crash_processes_no_batch_twice(workspace: Workspace):
+    ws = workspace
+    ws.add("a.csv", make_batch(seed=21))
+    ws.run()
+    ws.add("b.csv", make_batch(seed=22, flip=True))
+    ws.add("c.csv", make_batch(seed=23, flip=True))
+    # An invalid estimator parameter makes the retrain of b.csv crash mid-cycle, after it was
+    # validated and its MLflow run logged, before anything was registered or recorded.
+    ws.configure(model__params={"alpha": -1.0})
+    with pytest.raises(Exception, match="alpha"):
+        ws.run()
+    assert [r.batch for r in ws.store.records()] == ["a.csv"]
+    ws.configure(model__params={})
+    rerun = ws.run()
+    assert [r.batch for r in rerun] == ["b.csv", "c.csv"]
+    assert [r.batch for r in ws.store.records()] == ["a.csv", "b.csv", "c.csv"]
+    registered = [v["batch"] for v in ws.versions()]
+    assert len(registered) == len(set(registered))

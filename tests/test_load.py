@@ -1,0 +1,58 @@
+"""Reading batches: clear one-line errors for files that cannot serve; stable holdout splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_batch
+from perennial.types import BatchError
+from tasks.load import batch_files, read_batch, split_holdout
+
+
+def test_batch_files_in_name_order_skipping_hidden_and_other_files(tmp_path):
+    for name in ["b.csv", "a.parquet", ".c.csv.tmp", ".d.csv", "notes.txt"]:
+        (tmp_path / name).write_text("x")
+    assert [p.name for p in batch_files(str(tmp_path))] == ["a.parquet", "b.csv"]
+    assert [p.name for p in batch_files(str(tmp_path / "*.csv"))] == ["b.csv"]
+
+
+def test_csv_and_parquet_read_the_same(tmp_path):
+    frame = make_batch(50, seed=0)
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_parquet(tmp_path / "a.parquet", index=False)
+    csv, parquet = (read_batch(tmp_path / n, "auto", "label") for n in ("a.csv", "a.parquet"))
+    assert csv.rows == parquet.rows == 50
+    assert list(csv.frame.columns) == list(parquet.frame.columns)
+
+
+def test_empty_file_is_named(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(BatchError, match=r"empty.csv: cannot be read as csv \(No columns to parse"):
+        read_batch(tmp_path / "empty.csv", "auto", "label")
+
+
+def test_header_only_file_has_no_rows(tmp_path):
+    (tmp_path / "h.csv").write_text("a,label\n")
+    with pytest.raises(BatchError, match=r"h.csv: has no rows"):
+        read_batch(tmp_path / "h.csv", "auto", "label")
+
+
+def test_damaged_parquet_is_named(tmp_path):
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(BatchError, match=r"bad.parquet: cannot be read as parquet"):
+        read_batch(tmp_path / "bad.parquet", "auto", "label")
+
+
+def test_missing_target_column_is_named(tmp_path):
+    make_batch(10, seed=0).drop(columns=["label"]).to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(BatchError, match=r"b.csv: target column 'label' missing \(found: x one, x-two"):
+        read_batch(tmp_path / "b.csv", "auto", "label")
+
+
+def test_holdout_split_is_stable_and_disjoint():
+    train, holdout = split_holdout("batch-7.csv", 1000, 0.25, seed=0)
+    again_train, again_holdout = split_holdout("batch-7.csv", 1000, 0.25, seed=0)
+    assert np.array_equal(train, again_train) and np.array_equal(holdout, again_holdout)
+    assert len(holdout) == 250 and not set(train) & set(holdout)
+    assert set(train) | set(holdout) == set(range(1000))
