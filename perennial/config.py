@@ -85,6 +85,7 @@ class TrainingConfig(_Strict):
     holdout_fraction: float = Field(0.25, gt=0, lt=1)
     fine_tune_epochs: int = Field(5, ge=1, description="partial_fit passes of an sgd fine-tune.")
     fine_tune_trees: int = Field(30, ge=1, description="Trees an hgb fine-tune adds.")
+    fine_tune_l2: float = Field(1.0, ge=0, description="L2 regularisation of the trees a fine-tune adds.")
     seed: int = 0
 
 

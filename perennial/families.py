@@ -73,6 +73,10 @@ def fine_tune(
             order = rng.permutation(len(y))
             clf.partial_fit(Xt[order], y.to_numpy()[order], classes=clf.classes_)
     else:
-        clf.set_params(warm_start=True, max_iter=clf.n_iter_ + training.fine_tune_trees)
+        # Added trees start from the champion's confident scores, where hessians are tiny; without
+        # L2 their Newton steps overshoot (measured: a fine-tune that lost 8 points instead of
+        # gaining 12 on a moved SEA boundary).
+        clf.set_params(warm_start=True, max_iter=clf.n_iter_ + training.fine_tune_trees,
+                       l2_regularization=max(clf.l2_regularization, training.fine_tune_l2))
         clf.fit(Xt, y.to_numpy())
     return model

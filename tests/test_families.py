@@ -28,16 +28,17 @@ def test_family_learns_mixed_types_with_nulls_and_odd_names(family, classes):
 
 
 @pytest.mark.parametrize("family", ["sgd", "hgb"])
-def test_fine_tune_adapts_to_a_shift_and_leaves_the_champion_as_it_was(family):
-    old, shifted, later = make_batch(seed=1), make_batch(seed=2, shift=3.0), make_batch(seed=3, shift=3.0)
+def test_fine_tune_adapts_to_a_moved_boundary_and_leaves_the_champion_as_it_was(family):
+    # SEA's threshold moves from 10 to 12: a moderate concept drift the champion half-misses.
+    old, new, later = make_batch(seed=1), make_batch(seed=2, theta=12), make_batch(seed=3, theta=12)
     schema = infer_schema(old, "label", None)
     champion = families.build(ModelConfig(family=family), schema, seed=0)
     champion.fit(features_frame(old, schema), labels(old, "label"))
     before = champion.predict(features_frame(later, schema))
-    tuned = families.fine_tune(champion, features_frame(shifted, schema), labels(shifted, "label"), TRAINING)
+    tuned = families.fine_tune(champion, features_frame(new, schema), labels(new, "label"), TRAINING)
     assert np.array_equal(champion.predict(features_frame(later, schema)), before)
-    assert accuracy(tuned, later, schema) >= accuracy(champion, later, schema) - 0.01
-    assert accuracy(tuned, later, schema) > 0.85
+    assert accuracy(champion, later, schema) < 0.93
+    assert accuracy(tuned, later, schema) > accuracy(champion, later, schema) + 0.03
 
 
 @pytest.mark.parametrize("family", ["sgd", "hgb"])

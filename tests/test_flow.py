@@ -21,7 +21,7 @@ def stream(tmp_path_factory, prefect_server):
         ws.add("b04-shift.csv", make_batch(seed=4, flip=True, shift=1.5))
         bad = make_batch(seed=5, flip=True).drop(columns=["colour"])
         bad["x one"] = bad["x one"].astype(object)
-        bad.loc[::3, "x one"] = "n/a"
+        bad.loc[::3, "x one"] = "twelve"
         ws.add("b05-broken.csv", bad)
         ws.add("b06-good-again.csv", make_batch(seed=6, flip=True, shift=1.5))
         records = {r.batch: r for r in ws.run()}
@@ -123,7 +123,7 @@ def test_worse_challenger_is_registered_but_not_promoted(tmp_path, monkeypatch, 
     ws.add("a.csv", make_batch(seed=11))
     ws.add("b.csv", make_batch(seed=12, shift=1.5))
     first, second = ws.run()
-    assert second.decision == "fine_tune"
+    assert second.decision == "fine_tune", second.reason
     assert second.model_version == 2 and second.promoted is False
     assert second.champion_version_after == 1
     assert "not promoted" in second.promotion
