@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None,
                       help="Folder for the stream, state, MLflow and Prefect files (default: a new "
                       "./perennial-demo-<time> folder).")
+    demo.add_argument("--rows", type=int, default=2000, help="Rows per batch (default: 2000).")
     run = sub.add_parser("run", help="One cycle over the batches not processed yet.")
     run.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from perennial.demo import run_demo
 
-            return run_demo(args.workdir)
+            return run_demo(args.workdir, args.rows)
         if args.command == "run":
             from perennial.commands import run
 

@@ -15,8 +15,6 @@ import pandas as pd
 
 from perennial import streams
 
-ROWS = 2000
-
 DEMO_CONFIG = """\
 # Perennial config of the demo stream; see README "Configuration" for every key.
 name: loan-approval
@@ -63,9 +61,9 @@ PHASES = [
 ]
 
 
-def demo_batch(phase: Phase, rng: np.random.Generator) -> pd.DataFrame:
+def demo_batch(phase: Phase, rows: int, rng: np.random.Generator) -> pd.DataFrame:
     """One batch with readable, mixed-type columns (spaces, dashes, categories, a boolean, nulls)."""
-    raw = streams.agrawal(ROWS, phase.function, rng, ages=(20 + phase.age_shift, 60 + phase.age_shift),
+    raw = streams.agrawal(rows, phase.function, rng, ages=(20 + phase.age_shift, 60 + phase.age_shift),
                           salary_scale=phase.salary_scale)
     frame = pd.DataFrame({
         "salary": raw["salary"].round(0),
@@ -75,7 +73,7 @@ def demo_batch(phase: Phase, rng: np.random.Generator) -> pd.DataFrame:
         "education-level": "level-" + raw["elevel"].astype(str),
         "car make": "make-" + raw["car"].astype(str),
         "zip code": "zip-" + raw["zipcode"].astype(str),
-        "house value": raw["hvalue"].round(0).where(rng.random(ROWS) > 0.02),  # 2% unknown
+        "house value": raw["hvalue"].round(0).where(rng.random(rows) > 0.02),  # 2% unknown
         "years in house": raw["hyears"],
         "loan": raw["loan"].round(0),
         "approved": np.where(raw["label"] == 1, "yes", "no"),
@@ -89,7 +87,7 @@ def demo_batch(phase: Phase, rng: np.random.Generator) -> pd.DataFrame:
     return frame
 
 
-def write_stream(folder: Path, seed: int = 7) -> list[tuple[Path, str]]:
+def write_stream(folder: Path, rows: int, seed: int = 7) -> list[tuple[Path, str]]:
     """Write every batch of the demo stream (idempotent) and return (file, phase name) in order."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -98,7 +96,7 @@ def write_stream(folder: Path, seed: int = 7) -> list[tuple[Path, str]]:
         for _ in range(phase.batches):
             index += 1
             path = folder / f"batch-{index:03d}.csv"
-            frame = demo_batch(phase, rng)
+            frame = demo_batch(phase, rows, rng)
             if not path.exists():
                 frame.to_csv(path, index=False)
             out.append((path, phase.name))
@@ -115,7 +113,7 @@ def _quiet_console() -> None:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
-def run_demo(workdir: Path | None) -> int:
+def run_demo(workdir: Path | None, rows: int = 2000) -> int:
     """Generate the stream, let batches arrive one by one, run the flow on each, print the table."""
     from perennial.commands import console
     workdir = (workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
@@ -131,8 +129,8 @@ def run_demo(workdir: Path | None) -> int:
     if not config_path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
         config_path.write_text(DEMO_CONFIG)
-    stream = write_stream(workdir / "stream")
-    console.print(f"[bold]Perennial demo[/] in {workdir}: {len(stream)} batches of {ROWS} rows")
+    stream = write_stream(workdir / "stream", rows)
+    console.print(f"[bold]Perennial demo[/] in {workdir}: {len(stream)} batches of {rows} rows")
     for phase in PHASES:
         console.print(f"  - {phase.name}: {phase.batches} batch(es)")
 

@@ -65,6 +65,7 @@ class Workspace:
     root: Path
     batches: Path
     config_path: Path
+    name: str = "test-model"
 
     def add(self, name: str, frame: pd.DataFrame) -> Path:
         path = self.batches / name
@@ -96,12 +97,12 @@ class Workspace:
     def store(self):
         from perennial.state import StateStore
 
-        return StateStore(self.settings.state_dir, "test-model")
+        return StateStore(self.settings.state_dir, self.name)
 
     def versions(self) -> list[dict]:
         from tasks.registry import registered_versions
 
-        return registered_versions("test-model", self.settings)
+        return registered_versions(self.name, self.settings)
 
     def champion(self) -> int | None:
         return next((v["version"] for v in self.versions() if "champion" in v["aliases"]), None)
@@ -125,10 +126,13 @@ def new_workspace(root: Path, monkeypatch: pytest.MonkeyPatch, **config) -> Work
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     merged = {k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()}
     for section, values in config.items():
-        merged.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            merged.setdefault(section, {}).update(values)
+        else:
+            merged[section] = values
     config_path = root / "perennial.yaml"
     config_path.write_text(yaml.safe_dump(merged))
-    return Workspace(root=root, batches=root / "batches", config_path=config_path)
+    return Workspace(root=root, batches=root / "batches", config_path=config_path, name=merged["name"])
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from conftest import Workspace, make_batch, new_workspace
 def stream(tmp_path_factory, prefect_server):
     """One monitored stream covering every decision, processed by a single flow run."""
     with pytest.MonkeyPatch.context() as mp:
-        ws = new_workspace(tmp_path_factory.mktemp("stream"), mp)
+        ws = new_workspace(tmp_path_factory.mktemp("stream"), mp, name="stream-model")
         ws.add("b01-first.csv", make_batch(seed=1))
         ws.add("b02-same.parquet", make_batch(seed=2))
         ws.add("b03-concept-change.csv", make_batch(seed=3, flip=True))
@@ -114,7 +114,7 @@ def test_registry_lineage_and_artifacts(stream):
     assert "drift/drift_report.html" in drift_files
     import mlflow
 
-    model = mlflow.sklearn.load_model("models:/test-model@champion")
+    model = mlflow.sklearn.load_model("models:/stream-model@champion")
     assert set(model.classes_) == {"low", "high"}
 
 
@@ -152,3 +152,38 @@ def test_rerun_after_a_crash_processes_no_batch_twice(workspace: Workspace):
     assert [r.batch for r in ws.store.records()] == ["a.csv", "b.csv", "c.csv"]
     registered = [v["batch"] for v in ws.versions()]
     assert len(registered) == len(set(registered))
+
+
+def test_each_cycle_leaves_prefect_artifacts(stream):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["stream-model-cycle", "stream-model-drift", "stream-model-mlflow-run"])))
+    by_key: dict[str, list] = {}
+    for artifact in artifacts:
+        by_key.setdefault(artifact.key, []).append(artifact)
+    assert len(by_key["stream-model-cycle"]) == 6  # one summary per batch
+    assert len(by_key["stream-model-drift"]) == 4  # batches compared with a champion
+    assert len(by_key["stream-model-mlflow-run"]) == 6
+    summaries = " ".join(a.data for a in by_key["stream-model-cycle"])
+    assert "`b05-broken.csv` -> **reject**" in summaries
+    assert all("/#/experiments/" in a.data for a in by_key["stream-model-mlflow-run"])
+
+
+def test_registering_the_same_batch_twice_returns_the_first_version(stream):
+    """What a rerun does when a crash fell between registration and the ledger line."""
+    ws, records, _ = stream
+    from perennial.config import load_config
+    from tasks.load import read_batch
+    from tasks.registry import champion_version, register
+
+    config = load_config(ws.config_path)
+    batch = read_batch(ws.batches / "b03-concept-change.csv", "auto", "label")
+    before = len(ws.versions())
+    again = register.fn(config, ws.settings, records[batch.id].run_id, None, batch, None, None, None,
+                        [batch.id], None, None)
+    assert again == records[batch.id].model_version
+    assert len(ws.versions()) == before
+    assert int(champion_version(ws.name, ws.settings).version) == ws.champion()

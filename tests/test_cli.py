@@ -1,0 +1,92 @@
+"""The `perennial` command as a user runs it: run, status, demo, and errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import make_batch, new_workspace
+from perennial.cli import main
+
+
+def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
+    config = tmp_path / "m.yaml"
+    config.write_text("name: m\ndata: {source: in, target: y}\nmodel: {family: xgb}\n")
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"perennial: error: {config}: key 'model.family': Input should be 'sgd' or 'hgb'")
+    assert "\n" not in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["status", "--config", str(tmp_path / "absent.yaml")]) == 2
+    assert "absent.yaml: config file not found" in capsys.readouterr().err
+
+
+def test_run_then_status(tmp_path, monkeypatch, capsys, prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch, model={"family": "hgb"})
+    ws.add("2026-01.parquet", make_batch(seed=1, classes=3))
+    ws.add("2026-02.csv", make_batch(seed=2, classes=3))
+    assert main(["run", "--config", str(ws.config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "2026-01.parquet" in out and "retrain" in out and "noop" in out
+
+    assert main(["run", "--config", str(ws.config_path)]) == 0
+    assert "No new batches for test-model" in capsys.readouterr().out
+
+    assert main(["status", "--config", str(ws.config_path)]) == 0
+    out = capsys.readouterr().out
+    assert "test-model: champion v1" in out
+    assert "Registered versions" in out and "Last 2 decisions" in out
+
+
+def test_unreadable_and_empty_batches_are_quarantined_and_the_stream_goes_on(tmp_path, monkeypatch,
+                                                                             prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch)
+    ws.add("a.csv", make_batch(seed=1))
+    (ws.batches / "b.parquet").write_bytes(b"PAR1 garbage")
+    (ws.batches / "c.csv").write_text("x one,label\n")
+    ws.add("d.csv", make_batch(seed=2).drop(columns=["label"]))
+    ws.add("e.csv", make_batch(seed=3))
+    records = {r.batch: r for r in ws.run()}
+    assert [records[b].decision for b in ["a.csv", "b.parquet", "c.csv", "d.csv", "e.csv"]] == [
+        "retrain", "reject", "reject", "reject", "noop"]
+    assert "b.parquet: cannot be read as parquet" in records["b.parquet"].reason
+    assert records["c.csv"].reason.endswith("c.csv: has no rows")
+    assert "d.csv: target column 'label' missing" in records["d.csv"].reason
+    for name in ("b.parquet", "c.csv", "d.csv"):
+        assert Path(records[name].quarantined_to).read_bytes() == (ws.batches / name).read_bytes()
+        assert records[name].champion_version_after == 1
+    assert ws.champion() == 1
+
+
+def test_new_label_is_rejected_unless_allowed_then_forces_a_retrain(tmp_path, monkeypatch, prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch)
+    ws.add("a.csv", make_batch(seed=1))
+    ws.add("b.csv", make_batch(seed=2, classes=3))  # a third label, "mid", appears
+    first, second = ws.run()
+    assert second.decision == "reject"
+    assert "label column 'label': labels never seen before: mid" in second.reason
+
+    ws.configure(validation__allow_new_classes=True)
+    ws.add("c.csv", make_batch(seed=3, classes=3))
+    (third,) = ws.run()
+    assert third.decision == "retrain"
+    assert third.reason.startswith("new label(s) mid")
+    assert third.promoted
+    assert ws.store.schema().classes == ("high", "low", "mid")
+
+
+def test_demo_shows_every_decision_and_a_second_run_does_not_fail(tmp_path, monkeypatch, capsys,
+                                                                  prefect_server):
+    for var in ("PERENNIAL_STATE_DIR", "PERENNIAL_MLFLOW_TRACKING_URI", "PREFECT_HOME"):
+        monkeypatch.setenv(var, "set-by-the-demo")  # restored after the test
+    demo = ["demo", "--workdir", str(tmp_path / "demo"), "--rows", "1400"]
+    assert main(demo) == 0
+    out = capsys.readouterr().out
+    summary = next(line for line in out.splitlines() if line.startswith("Summary:"))
+    for decision in ("reject 1", "noop", "fine_tune", "retrain"):
+        assert decision in summary
+    assert "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
+
+    assert main(demo) == 0
+    assert "All batches were already processed in this workdir" in capsys.readouterr().out
