@@ -10,13 +10,22 @@ from prefect.runtime import flow_run
 
 from perennial.config import PipelineConfig, Settings, load_config
 from perennial.state import StateStore
-from perennial.types import Action, BatchError, CycleRecord, ValidationResult
+from perennial.types import (
+    Action,
+    Batch,
+    BatchError,
+    Champion,
+    CycleRecord,
+    Decision,
+    Schema,
+    ValidationResult,
+)
 from tasks.decide import decide, fine_tunes_since_retrain
 from tasks.drift import measure_drift
 from tasks.evaluate import evaluate
 from tasks.load import find_new_batches, load_batch, resolve_schema, split_holdout
 from tasks.registry import champion_version, load_champion, log_cycle, promote, register, run_url
-from tasks.report import publish_cycle, record_cycle
+from tasks.report import cycle_record, publish_cycle, record_cycle
 from tasks.train import train, training_rows
 from tasks.validate import validate_batch
 
@@ -54,40 +63,36 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path)
     decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
                       config.training.window_batches)
     run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
-    record = CycleRecord(
-        batch=batch.id, path=str(batch.path), rows=batch.rows,
-        validation="passed" if validation.success else "failed",
-        drift_share=drift.drift_share if drift else None,
-        champion_accuracy_before=drift.champion_accuracy if drift else None,
-        decision=decision.action.value, reason=decision.reason, run_id=run_id,
-        champion_version_after=champion.version if champion else None,
-        drifted_columns=drift.drifted_columns if drift else [],
-    )
+    record = cycle_record(batch, validation, drift, decision, champion, run_id)
 
     if decision.action is Action.REJECT:
         record.quarantined_to = str(store.quarantine(batch.path, {
             "batch": batch.id, "failures": validation.failures, "great_expectations": validation.report}))
-    elif decision.action is not Action.NOOP:
-        if validation.new_classes:
-            schema = schema.with_classes(validation.new_classes)
-        train_idx, holdout_idx = split_holdout(batch.id, batch.rows, config.training.holdout_fraction,
-                                               config.training.seed)
-        rows, trained_on = training_rows(batch, train_idx, decision, history, config)
-        challenger = train(decision, rows, champion, schema, config)
-        evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
-        reference = rows.sample(min(len(rows), config.drift.reference_rows), random_state=0)
-        version = register(config, settings, run_id, challenger, batch, schema, decision, evaluation,
-                           trained_on, reference, champion)
-        promotion = promote(config, settings, version, evaluation, champion)
+    elif decision.action is Action.NOOP:
         store.save_schema(schema)
-        record.model_version, record.promoted = version, promotion.promoted
-        record.challenger_accuracy = evaluation.challenger_accuracy
-        record.champion_version_after = promotion.champion_version
-        record.promotion = promotion.reason
-    elif store.schema() is None:
-        store.save_schema(schema)
-
+    else:
+        adapt(config, settings, store, batch, schema.with_classes(validation.new_classes), decision,
+              champion, history, record)
     return finish_cycle(config, settings, store, record, drift)
+
+
+def adapt(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
+          decision: Decision, champion: Champion | None, history: list[CycleRecord],
+          record: CycleRecord) -> None:
+    """Train a challenger, compare it with the champion on held-out rows, register, promote."""
+    train_idx, holdout_idx = split_holdout(batch.id, batch.rows, config.training.holdout_fraction,
+                                           config.training.seed)
+    rows, trained_on = training_rows(batch, train_idx, decision, history, config)
+    challenger = train(decision, rows, champion, schema, config)
+    evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
+    reference = rows.sample(min(len(rows), config.drift.reference_rows), random_state=0)
+    version = register(config, settings, record.run_id, challenger, batch, schema, decision, evaluation,
+                       trained_on, reference, champion)
+    promotion = promote(config, settings, version, evaluation, champion)
+    store.save_schema(schema)
+    record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
+    record.challenger_accuracy = evaluation.challenger_accuracy
+    record.champion_version_after = promotion.champion_version
 
 
 def finish_cycle(config: PipelineConfig, settings: Settings, store: StateStore, record: CycleRecord,

@@ -9,7 +9,21 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from perennial.state import StateStore
-from perennial.types import CycleRecord, DriftResult
+from perennial.types import Batch, Champion, CycleRecord, Decision, DriftResult, ValidationResult
+
+
+def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
+                 decision: Decision, champion: Champion | None, run_id: str) -> CycleRecord:
+    """The ledger line of a cycle as known once decided; adapting fills in the model fields."""
+    return CycleRecord(
+        batch=batch.id, path=str(batch.path), rows=batch.rows,
+        validation="passed" if validation.success else "failed",
+        drift_share=drift.drift_share if drift else None,
+        champion_accuracy_before=drift.champion_accuracy if drift else None,
+        decision=decision.action.value, reason=decision.reason, run_id=run_id,
+        champion_version_after=champion.version if champion else None,
+        drifted_columns=drift.drifted_columns if drift else [],
+    )
 
 
 def _fmt(value: float | None) -> str:
