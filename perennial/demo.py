@@ -167,11 +167,11 @@ def run_demo(workdir: Path | None, rows: int = 2000) -> int:
     uri = settings.tracking_uri()
     artifacts = settings.state_dir / "mlartifacts"
     console.print("\nExplore what the demo wrote:")
-    console.print(f"  MLflow UI:  mlflow ui --backend-store-uri {uri} "
+    console.print(f"  MLflow UI:  uv run mlflow ui --backend-store-uri {uri} "
                   f"--default-artifact-root {artifacts} --port 5000   -> http://127.0.0.1:5000")
-    console.print(f"  Prefect UI: PREFECT_HOME={workdir / 'prefect'} prefect server start   "
+    console.print(f"  Prefect UI: PREFECT_HOME={workdir / 'prefect'} uv run prefect server start   "
                   "-> http://127.0.0.1:4200")
-    console.print(f"  Status:     PERENNIAL_STATE_DIR={state} perennial status --config {config_path}")
+    console.print(f"  Status:     PERENNIAL_STATE_DIR={state} uv run perennial status --config {config_path}")
     return 0
 
 
