@@ -4,39 +4,41 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows.adapt import adapt_batch
 from perennial.config import PipelineConfig, Settings, load_config
 from perennial.state import StateStore
 from perennial.types import (
     Action,
-    Batch,
     BatchError,
-    Champion,
     CycleRecord,
-    Decision,
-    Schema,
     ValidationResult,
 )
 from tasks.decide import decide, fine_tunes_since_retrain
 from tasks.drift import measure_drift
-from tasks.evaluate import evaluate
-from tasks.load import find_new_batches, load_batch, resolve_schema, split_holdout
-from tasks.registry import champion_version, load_champion, log_cycle, promote, register, run_url
+from tasks.events import request_adaptation
+from tasks.load import find_new_batches, load_batch, resolve_schema
+from tasks.registry import champion_version, load_champion, log_cycle, run_url
 from tasks.report import cycle_record, publish_cycle, record_cycle
-from tasks.train import train, training_rows
 from tasks.validate import validate_batch
 
 
 @flow(name="continuous-training")
-def continuous_training(config_path: str) -> list[CycleRecord]:
-    """Process every batch the ledger does not list yet, oldest name first."""
+def continuous_training(config_path: str,
+                        mode: Literal["embedded", "deployed"] = "embedded") -> list[CycleRecord]:
+    """Process every batch the ledger does not list yet, oldest name first.
+
+    Embedded: adapt in this run. Deployed: emit `perennial.drift.detected` and let the `adapt`
+    deployment do it, one adaptation at a time.
+    """
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)
-    return [training_cycle(config, settings, path)
+    return [training_cycle(config, settings, path, mode)
             for path in find_new_batches(config, store.processed())]
 
 
@@ -45,7 +47,8 @@ def _cycle_name() -> str:
 
 
 @flow(name="training-cycle", flow_run_name=_cycle_name)
-def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path) -> CycleRecord:
+def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
+                   mode: str = "embedded") -> CycleRecord:
     """Load -> validate -> detect drift -> decide -> adapt -> evaluate -> register -> promote."""
     store = StateStore(settings.state_dir, config.name)
     try:
@@ -59,8 +62,7 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path)
     if champion is not None and validation.success:
         drift = measure_drift(batch, schema, champion, config.drift,
                               store.report_dir(batch.id) / "drift_report.html")
-    history = store.records()
-    decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
+    decision = decide(validation, drift, fine_tunes_since_retrain(store.records()), config.policy,
                       config.training.window_batches)
     run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
     record = cycle_record(batch, validation, drift, decision, champion, run_id)
@@ -70,29 +72,13 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path)
             "batch": batch.id, "failures": validation.failures, "great_expectations": validation.report}))
     elif decision.action is Action.NOOP:
         store.save_schema(schema)
+    elif mode == "deployed":
+        store.save_schema(schema.with_classes(validation.new_classes))
+        record.status = request_adaptation(config.name, record, decision, drift, champion)
     else:
-        adapt(config, settings, store, batch, schema.with_classes(validation.new_classes), decision,
-              champion, history, record)
+        adapt_batch(config, settings, store, batch, schema.with_classes(validation.new_classes), decision,
+                    champion, champion.version if champion else None, record)
     return finish_cycle(config, settings, store, record, drift)
-
-
-def adapt(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-          decision: Decision, champion: Champion | None, history: list[CycleRecord],
-          record: CycleRecord) -> None:
-    """Train a challenger, compare it with the champion on held-out rows, register, promote."""
-    train_idx, holdout_idx = split_holdout(batch.id, batch.rows, config.training.holdout_fraction,
-                                           config.training.seed)
-    rows, trained_on = training_rows(batch, train_idx, decision, history, config)
-    challenger = train(decision, rows, champion, schema, config)
-    evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
-    reference = rows.sample(min(len(rows), config.drift.reference_rows), random_state=0)
-    version = register(config, settings, record.run_id, challenger, batch, schema, decision, evaluation,
-                       trained_on, reference, champion)
-    promotion = promote(config, settings, version, evaluation, champion)
-    store.save_schema(schema)
-    record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
-    record.challenger_accuracy = evaluation.challenger_accuracy
-    record.champion_version_after = promotion.champion_version
 
 
 def finish_cycle(config: PipelineConfig, settings: Settings, store: StateStore, record: CycleRecord,

@@ -28,8 +28,15 @@ def _parser() -> argparse.ArgumentParser:
                       help="Folder for the stream, state, MLflow and Prefect files (default: a new "
                       "./perennial-demo-<time> folder).")
     demo.add_argument("--rows", type=int, default=2000, help="Rows per batch (default: 2000).")
+    demo.add_argument("--no-run", action="store_true",
+                      help="Only write the stream (stream/) and its config; e.g. to ingest into a server.")
     run = sub.add_parser("run", help="One cycle over the batches not processed yet.")
     run.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    serve = sub.add_parser("serve", help="Serve the monitor and adapt deployments on a Prefect server.")
+    serve.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    ingest = sub.add_parser("ingest", help="Add a batch file atomically and announce it to the monitor.")
+    ingest.add_argument("file", type=Path, help="A .csv or .parquet batch.")
+    ingest.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
     status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
@@ -47,11 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from perennial.demo import run_demo
 
-            return run_demo(args.workdir, args.rows)
+            return run_demo(args.workdir, args.rows, run=not args.no_run)
         if args.command == "run":
             from perennial.commands import run
 
             return run(args.config)
+        if args.command == "serve":
+            # A triggered run should start within seconds, not at the runner's default 10 s poll.
+            os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+            from perennial.commands import serve
+
+            return serve(args.config)
+        if args.command == "ingest":
+            from perennial.commands import ingest
+
+            return ingest(args.file, args.config)
         from perennial.commands import status
 
         return status(args.config, args.last)

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from perennial.config import Settings, load_config
+from perennial.config import ConfigError, Settings, load_config
 from perennial.state import StateStore
 from perennial.types import CycleRecord
 
@@ -40,6 +40,8 @@ def cycles_table(records: list[CycleRecord], title: str) -> Table:
 
 
 def _model_cell(r: CycleRecord) -> str:
+    if r.status != "done":
+        return r.status
     if r.model_version is None:
         return "-"
     return f"v{r.model_version} " + ("promoted" if r.promoted else "kept as challenger")
@@ -55,6 +57,61 @@ def run(config_path: Path) -> int:
         console.print(f"No new batches for [bold]{config.name}[/] in {config.source_pattern()}")
         return 0
     console.print(cycles_table(records, f"{config.name}: {len(records)} new batch(es)"))
+    return 0
+
+
+def serve(config_path: Path) -> int:
+    """Serve the model's deployments from this process until interrupted."""
+    config = load_config(config_path)
+    from deployments.definitions import adapt_name, monitor_name
+    from deployments.definitions import serve as serve_deployments
+
+    console.print(f"Serving [bold]{monitor_name(config)}[/] (cron {config.deploy.cron}, and on "
+                  f"perennial.batch.arrived) and [bold]{adapt_name(config)}[/] (on perennial.drift.detected)")
+    serve_deployments(config_path)
+    return 0
+
+
+def ingest(file: Path, config_path: Path) -> int:
+    """Copy a batch into the source folder atomically, then emit `perennial.batch.arrived`."""
+    import os
+    import shutil
+
+    from perennial.types import BatchError
+    from tasks.load import BATCH_SUFFIXES
+
+    config = load_config(config_path)
+    folder = Path(config.source_pattern())
+    if not folder.is_dir():
+        raise ConfigError(f"{config_path}: key 'data.source' must be an existing folder to ingest into "
+                          f"(got {config.data.source!r})")
+    if not file.is_file():
+        raise BatchError(f"batch file {file}: not found")
+    if file.suffix.lower() not in BATCH_SUFFIXES:
+        raise BatchError(f"batch file {file}: expected one of {', '.join(sorted(BATCH_SUFFIXES))}")
+    target = folder / file.name
+    if target.exists():
+        raise BatchError(f"batch file {target}: a batch of that name already arrived; rename the new one")
+    # Hidden while copying (the monitor skips dot-files), then renamed in one step.
+    partial = folder / f".{file.name}.partial"
+    shutil.copyfile(file, partial)
+    with open(partial, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, target)
+    console.print(f"Ingested {file} -> {target}")
+
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        console.print("No PREFECT_API_URL: no event sent; `perennial run` will pick the batch up.")
+        return 0
+    from prefect.events.worker import EventsWorker
+
+    from tasks.events import BATCH_ARRIVED, emit
+
+    emit(BATCH_ARRIVED, config.name, {"batch": target.name, "path": str(target)})
+    EventsWorker.drain_all()  # deliver before this short-lived process exits
+    console.print(f"Emitted {BATCH_ARRIVED} for perennial.model.{config.name}")
     return 0
 
 

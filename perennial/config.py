@@ -89,6 +89,11 @@ class TrainingConfig(_Strict):
     seed: int = 0
 
 
+class DeployConfig(_Strict):
+    cron: str = Field("0 * * * *", description="When the monitor deployment runs (besides on arrivals).")
+    timezone: str = "UTC"
+
+
 class PipelineConfig(_Strict):
     """Everything Perennial needs to know about one monitored model."""
 
@@ -99,6 +104,7 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="Folder of the config file.")
 
     def source_pattern(self) -> str:

@@ -113,7 +113,7 @@ def _quiet_console() -> None:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
-def run_demo(workdir: Path | None, rows: int = 2000) -> int:
+def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     """Generate the stream, let batches arrive one by one, run the flow on each, print the table."""
     from perennial.commands import console
     workdir = (workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
@@ -133,6 +133,10 @@ def run_demo(workdir: Path | None, rows: int = 2000) -> int:
     console.print(f"[bold]Perennial demo[/] in {workdir}: {len(stream)} batches of {rows} rows")
     for phase in PHASES:
         console.print(f"  - {phase.name}: {phase.batches} batch(es)")
+    (workdir / "batches").mkdir(exist_ok=True)
+    if not run:
+        console.print(f"Stream in {workdir / 'stream'}; config {config_path} (source: {workdir / 'batches'})")
+        return 0
 
     with console.status("Loading Prefect, MLflow, Great Expectations and Evidently..."):
         from flows.continuous_training import continuous_training

@@ -40,12 +40,13 @@ class StateStore:
         self.reference_dir = self.root / "reference"
         self.reports_dir = self.root / "reports"
 
-    # -- ledger: one JSON line per finished batch; a batch is in it once or not at all
+    # -- ledger: append-only JSON lines; a batch is in it or not, and its latest line is its state
+    # (a deployed monitor writes "adaptation requested", the adapt run later writes the outcome).
     def records(self) -> list[CycleRecord]:
         if not self.ledger_path.exists():
             return []
         known = {f.name for f in fields(CycleRecord)}
-        out = []
+        latest: dict[str, CycleRecord] = {}
         for line in self.ledger_path.read_text().splitlines():
             if not line.strip():
                 continue
@@ -53,8 +54,9 @@ class StateStore:
                 data = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by a crash mid-append: that batch is simply not done
-            out.append(CycleRecord(**{k: v for k, v in data.items() if k in known}))
-        return out
+            record = CycleRecord(**{k: v for k, v in data.items() if k in known})
+            latest[record.batch] = record
+        return list(latest.values())
 
     def processed(self) -> set[str]:
         return {r.batch for r in self.records()}

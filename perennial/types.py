@@ -149,6 +149,8 @@ class CycleRecord:
     quarantined_to: str | None = None
     drifted_columns: list[str] = field(default_factory=list)
     path: str = ""
+    # "done", or "adaptation requested" while a deployed adapt run has the batch
+    status: str = "done"
     finished_at: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -175,11 +175,20 @@ def _requirements() -> list[str]:
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def promote(config: PipelineConfig, settings: Settings, version: int, evaluation: Evaluation,
-            champion: Champion | None) -> Promotion:
-    """Move `champion` to the new version if it is better by the margin; otherwise it stays `challenger`."""
+            champion: Champion | None, expected: int | None) -> Promotion:
+    """Move `champion` to the new version if it is better by the margin; otherwise it stays `challenger`.
+
+    Check-and-set: `expected` is the champion the decision was made against; if another
+    adaptation moved the alias meanwhile, this one does not overwrite it.
+    """
     mlflow_client = client(settings)
     margin = config.policy.promotion_margin
-    if champion is None:
+    current = _alias_version(mlflow_client, config.name, CHAMPION)
+    if current != expected:
+        promoted = False
+        reason = (f"not promoted: the champion moved from {f'v{expected}' if expected else 'none'} to "
+                  f"v{current} while this adaptation ran; it is not overwritten")
+    elif champion is None:
         promoted, reason = True, "first model: champion by default"
     elif evaluation.challenger_accuracy >= (evaluation.champion_accuracy or 0.0) + margin:
         promoted = True
@@ -201,11 +210,16 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
     else:
         mlflow_client.set_registered_model_alias(config.name, CHALLENGER, str(version))
     return Promotion(version=version, promoted=promoted, reason=reason,
-                     champion_version=version if promoted else champion.version)
+                     champion_version=version if promoted else current)
 
 
 def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:
-    aliases = mlflow_client.get_registered_model(name).aliases
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = mlflow_client.get_registered_model(name).aliases
+    except MlflowException:
+        return None
     return int(aliases[alias]) if alias in aliases else None
 
 

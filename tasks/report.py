@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from perennial.state import StateStore
 from perennial.types import Batch, Champion, CycleRecord, Decision, DriftResult, ValidationResult
+from tasks import events
 
 
 def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
@@ -66,6 +67,13 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None, ru
             key=f"{key}-drift", description=f"Per-feature drift of {record.batch}")
     if run_url:
         create_link_artifact(run_url, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
+    if record.decision == "reject":
+        events.emit(events.BATCH_REJECTED, model, {
+            "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to})
+    if record.promoted:
+        events.emit(events.MODEL_PROMOTED, model, {
+            "version": record.model_version, "batch": record.batch, "decision": record.decision,
+            "reason": record.promotion})
 
 
 @task(cache_policy=NO_CACHE)

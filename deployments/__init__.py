@@ -1,0 +1,1 @@
+"""Prefect deployments of Perennial, declared once (see definitions.py and prefect.yaml)."""

@@ -1,0 +1,51 @@
+"""Prefect events adapter: what Perennial tells other systems, one resource per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from perennial.types import Champion, CycleRecord, Decision, DriftResult
+
+BATCH_ARRIVED = "perennial.batch.arrived"
+BATCH_REJECTED = "perennial.batch.rejected"
+DRIFT_DETECTED = "perennial.drift.detected"
+MODEL_PROMOTED = "perennial.model.promoted"
+
+
+def resource_id(model: str) -> str:
+    """The resource every event about `model` names; triggers match on it."""
+    return f"perennial.model.{model}"
+
+
+def emit(event: str, model: str, payload: dict[str, Any]) -> bool:
+    """Emit an event about `model`; False when no Prefect API is there to receive it."""
+    from prefect.events import emit_event
+
+    sent = emit_event(event=event, resource={"prefect.resource.id": resource_id(model),
+                                             "prefect.resource.name": model},
+                      payload={"model": model, **payload})
+    return sent is not None
+
+
+@task(cache_policy=NO_CACHE)
+def request_adaptation(model: str, record: CycleRecord, decision: Decision, drift: DriftResult | None,
+                       champion: Champion | None) -> str:
+    """Hand the batch to the `adapt` deployment through a `perennial.drift.detected` event."""
+    sent = emit(DRIFT_DETECTED, model, {
+        "batch_ids": [record.batch],
+        "drift_share": drift.drift_share if drift else None,
+        "drifted_columns": drift.drifted_columns if drift else [],
+        "accuracy_drop": drift.accuracy_drop if drift else None,
+        "recommended_action": decision.action.value,
+        "reason": decision.reason,
+        "window_batches": decision.window_batches,
+        "champion_version": champion.version if champion else 0,
+        "run_id": record.run_id,
+    })
+    if not sent:
+        raise RuntimeError(f"deployed mode needs a Prefect server (PREFECT_API_URL) to send "
+                           f"{DRIFT_DETECTED}; `perennial run` adapts in-process instead")
+    return "adaptation requested"

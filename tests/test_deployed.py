@@ -1,0 +1,214 @@
+"""Deployed mode against a real Prefect server on 127.0.0.1: serve, events, automations, queueing.
+
+One server and one `perennial serve` process for the module; each flow run that serve starts is a
+fresh Python process, so these tests are the slowest of the suite (a few minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from conftest import make_batch
+
+BIN = Path(sys.executable).parent
+TIMEOUT = 300  # seconds to wait for a chain of runs on a loaded 2-core machine
+MODEL = "deployed-model"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Deployed:
+    """The server, the served model's files, and helpers to talk to both."""
+
+    def __init__(self, root: Path, api: str, env: dict[str, str]):
+        self.root, self.api, self.env = root, api, env
+        self.config = root / "perennial.yaml"
+        self.batches = root / "batches"
+        self.http = httpx.Client(base_url=api, timeout=30)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "perennial"), *args], env=self.env, capture_output=True,
+                              text=True, timeout=180)
+
+    def ledger(self) -> dict[str, dict]:
+        path = self.root / "state" / MODEL / "ledger.jsonl"
+        out: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                out[json.loads(line)["batch"]] = json.loads(line)
+        return out
+
+    def emit(self, event: str, payload: dict) -> None:
+        response = self.http.post("/events", json=[{
+            "id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(), "event": event,
+            "resource": {"prefect.resource.id": f"perennial.model.{MODEL}"}, "payload": payload}])
+        response.raise_for_status()
+
+    def runs(self, deployment: str) -> list[dict]:
+        flow = "adapt" if deployment.startswith("adapt") else "continuous-training"
+        dep = self.http.get(f"/deployments/name/{flow}/{deployment}").json()
+        runs = self.http.post("/flow_runs/filter", json={
+            "deployments": {"id": {"any_": [dep["id"]]}}, "sort": "EXPECTED_START_TIME_ASC"}).json()
+        return [r for r in runs if r["state_type"] != "SCHEDULED" or r.get("created_by")]
+
+    def champion(self) -> int | None:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.env["PERENNIAL_MLFLOW_TRACKING_URI"])
+        aliases = client.get_registered_model(MODEL).aliases
+        return int(aliases["champion"]) if "champion" in aliases else None
+
+    def versions(self) -> dict[int, dict]:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.env["PERENNIAL_MLFLOW_TRACKING_URI"])
+        return {int(v.version): v.tags for v in client.search_model_versions(f"name = '{MODEL}'")}
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory) -> Deployed:
+    root = tmp_path_factory.mktemp("deployed")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PERENNIAL_", "MLFLOW_"))}
+    env.update({
+        "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PERENNIAL_STATE_DIR": str(root / "state"),
+        "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}",
+    })
+    (root / "batches").mkdir()
+    (root / "perennial.yaml").write_text(yaml.safe_dump({
+        "name": MODEL, "data": {"source": "batches", "target": "label"},
+        # Any challenger beats the champion by this margin, so only check-and-set can stop a promotion.
+        "policy": {"promotion_margin": -0.5, "drift_share_moderate": 0.2, "drift_share_severe": 0.7},
+    }))
+    server_log = open(root / "server.log", "w")  # noqa: SIM115 - closed with the process
+    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+    served = None
+    try:
+        wait_for(lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, "the Prefect server", 180)
+        serve_log = open(root / "serve.log", "w")  # noqa: SIM115
+        served = subprocess.Popen([str(BIN / "perennial"), "serve", "--config", str(root / "perennial.yaml")],
+                                  env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)
+        d = Deployed(root, api, env)
+        wait_for(lambda: d.http.get(f"/deployments/name/adapt/adapt-{MODEL}").status_code == 200,
+                 "the served deployments", 180)
+        yield d
+    finally:
+        if served is not None:
+            stop(served)
+        stop(server)
+
+
+def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deployed: Deployed):
+    d = deployed
+    make_batch(seed=1).to_csv(d.root / "a.csv", index=False)
+    result = d.cli("ingest", str(d.root / "a.csv"), "--config", str(d.config))
+    assert result.returncode == 0, result.stderr
+    assert "Emitted perennial.batch.arrived" in result.stdout
+    assert (d.batches / "a.csv").exists() and not list(d.batches.glob(".*"))
+    wait_for(lambda: d.ledger().get("a.csv", {}).get("status") == "done", "a.csv adapted")
+    assert d.champion() == 1
+
+    make_batch(seed=2, flip=True).to_csv(d.root / "b.csv", index=False)  # an abrupt concept change
+    assert d.cli("ingest", str(d.root / "b.csv"), "--config", str(d.config)).returncode == 0
+    b = wait_for(lambda: (r := d.ledger().get("b.csv")) and r["status"] == "done" and r, "b.csv adapted")
+    assert b["decision"] == "retrain" and b["reason"].startswith("concept change")
+    assert b["promoted"] and d.champion() == b["model_version"] == 2
+
+    adapt_runs = d.runs(f"adapt-{MODEL}")
+    assert [r["state_type"] for r in adapt_runs] == ["COMPLETED", "COMPLETED"]
+    assert all(r["created_by"]["type"] == "AUTOMATION" for r in adapt_runs)
+    assert adapt_runs[1]["parameters"]["batch_ids"] == ["b.csv"]
+    assert adapt_runs[1]["parameters"]["mode"] == "retrain"
+    assert len(d.runs(f"monitor-{MODEL}")) >= 2
+
+
+def test_drift_event_from_any_system_triggers_adapt_with_its_payload(deployed: Deployed):
+    d = deployed
+    for seed, name in [(3, "c.csv"), (4, "d.csv")]:
+        make_batch(seed=seed, flip=True).to_csv(d.batches / name, index=False)
+    make_batch(seed=5, flip=True).to_csv(d.root / "e.csv", index=False)
+    assert d.cli("ingest", str(d.root / "e.csv"), "--config", str(d.config)).returncode == 0
+    wait_for(lambda: all(d.ledger().get(b, {}).get("status") == "done" for b in ("c.csv", "d.csv", "e.csv")),
+             "c, d and e monitored")
+    assert {d.ledger()[b]["decision"] for b in ("c.csv", "d.csv", "e.csv")} == {"noop"}
+    before = len(d.runs(f"adapt-{MODEL}"))
+
+    payload = {"model": MODEL, "batch_ids": ["c.csv"], "recommended_action": "fine_tune",
+               "reason": "requested by a test", "window_batches": 1, "champion_version": d.champion(),
+               "drift_share": 0.4, "drifted_columns": ["x one"], "accuracy_drop": 0.07}
+    d.emit("perennial.drift.detected", payload)
+    run = wait_for(lambda: (runs := d.runs(f"adapt-{MODEL}"))[before:] and runs[before]["state_type"]
+                   == "COMPLETED" and runs[before], "the adapt run")
+    assert run["created_by"]["type"] == "AUTOMATION"
+    assert run["parameters"]["batch_ids"] == ["c.csv"]
+    assert run["parameters"]["mode"] == "fine_tune"
+    assert run["parameters"]["window_batches"] == 1  # the rendered payload keeps its JSON type
+    c = d.ledger()["c.csv"]
+    assert c["decision"] == "fine_tune" and c["model_version"] == 3
+    assert d.versions()[3]["perennial.batch"] == "c.csv"
+
+
+def test_two_drift_events_run_one_after_the_other_and_promotion_is_check_and_set(deployed: Deployed):
+    d = deployed
+    champion = d.champion()
+    before = len(d.runs(f"adapt-{MODEL}"))
+    for batch in ("d.csv", "e.csv"):
+        d.emit("perennial.drift.detected", {
+            "model": MODEL, "batch_ids": [batch], "recommended_action": "retrain", "reason": "test",
+            "window_batches": 1, "champion_version": champion})
+    runs = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 2
+                    and all(x["state_type"] == "COMPLETED" for x in r) and r, "two adapt runs")
+    first, second = sorted(runs, key=lambda r: r["start_time"])
+    assert first["end_time"] <= second["start_time"]  # queued, not run in parallel
+    ledger = d.ledger()
+    won, lost = sorted((ledger["d.csv"], ledger["e.csv"]), key=lambda r: not r["promoted"])
+    assert won["promoted"] and not lost["promoted"]
+    assert lost["promotion"].startswith(f"not promoted: the champion moved from v{champion} to "
+                                        f"v{won['model_version']}")
+    assert d.champion() == won["model_version"]
