@@ -7,11 +7,7 @@ fresh Python process, so these tests are the slowest of the suite (a few minutes
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -23,16 +19,10 @@ import pytest
 import yaml
 
 from conftest import make_batch
+from perennial.local_server import BIN, PrefectServer, quiet_env, stop
 
-BIN = Path(sys.executable).parent
 TIMEOUT = 300  # seconds to wait for a chain of runs on a loaded 2-core machine
 MODEL = "deployed-model"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = TIMEOUT):
@@ -46,14 +36,6 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = TIMEOUT):
             return value
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Deployed:
@@ -107,41 +89,26 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory) -> Deployed:
     root = tmp_path_factory.mktemp("deployed")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PERENNIAL_", "MLFLOW_"))}
-    env.update({
-        "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PERENNIAL_STATE_DIR": str(root / "state"),
-        "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}",
-    })
     (root / "batches").mkdir()
     (root / "perennial.yaml").write_text(yaml.safe_dump({
         "name": MODEL, "data": {"source": "batches", "target": "label"},
         # Any challenger beats the champion by this margin, so only check-and-set can stop a promotion.
         "policy": {"promotion_margin": -0.5, "drift_share_moderate": 0.2, "drift_share_severe": 0.7},
     }))
-    server_log = open(root / "server.log", "w")  # noqa: SIM115 - closed with the process
-    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
-    served = None
-    try:
-        wait_for(lambda: httpx.get(f"{api}/health", timeout=5).status_code == 200, "the Prefect server", 180)
+    with PrefectServer(root / "prefect-home") as server:
+        env = {**quiet_env(), "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": server.api,
+               "PERENNIAL_STATE_DIR": str(root / "state"),
+               "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}"}
         serve_log = open(root / "serve.log", "w")  # noqa: SIM115
         served = subprocess.Popen([str(BIN / "perennial"), "serve", "--config", str(root / "perennial.yaml")],
                                   env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)
-        d = Deployed(root, api, env)
-        wait_for(lambda: d.http.get(f"/deployments/name/adapt/adapt-{MODEL}").status_code == 200,
-                 "the served deployments", 180)
-        yield d
-    finally:
-        if served is not None:
+        try:
+            d = Deployed(root, server.api, env)
+            wait_for(lambda: d.http.get(f"/deployments/name/adapt/adapt-{MODEL}").status_code == 200,
+                     "the served deployments", 180)
+            yield d
+        finally:
             stop(served)
-        stop(server)
 
 
 def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deployed: Deployed):
@@ -168,47 +135,41 @@ def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deploy
     assert len(d.runs(f"monitor-{MODEL}")) >= 2
 
 
-def test_drift_event_from_any_system_triggers_adapt_with_its_payload(deployed: Deployed):
+def test_drift_events_from_any_system_run_adapt_one_at_a_time_with_check_and_set(deployed: Deployed):
     d = deployed
-    for seed, name in [(3, "c.csv"), (4, "d.csv")]:
-        make_batch(seed=seed, flip=True).to_csv(d.batches / name, index=False)
-    make_batch(seed=5, flip=True).to_csv(d.root / "e.csv", index=False)
-    assert d.cli("ingest", str(d.root / "e.csv"), "--config", str(d.config)).returncode == 0
-    wait_for(lambda: all(d.ledger().get(b, {}).get("status") == "done" for b in ("c.csv", "d.csv", "e.csv")),
-             "c, d and e monitored")
-    assert {d.ledger()[b]["decision"] for b in ("c.csv", "d.csv", "e.csv")} == {"noop"}
-    before = len(d.runs(f"adapt-{MODEL}"))
+    make_batch(seed=3, flip=True).to_csv(d.batches / "c.csv", index=False)  # arrived without an event
+    make_batch(seed=4, flip=True).to_csv(d.root / "d.csv", index=False)
+    assert d.cli("ingest", str(d.root / "d.csv"), "--config", str(d.config)).returncode == 0
+    wait_for(lambda: all(d.ledger().get(b, {}).get("status") == "done" for b in ("c.csv", "d.csv")),
+             "c and d monitored")
+    assert {d.ledger()[b]["decision"] for b in ("c.csv", "d.csv")} == {"noop"}
 
-    payload = {"model": MODEL, "batch_ids": ["c.csv"], "recommended_action": "fine_tune",
-               "reason": "requested by a test", "window_batches": 1, "champion_version": d.champion(),
-               "drift_share": 0.4, "drifted_columns": ["x one"], "accuracy_drop": 0.07}
-    d.emit("perennial.drift.detected", payload)
-    run = wait_for(lambda: (runs := d.runs(f"adapt-{MODEL}"))[before:] and runs[before]["state_type"]
-                   == "COMPLETED" and runs[before], "the adapt run")
-    assert run["created_by"]["type"] == "AUTOMATION"
-    assert run["parameters"]["batch_ids"] == ["c.csv"]
-    assert run["parameters"]["mode"] == "fine_tune"
-    assert run["parameters"]["window_batches"] == 1  # the rendered payload keeps its JSON type
-    c = d.ledger()["c.csv"]
-    assert c["decision"] == "fine_tune" and c["model_version"] == 3
-    assert d.versions()[3]["perennial.batch"] == "c.csv"
-
-
-def test_two_drift_events_run_one_after_the_other_and_promotion_is_check_and_set(deployed: Deployed):
-    d = deployed
-    champion = d.champion()
-    before = len(d.runs(f"adapt-{MODEL}"))
-    for batch in ("d.csv", "e.csv"):
-        d.emit("perennial.drift.detected", {
-            "model": MODEL, "batch_ids": [batch], "recommended_action": "retrain", "reason": "test",
-            "window_batches": 1, "champion_version": champion})
+    champion, before = d.champion(), len(d.runs(f"adapt-{MODEL}"))
+    payloads = [{"model": MODEL, "batch_ids": [batch], "recommended_action": action,
+                 "reason": f"requested by a test for {batch}", "window_batches": 1,
+                 "champion_version": champion, "drift_share": 0.4, "accuracy_drop": 0.07}
+                for batch, action in (("c.csv", "fine_tune"), ("d.csv", "retrain"))]
+    for payload in payloads:  # in quick succession, both decided against the same champion
+        d.emit("perennial.drift.detected", payload)
     runs = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 2
                     and all(x["state_type"] == "COMPLETED" for x in r) and r, "two adapt runs")
+
     first, second = sorted(runs, key=lambda r: r["start_time"])
-    assert first["end_time"] <= second["start_time"]  # queued, not run in parallel
+    assert first["end_time"] <= second["start_time"]  # queued by the concurrency limit, not parallel
+    for run in runs:
+        assert run["created_by"]["type"] == "AUTOMATION"
+        payload = next(p for p in payloads if p["batch_ids"] == run["parameters"]["batch_ids"])
+        assert run["parameters"]["mode"] == payload["recommended_action"]
+        assert run["parameters"]["reason"] == payload["reason"]
+        assert run["parameters"]["window_batches"] == 1  # rendered payload values keep their JSON type
+        assert run["parameters"]["champion_version"] == champion
+
     ledger = d.ledger()
-    won, lost = sorted((ledger["d.csv"], ledger["e.csv"]), key=lambda r: not r["promoted"])
+    won, lost = sorted((ledger["c.csv"], ledger["d.csv"]), key=lambda r: not r["promoted"])
     assert won["promoted"] and not lost["promoted"]
     assert lost["promotion"].startswith(f"not promoted: the champion moved from v{champion} to "
                                         f"v{won['model_version']}")
     assert d.champion() == won["model_version"]
+    versions = d.versions()
+    assert {versions[won["model_version"]]["perennial.batch"], versions[lost["model_version"]]["perennial.batch"]} \
+        == {"c.csv", "d.csv"}

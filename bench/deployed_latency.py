@@ -1,0 +1,163 @@
+"""Deployed-mode latencies on a local Prefect server with `perennial serve`.
+
+1. `perennial.drift.detected` emitted -> adapt run created (automation), Pending (picked up by
+   serve) and Running (its process started the flow): target <= 2 s to Running.
+2. `perennial ingest` of a 10k-row drifted batch -> new champion, end to end.
+
+    uv run python -m bench.deployed_latency [--rows 10000] [--repeat 3]
+
+Writes bench/results/deployed_latency.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import yaml
+
+from perennial.local_server import BIN, PrefectServer, quiet_env, stop
+from perennial.streams import sea
+
+MODEL = "latency-model"
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def wait(check, timeout: float = 600, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("gave up waiting")
+
+
+def batch(rows: int, concept: int, seed: int) -> pd.DataFrame:
+    return sea(rows, concept, np.random.default_rng(seed))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="perennial-latency-"))
+    (root / "batches").mkdir()
+    config = root / "perennial.yaml"
+    config.write_text(yaml.safe_dump({"name": MODEL, "data": {"source": "batches", "target": "label"},
+                                      "policy": {"promotion_margin": -1.0}}))
+    results: dict[str, object] = {"rows": args.rows}
+    started = time.perf_counter()
+    with PrefectServer(root / "prefect-home") as server:
+        results["server_start_s"] = round(time.perf_counter() - started, 1)
+        version = httpx.get(f"{server.api}/admin/version").json()
+        env = {**quiet_env(), "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": server.api,
+               "PERENNIAL_STATE_DIR": str(root / "state"),
+               "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}"}
+        http = httpx.Client(base_url=server.api, timeout=30)
+        served = subprocess.Popen([str(BIN / "perennial"), "serve", "--config", str(config)], env=env,
+                                  stdout=open(root / "serve.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                  start_new_session=True)
+        try:
+            adapt = wait(lambda: (r := http.get(f"/deployments/name/adapt/adapt-{MODEL}")).status_code == 200
+                         and r.json(), 300)
+
+            def adapt_runs() -> list[dict]:
+                return http.post("/flow_runs/filter", json={
+                    "deployments": {"id": {"any_": [adapt["id"]]}}}).json()
+
+            def champion() -> int | None:
+                from mlflow import MlflowClient
+
+                try:
+                    aliases = MlflowClient(env["PERENNIAL_MLFLOW_TRACKING_URI"]).get_registered_model(
+                        MODEL).aliases
+                except Exception:
+                    return None
+                return int(aliases["champion"]) if "champion" in aliases else None
+
+            ingests = []
+            for i, concept in enumerate([0, 2, 0, 2][: args.repeat + 1]):
+                path = root / f"b{i:02d}.csv"
+                batch(args.rows, concept, seed=i).to_csv(path, index=False)
+                before = champion()
+                t0 = time.perf_counter()
+                subprocess.run([str(BIN / "perennial"), "ingest", str(path), "--config", str(config)],
+                               env=env, check=True, capture_output=True)
+                wait(lambda b=before: champion() not in (None, b), 600, 0.2)
+                ingests.append(round(time.perf_counter() - t0, 1))
+            results["ingest_to_champion_s"] = ingests
+
+            latencies = []
+            for i in range(args.repeat):
+                known = {r["id"] for r in adapt_runs()}
+                emitted = datetime.now(UTC)
+                http.post("/events", json=[{
+                    "id": str(uuid.uuid4()), "occurred": emitted.isoformat(),
+                    "event": "perennial.drift.detected",
+                    "resource": {"prefect.resource.id": f"perennial.model.{MODEL}"},
+                    "payload": {"model": MODEL, "batch_ids": [f"b{i:02d}.csv"],
+                                "recommended_action": "fine_tune", "reason": "latency benchmark",
+                                "window_batches": 1,
+                                "champion_version": champion()}}]).raise_for_status()
+                run = wait(lambda k=known: [r for r in adapt_runs() if r["id"] not in k
+                                            and r["state_type"] in ("RUNNING", "COMPLETED")], 600)[0]
+                states = http.get("/flow_run_states/", params={"flow_run_id": run["id"]}).json()
+                at = {s["type"]: parse_time(s["timestamp"]) for s in states}
+                latencies.append({
+                    "created": (parse_time(run["created"]) - emitted).total_seconds(),
+                    "pending": (at["PENDING"] - emitted).total_seconds(),
+                    "running": (at["RUNNING"] - emitted).total_seconds(),
+                })
+                wait(lambda r=run: http.get(f"/flow_runs/{r['id']}").json()["state_type"]
+                     in ("COMPLETED", "FAILED", "CRASHED"), 600, 0.2)
+            results["event_to_run"] = latencies
+        finally:
+            stop(served)
+    results["prefect_server_version"] = version
+    report(results)
+
+
+def report(results: dict) -> None:
+    lat = results["event_to_run"]
+    med = {k: statistics.median(x[k] for x in lat) for k in ("created", "pending", "running")}
+    lines = [
+        "# Deployed-mode latency",
+        "",
+        f"Prefect server {results['prefect_server_version']} on 127.0.0.1 (SQLite), `perennial serve` with "
+        "`PREFECT_RUNNER_POLL_FREQUENCY=1`; 2 cores. Command: `uv run python -m bench.deployed_latency`.",
+        "",
+        "| drift event emitted -> | " + " | ".join(f"run {i + 1}" for i in range(len(lat))) + " | median |",
+        "|---|" + "---|" * (len(lat) + 1),
+    ]
+    for key, label in [("created", "adapt run created by the automation"),
+                       ("pending", "picked up by serve (Pending)"),
+                       ("running", "flow running in its new process (Running)")]:
+        lines.append(f"| {label} | " + " | ".join(f"{x[key]:.2f} s" for x in lat) + f" | {med[key]:.2f} s |")
+    ingests = ", ".join(f"{s} s" for s in results["ingest_to_champion_s"])
+    lines += ["", f"`perennial ingest` of a {results['rows']:,}-row batch -> new champion (monitor run, "
+              f"drift event, adapt run, promotion), end to end: {ingests}",
+              "", f"Server start: {results['server_start_s']} s.", ""]
+    out = Path(__file__).parent / "results" / "deployed_latency.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
