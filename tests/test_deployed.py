@@ -170,6 +170,5 @@ def test_drift_events_from_any_system_run_adapt_one_at_a_time_with_check_and_set
     assert lost["promotion"].startswith(f"not promoted: the champion moved from v{champion} to "
                                         f"v{won['model_version']}")
     assert d.champion() == won["model_version"]
-    versions = d.versions()
-    assert {versions[won["model_version"]]["perennial.batch"], versions[lost["model_version"]]["perennial.batch"]} \
-        == {"c.csv", "d.csv"}
+    tags = d.versions()
+    assert {tags[r["model_version"]]["perennial.batch"] for r in (won, lost)} == {"c.csv", "d.csv"}
