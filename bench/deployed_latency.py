@@ -126,6 +126,31 @@ def main() -> None:
                 wait(lambda r=run: http.get(f"/flow_runs/{r['id']}").json()["state_type"]
                      in ("COMPLETED", "FAILED", "CRASHED"), 600, 0.2)
             results["event_to_run"] = latencies
+
+            # Stopping serve pauses its deployments; does a trigger still create the run, and does
+            # it run once serve is back? (stack-facts: it waits in Scheduled.)
+            stop(served)
+            paused = http.get(f"/deployments/{adapt['id']}").json()["paused"]
+            known = {r["id"] for r in adapt_runs()}
+            http.post("/events", json=[{
+                "id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(),
+                "event": "perennial.drift.detected",
+                "resource": {"prefect.resource.id": f"perennial.model.{MODEL}"},
+                "payload": {"model": MODEL, "batch_ids": ["b00.csv"], "recommended_action": "fine_tune",
+                            "reason": "while serve is down", "window_batches": 1,
+                            "champion_version": champion()}}]).raise_for_status()
+            waiting = wait(lambda: [r for r in adapt_runs() if r["id"] not in known], 120)[0]
+            time.sleep(5)
+            state_while_down = http.get(f"/flow_runs/{waiting['id']}").json()["state_type"]
+            served = subprocess.Popen([str(BIN / "perennial"), "serve", "--config", str(config)], env=env,
+                                      stdout=open(root / "serve2.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                      start_new_session=True)
+            restarted = time.perf_counter()
+            final = wait(lambda: (s := http.get(f"/flow_runs/{waiting['id']}").json()["state_type"])
+                         in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and s, 600, 0.5)
+            results["paused"] = {"deployment_paused_after_stop": paused,
+                                 "run_state_while_down": state_while_down, "after_restart": final,
+                                 "restart_to_done_s": round(time.perf_counter() - restarted, 1)}
         finally:
             stop(served)
     results["prefect_server_version"] = version
@@ -152,6 +177,13 @@ def report(results: dict) -> None:
     lines += ["", f"`perennial ingest` of a {results['rows']:,}-row batch -> new champion (monitor run, "
               f"drift event, adapt run, promotion), end to end: {ingests}",
               "", f"Server start: {results['server_start_s']} s.", ""]
+    paused = results.get("paused")
+    if paused:
+        lines += [f"With `serve` stopped the adapt deployment had paused="
+                  f"{paused['deployment_paused_after_stop']}; "
+                  f"a drift event still created its run, which stayed {paused['run_state_while_down']} until "
+                  f"`serve` was restarted, then ended {paused['after_restart']} "
+                  f"{paused['restart_to_done_s']} s after the restart.", ""]
     out = Path(__file__).parent / "results" / "deployed_latency.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines))

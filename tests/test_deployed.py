@@ -134,6 +134,14 @@ def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deploy
     assert adapt_runs[1]["parameters"]["mode"] == "retrain"
     assert len(d.runs(f"monitor-{MODEL}")) >= 2
 
+    seen = d.http.post("/events/filter", json={"filter": {
+        "event": {"prefix": ["perennial."]},
+        "resource": {"id": [f"perennial.model.{MODEL}"]}}, "limit": 50}).json()["events"]
+    names = [e["event"] for e in seen]
+    assert names.count("perennial.batch.arrived") == 2 and names.count("perennial.drift.detected") == 2
+    promoted = [e["payload"] for e in seen if e["event"] == "perennial.model.promoted"]
+    assert sorted(p["version"] for p in promoted) == [1, 2]
+
 
 def test_drift_events_from_any_system_run_adapt_one_at_a_time_with_check_and_set(deployed: Deployed):
     d = deployed
