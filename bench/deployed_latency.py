@@ -46,8 +46,10 @@ def wait(check, timeout: float = 600, step: float = 0.05):
     raise TimeoutError("gave up waiting")
 
 
-def batch(rows: int, concept: int, seed: int) -> pd.DataFrame:
-    return sea(rows, concept, np.random.default_rng(seed))
+def batch(rows: int, flipped: bool, seed: int) -> pd.DataFrame:
+    """A SEA batch; `flipped` inverts the labels: an abrupt concept change the monitor must act on."""
+    frame = sea(rows, 0, np.random.default_rng(seed))
+    return frame.assign(label=1 - frame["label"]) if flipped else frame
 
 
 def main() -> None:
@@ -91,9 +93,9 @@ def main() -> None:
                 return int(aliases["champion"]) if "champion" in aliases else None
 
             ingests = []
-            for i, concept in enumerate([0, 2, 0, 2][: args.repeat + 1]):
+            for i in range(args.repeat + 1):
                 path = root / f"b{i:02d}.csv"
-                batch(args.rows, concept, seed=i).to_csv(path, index=False)
+                batch(args.rows, flipped=i % 2 == 1, seed=i).to_csv(path, index=False)
                 before = champion()
                 t0 = time.perf_counter()
                 subprocess.run([str(BIN / "perennial"), "ingest", str(path), "--config", str(config)],

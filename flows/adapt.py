@@ -16,6 +16,7 @@ from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Sche
 from tasks.evaluate import evaluate
 from tasks.load import load_batch, split_holdout
 from tasks.registry import load_champion, promote, register
+from tasks.report import finish_cycle
 from tasks.train import train, training_rows
 
 
@@ -44,8 +45,6 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
 def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
           window_batches: int = 1, champion_version: int = 0) -> list[CycleRecord]:
     """Fine-tune or retrain on batches the monitor flagged; `champion_version` 0 means none."""
-    from flows.continuous_training import finish_cycle
-
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)
@@ -65,5 +64,5 @@ def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
         batch = load_batch(Path(record.path), config)
         champion = load_champion(config, settings)
         adapt_batch(config, settings, store, batch, store.schema(), decision, champion, expected, record)
-        done.append(finish_cycle(config, settings, store, record))
+        done.append(finish_cycle(config.name, settings, store, record))
     return done

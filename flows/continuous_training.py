@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.adapt import adapt_batch
@@ -22,8 +21,8 @@ from tasks.decide import decide, fine_tunes_since_retrain
 from tasks.drift import measure_drift
 from tasks.events import request_adaptation
 from tasks.load import find_new_batches, load_batch, resolve_schema
-from tasks.registry import champion_version, load_champion, log_cycle, run_url
-from tasks.report import cycle_record, publish_cycle, record_cycle
+from tasks.registry import champion_version, load_champion, log_cycle
+from tasks.report import cycle_record, finish_cycle
 from tasks.validate import validate_batch
 
 
@@ -78,17 +77,7 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     else:
         adapt_batch(config, settings, store, batch, schema.with_classes(validation.new_classes), decision,
                     champion, champion.version if champion else None, record)
-    return finish_cycle(config, settings, store, record, drift)
-
-
-def finish_cycle(config: PipelineConfig, settings: Settings, store: StateStore, record: CycleRecord,
-                 drift=None) -> CycleRecord:
-    """Publish the cycle's artifacts, then write its ledger line: the batch is done."""
-    record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    publish_cycle(config.name, record, drift, run_url(settings, record.run_id) if record.run_id else None)
-    record_cycle(store, record)
-    get_run_logger().info("%s -> %s: %s", record.batch, record.decision, record.reason)
-    return record
+    return finish_cycle(config.name, settings, store, record, drift)
 
 
 def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateStore, path: Path,
@@ -105,4 +94,4 @@ def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateSt
         champion_version_after=int(champion.version) if champion else None, run_id=run_id,
         quarantined_to=str(quarantined) if quarantined else None,
     )
-    return finish_cycle(config, settings, store, record)
+    return finish_cycle(config.name, settings, store, record)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from perennial.config import Settings
 from perennial.state import StateStore
 from perennial.types import Batch, Champion, CycleRecord, Decision, DriftResult, ValidationResult
 from tasks import events
+from tasks.registry import run_url
 
 
 def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
@@ -80,3 +83,13 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None, ru
 def record_cycle(store: StateStore, record: CycleRecord) -> None:
     """Append the batch to the processed-batch ledger; from here on it is never processed again."""
     store.append(record)
+
+
+def finish_cycle(model: str, settings: Settings, store: StateStore, record: CycleRecord,
+                 drift: DriftResult | None = None) -> CycleRecord:
+    """Publish the cycle's artifacts and events, then write its ledger line."""
+    record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    publish_cycle(model, record, drift, run_url(settings, record.run_id) if record.run_id else None)
+    record_cycle(store, record)
+    get_run_logger().info("%s -> %s (%s): %s", record.batch, record.decision, record.status, record.reason)
+    return record
