@@ -134,9 +134,14 @@ def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deploy
     assert adapt_runs[1]["parameters"]["mode"] == "retrain"
     assert len(d.runs(f"monitor-{MODEL}")) >= 2
 
-    seen = d.http.post("/events/filter", json={"filter": {
-        "event": {"prefix": ["perennial."]},
-        "resource": {"id": [f"perennial.model.{MODEL}"]}}, "limit": 50}).json()["events"]
+    def events() -> list[dict]:
+        return d.http.post("/events/filter", json={"filter": {
+            "event": {"prefix": ["perennial."]},
+            "resource": {"id": [f"perennial.model.{MODEL}"]}}, "limit": 50}).json()["events"]
+
+    # The server persists events in batches, a few seconds after they were sent.
+    seen = wait_for(lambda: (e := events()) and sum(x["event"] == "perennial.model.promoted" for x in e) == 2
+                    and e, "both promotion events", 60)
     names = [e["event"] for e in seen]
     assert names.count("perennial.batch.arrived") == 2 and names.count("perennial.drift.detected") == 2
     promoted = [e["payload"] for e in seen if e["event"] == "perennial.model.promoted"]
