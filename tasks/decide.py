@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from perennial.config import PolicyConfig
 from perennial.types import Action, CycleRecord, Decision, DriftResult, ValidationResult
@@ -25,7 +26,7 @@ def _pct(x: float) -> str:
     return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
 
 
-@task
+@task(cache_policy=NO_CACHE)
 def decide(
     validation: ValidationResult,
     drift: DriftResult | None,

@@ -58,7 +58,8 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None, run_url: str | None) -> None:
+def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
+                  mlflow_link: str | None) -> None:
     """Markdown summary, per-feature drift table and MLflow run link as Prefect artifacts."""
     key = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
     create_markdown_artifact(cycle_markdown(model, record), key=f"{key}-cycle",
@@ -68,8 +69,8 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None, ru
             [{"column": f.column, "method": f.method, "score": round(f.score, 6),
               "threshold": f.threshold, "drifted": f.drifted} for f in drift.features],
             key=f"{key}-drift", description=f"Per-feature drift of {record.batch}")
-    if run_url:
-        create_link_artifact(run_url, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
+    if mlflow_link:
+        create_link_artifact(mlflow_link, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
     if record.decision == "reject":
         events.emit(events.BATCH_REJECTED, model, {
             "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to})
