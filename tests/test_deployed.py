@@ -127,8 +127,12 @@ def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deploy
     assert b["decision"] == "retrain" and b["reason"].startswith("concept change")
     assert b["promoted"] and d.champion() == b["model_version"] == 2
 
-    adapt_runs = d.runs(f"adapt-{MODEL}")
-    assert [r["state_type"] for r in adapt_runs] == ["COMPLETED", "COMPLETED"]
+    # The ledger line is written inside the run, a moment before the run itself is Completed.
+    def completed_adapt_runs() -> list[dict] | None:
+        runs = d.runs(f"adapt-{MODEL}")
+        return runs if [r["state_type"] for r in runs] == ["COMPLETED", "COMPLETED"] else None
+
+    adapt_runs = wait_for(completed_adapt_runs, "both adapt runs completed", 120)
     assert all(r["created_by"]["type"] == "AUTOMATION" for r in adapt_runs)
     assert adapt_runs[1]["parameters"]["batch_ids"] == ["b.csv"]
     assert adapt_runs[1]["parameters"]["mode"] == "retrain"
