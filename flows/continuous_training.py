@@ -11,12 +11,7 @@ from prefect.runtime import flow_run
 from flows.adapt import adapt_batch
 from perennial.config import PipelineConfig, Settings, load_config
 from perennial.state import StateStore
-from perennial.types import (
-    Action,
-    BatchError,
-    CycleRecord,
-    ValidationResult,
-)
+from perennial.types import Action, BatchError, CycleRecord, ValidationResult
 from tasks.decide import decide, fine_tunes_since_retrain
 from tasks.drift import measure_drift
 from tasks.events import request_adaptation

@@ -1,4 +1,4 @@
-"""The state folder of one model: processed-batch ledger, frozen schema, reference data, quarantine."""
+"""The state folder of one model: processed-batch ledger, frozen schema, quarantine, drift reports."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import shutil
 import tempfile
 from dataclasses import fields
 from pathlib import Path
-
-import pandas as pd
 
 from perennial.types import CycleRecord, Schema
 
@@ -37,7 +35,6 @@ class StateStore:
         self.ledger_path = self.root / "ledger.jsonl"
         self.schema_path = self.root / "schema.json"
         self.quarantine_dir = self.root / "quarantine"
-        self.reference_dir = self.root / "reference"
         self.reports_dir = self.root / "reports"
 
     # -- ledger: append-only JSON lines; a batch is in it or not, and its latest line is its state
@@ -77,22 +74,6 @@ class StateStore:
 
     def save_schema(self, schema: Schema) -> None:
         write_atomically(self.schema_path, json.dumps(schema.to_dict(), indent=2).encode())
-
-    # -- reference data of each champion version
-    def reference_path(self, version: int) -> Path:
-        return self.reference_dir / f"v{version}.parquet"
-
-    def save_reference(self, version: int, frame: pd.DataFrame) -> Path:
-        path = self.reference_path(version)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-        return path
-
-    def load_reference(self, version: int) -> pd.DataFrame | None:
-        path = self.reference_path(version)
-        return pd.read_parquet(path) if path.exists() else None
 
     # -- quarantine: a copy of the rejected file beside its validation report
     def quarantine(self, batch_path: Path, report: dict) -> Path:
