@@ -6,6 +6,7 @@ flow runs it when a `perennial.drift.detected` event arrives (deployed mode).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import flow
@@ -28,9 +29,12 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
     train_idx, holdout_idx = split_holdout(batch.id, batch.rows, config.training.holdout_fraction,
                                            config.training.seed)
     rows, trained_on = training_rows(batch, train_idx, decision, history, config)
+    wall, cpu = time.perf_counter(), time.process_time()  # process CPU: OpenMP threads count too
     challenger = train(decision, rows, champion, schema, config)
+    record.train_seconds = round(time.perf_counter() - wall, 3)
+    record.train_cpu_seconds = round(time.process_time() - cpu, 3)
     evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
-    reference = rows.sample(min(len(rows), config.drift.reference_rows), random_state=0)
+    reference = rows.sample(config.drift.reference_rows, seed=0)
     version = register(config, settings, record.run_id, challenger, batch, schema, decision, evaluation,
                        trained_on, reference, champion)
     promotion = promote(config, settings, version, evaluation, champion, expected_champion)

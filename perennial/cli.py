@@ -1,4 +1,4 @@
-"""The `perennial` command: demo, run and status. Heavy libraries load only inside commands."""
+"""The `perennial` command: demo, run, serve, ingest, status, bench. Heavy libraries load inside commands."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
     status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
+    bench = sub.add_parser("bench", help="Benchmark adaptation quality and cost, monitoring speed, "
+                           "orchestration overhead and scale; writes a report with plots.")
+    bench.add_argument("--quick", action="store_true",
+                       help="Small sizes, about 2 minutes: checks the harness.")
+    bench.add_argument("--out", type=Path, default=None,
+                       help="Report folder (default: bench/results, or bench/results-quick with --quick).")
+    bench.add_argument("--only", nargs="+", choices=["quality", "monitoring", "overhead", "scale"],
+                       help="Run only these parts.")
     return parser
 
 
@@ -55,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
             from perennial.demo import run_demo
 
             return run_demo(args.workdir, args.rows, run=not args.no_run)
+        if args.command == "bench":
+            from bench.suite import main as bench
+
+            return bench(args.quick, args.out, args.only)
         if args.command == "run":
             from perennial.commands import run
 

@@ -67,6 +67,10 @@ class ValidationConfig(_Strict):
         0.95, ge=0, le=1, description="Share of values that must be known categories."
     )
     allow_new_classes: bool = Field(False, description="Accept unseen labels (forces a retrain).")
+    sample_rows: int = Field(
+        50_000, ge=1000, description="Rows Great Expectations checks in a larger batch: a uniform sample "
+        "plus every row breaking a rule with no tolerance (README: monitoring large batches)."
+    )
 
 
 class DriftConfig(_Strict):
@@ -78,6 +82,14 @@ class DriftConfig(_Strict):
         None, gt=0, description="Threshold of that method; unset: the method's default."
     )
     reference_rows: int = Field(5000, gt=0, description="Rows of the champion's data kept as reference.")
+    sample_rows: int = Field(
+        20_000, ge=1000, description="Rows of a larger batch compared with the reference: a uniform sample "
+        "(README: monitoring large batches)."
+    )
+    recheck_margin: float = Field(
+        0.03, ge=0, description="A sampled column whose score is this close to its threshold is recomputed "
+        "on every row."
+    )
 
 
 class TrainingConfig(_Strict):
@@ -86,6 +98,15 @@ class TrainingConfig(_Strict):
     fine_tune_epochs: int = Field(5, ge=1, description="partial_fit passes of an sgd fine-tune.")
     fine_tune_trees: int = Field(30, ge=1, description="Trees an hgb fine-tune adds.")
     fine_tune_l2: float = Field(1.0, ge=0, description="L2 regularisation of the trees a fine-tune adds.")
+    max_rows_in_memory: int = Field(
+        2_000_000, ge=1, description="Rows of a retrain's window (all rows of its batch files) above "
+        "which it is trained out of core, reading the files in chunks."
+    )
+    chunk_rows: int = Field(100_000, ge=1, description="Rows per chunk when training out of core.")
+    preprocess_sample_rows: int = Field(
+        100_000, ge=1, description="Out of core: rows sampled uniformly to fit the preprocessing on."
+    )
+    out_of_core_epochs: int = Field(2, ge=1, description="sgd out of core: partial_fit passes over the rows.")
     seed: int = 0
 
 

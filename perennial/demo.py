@@ -103,7 +103,7 @@ def write_stream(folder: Path, rows: int, seed: int = 7) -> list[tuple[Path, str
     return out
 
 
-def _quiet_console() -> None:
+def quiet_console() -> None:
     """Only warnings on the console so the table stays readable; Prefect's UI keeps every log."""
     for handler in logging.getLogger().handlers + logging.getLogger("prefect").handlers:
         if type(handler).__name__ == "PrefectConsoleHandler":
@@ -144,7 +144,7 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
         from perennial.config import Settings, load_config
         from perennial.state import StateStore
 
-        _quiet_console()
+        quiet_console()
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)

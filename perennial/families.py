@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from perennial.config import ModelConfig, TrainingConfig
+from perennial.sampling import sample_rows
+from perennial.schema import features_frame, labels
 from perennial.types import Schema
 
 # Types skops must be told to trust when MLflow saves each family (checked with
@@ -55,6 +58,51 @@ def build(model: ModelConfig, schema: Schema, seed: int) -> Pipeline:
     params = {"random_state": seed, "early_stopping": False, **model.params}
     params["categorical_features"] = list(range(len(categorical)))
     return Pipeline([("pre", pre), ("clf", HistGradientBoostingClassifier(**params))])
+
+
+def fit_out_of_core(model: ModelConfig, schema: Schema, seed: int,
+                    chunks: Callable[[], Iterable[pd.DataFrame]], training: TrainingConfig) -> Pipeline:
+    """A pipeline of the configured family trained on rows read chunk by chunk, never all at once.
+
+    `sgd`: a first pass draws a uniform sample of `training.preprocess_sample_rows` rows, fits the
+    preprocessing on it (medians, scales, categories: one too rare to be sampled is ignored like
+    an unknown one) and collects the labels; then `training.out_of_core_epochs` passes of
+    `partial_fit` over the transformed chunks, rows shuffled within each chunk, chunks in order.
+    `hgb` cannot learn incrementally: it is fitted on a uniform sample of at most
+    `training.max_rows_in_memory` rows, so the rest of the window is not learnt from.
+
+    Args:
+        chunks: called once per pass; yields the raw training rows (features and target) as frames.
+
+    Returns:
+        An ordinary fitted `Pipeline([("pre", ...), ("clf", ...)])`, as `build(...).fit(...)` gives.
+    """
+    pipeline = build(model, schema, seed)
+    if model.family != "sgd":
+        sample = sample_rows(chunks(), training.max_rows_in_memory, seed)
+        return pipeline.fit(features_frame(sample, schema), labels(sample, schema.target))
+    seen: set[str] = set()
+
+    def observed() -> Iterator[pd.DataFrame]:
+        for chunk in chunks():
+            seen.update(labels(chunk, schema.target).unique())
+            yield chunk
+
+    sample = sample_rows(observed(), training.preprocess_sample_rows, seed)
+    pre, clf = pipeline.named_steps["pre"], pipeline.named_steps["clf"]
+    pre.fit(features_frame(sample, schema))
+    del sample
+    classes = np.array(sorted(seen), dtype=object)
+    rng = np.random.default_rng(seed)
+    for _ in range(training.out_of_core_epochs):
+        for chunk in chunks():
+            if chunk.empty:
+                continue
+            # Fixed-width strings: partial_fit's np.unique on Python str objects was 15% of an epoch.
+            Xt, y = pre.transform(features_frame(chunk, schema)), labels(chunk, schema.target).to_numpy(str)
+            order = rng.permutation(len(y))
+            clf.partial_fit(Xt[order], y[order], classes=classes)
+    return pipeline
 
 
 def fine_tune(

@@ -62,5 +62,5 @@ def features_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         elif kind == "boolean":
             out[name] = _as_boolean(column)
         else:
-            out[name] = column.map(lambda v: np.nan if pd.isna(v) else str(v)).astype("object")
+            out[name] = column.astype(str).astype("object").where(column.notna(), np.nan)
     return pd.DataFrame(out, index=frame.index)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from perennial.config import FeatureKind
+from perennial.sampling import sample_rows
 
 
 class BatchError(ValueError):
@@ -50,6 +53,25 @@ class Batch:
 
 
 @dataclass
+class TrainingRows:
+    """The rows a challenger learns from: one frame, or (out of core) chunks read anew on every call."""
+
+    rows: int
+    frame: pd.DataFrame | None = None
+    chunks: Callable[[], Iterable[pd.DataFrame]] | None = None
+
+    @property
+    def out_of_core(self) -> bool:
+        return self.frame is None
+
+    def sample(self, n: int, seed: int = 0) -> pd.DataFrame:
+        """At most n of the rows, drawn uniformly (the champion's reference)."""
+        if self.frame is not None:
+            return self.frame.sample(min(len(self.frame), n), random_state=seed)
+        return sample_rows(self.chunks(), n, seed)
+
+
+@dataclass
 class ValidationResult:
     success: bool
     failures: list[str]
@@ -79,6 +101,9 @@ class DriftResult:
     report_html: Path | None = None
     champion_accuracy: float | None = None
     reference_accuracy: float | None = None
+    # Rows behind each accuracy: the champion's holdout and the new batch (None: unknown).
+    reference_rows: int | None = None
+    batch_rows: int | None = None
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -89,6 +114,14 @@ class DriftResult:
         if self.champion_accuracy is None or self.reference_accuracy is None:
             return None
         return self.reference_accuracy - self.champion_accuracy
+
+    @property
+    def accuracy_noise(self) -> float:
+        """Two standard errors of the drop: a smaller drop may be sampling noise of small batches."""
+        if self.accuracy_drop is None or not self.reference_rows or not self.batch_rows:
+            return 0.0
+        p1, p2 = self.reference_accuracy or 0.0, self.champion_accuracy or 0.0
+        return 2 * math.sqrt(p1 * (1 - p1) / self.reference_rows + p2 * (1 - p2) / self.batch_rows)
 
 
 class Action(StrEnum):
@@ -112,6 +145,7 @@ class Champion:
     model: Any
     holdout_accuracy: float
     reference: pd.DataFrame
+    holdout_rows: int | None = None
 
 
 @dataclass
@@ -145,6 +179,9 @@ class CycleRecord:
     promoted: bool | None = None
     promotion: str | None = None
     challenger_accuracy: float | None = None
+    # Cost of training the challenger: wall and process CPU seconds (all threads).
+    train_seconds: float | None = None
+    train_cpu_seconds: float | None = None
     run_id: str | None = None
     quarantined_to: str | None = None
     drifted_columns: list[str] = field(default_factory=list)

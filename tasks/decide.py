@@ -44,23 +44,47 @@ def decide(
         return Decision(Action.RETRAIN, f"new label(s) {labels}: a retrain is needed to learn them",
                         window_batches)
 
-    share, drop = drift.drift_share, drift.accuracy_drop or 0.0
-    accuracy = (f"accuracy {_pct(drift.reference_accuracy or 0)} -> {_pct(drift.champion_accuracy or 0)}"
-                if drift.champion_accuracy is not None else "accuracy unknown")
+    share, drop, noise = drift.drift_share, drift.accuracy_drop, drift.accuracy_noise
     drifted = f"{_pct(share)} of features drifted"
+    if drop is None:
+        # No accuracy to go by: feature drift alone decides.
+        return _by_share(share, drifted, fine_tunes, policy, window_batches)
+    accuracy = f"accuracy {_pct(drift.reference_accuracy or 0)} -> {_pct(drift.champion_accuracy or 0)}"
+    if drop <= noise:
+        # Small batches and holdouts measure accuracy loosely; a drop inside two standard errors is noise.
+        accuracy += f" (drop {_pct(drop)} within sampling noise ±{_pct(noise)})" if drop > 0 else ""
+        drop = 0.0
     if drop >= policy.accuracy_drop_severe:
         # The old concept no longer holds: learn from this batch alone, not from a mixed window.
         return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {_pct(drop)} >= "
                         f"{_pct(policy.accuracy_drop_severe)}); retraining on this batch", 1)
+    if drop >= policy.accuracy_drop_moderate and share >= policy.drift_share_severe:
+        return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {_pct(policy.drift_share_severe)}), "
+                        f"{accuracy}", window_batches)
+    if drop >= policy.accuracy_drop_moderate or (drop > 0 and share >= policy.drift_share_moderate):
+        why = (f"{drifted}, {accuracy}" if share >= policy.drift_share_moderate
+               else f"{accuracy} (drop {_pct(drop)} >= {_pct(policy.accuracy_drop_moderate)})")
+        return _fine_tune_or_retrain(why, fine_tunes, policy, window_batches)
+    if share >= policy.drift_share_moderate:
+        # Labels came with the batch and show the champion still right: moved inputs alone cost no training.
+        return Decision(Action.NOOP, f"features drifted but accuracy held: {drifted}, {accuracy}")
+    return Decision(Action.NOOP, f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), "
+                    f"{accuracy} (drop {_pct(drop)} < {_pct(policy.accuracy_drop_moderate)})")
+
+
+def _fine_tune_or_retrain(why: str, fine_tunes: int, policy: PolicyConfig, window_batches: int) -> Decision:
+    if fine_tunes >= policy.max_fine_tunes:
+        return Decision(Action.RETRAIN, f"{why}; {fine_tunes} fine-tunes since the last retrain "
+                        f"(max {policy.max_fine_tunes})", window_batches)
+    return Decision(Action.FINE_TUNE, f"moderate drift: {why}")
+
+
+def _by_share(share: float, drifted: str, fine_tunes: int, policy: PolicyConfig,
+              window_batches: int) -> Decision:
     if share >= policy.drift_share_severe:
         return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {_pct(policy.drift_share_severe)})",
                         window_batches)
-    if drop >= policy.accuracy_drop_moderate or share >= policy.drift_share_moderate:
-        why = (f"{drifted}, {accuracy}" if share >= policy.drift_share_moderate
-               else f"{accuracy} (drop {_pct(drop)} >= {_pct(policy.accuracy_drop_moderate)})")
-        if fine_tunes >= policy.max_fine_tunes:
-            return Decision(Action.RETRAIN, f"{why}; {fine_tunes} fine-tunes since the last retrain "
-                            f"(max {policy.max_fine_tunes})", window_batches)
-        return Decision(Action.FINE_TUNE, f"moderate drift: {why}")
-    return Decision(Action.NOOP, f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), "
-                    f"{accuracy} (drop {_pct(drop)} < {_pct(policy.accuracy_drop_moderate)})")
+    if share >= policy.drift_share_moderate:
+        return _fine_tune_or_retrain(f"{drifted}, accuracy unknown", fine_tunes, policy, window_batches)
+    return Decision(Action.NOOP,
+                    f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), accuracy unknown")

@@ -9,6 +9,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from perennial.config import DriftConfig
+from perennial.sampling import batch_seed, uniform_rows
 from perennial.schema import features_frame
 from perennial.types import Batch, Champion, DriftResult, FeatureDrift, Schema
 from tasks.evaluate import accuracy
@@ -54,13 +55,45 @@ def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Sche
     return DriftResult(features=features, drift_share=share, report_html=html_path)
 
 
+def confirm_borderline(drift: DriftResult, frame: pd.DataFrame, reference: pd.DataFrame, schema: Schema,
+                       cfg: DriftConfig) -> None:
+    """Recompute on every row of `frame` the columns whose sampled score is within `recheck_margin`
+    of the threshold, with Evidently's own test for the column (the one its report chose) but
+    without the report's cost."""
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    borderline = {f.column: f for f in drift.features if abs(f.score - f.threshold) <= cfg.recheck_margin}
+    if not borderline:
+        return
+    current = features_frame(frame, Schema({c: schema.features[c] for c in borderline}, schema.target,
+                                           schema.classes))
+    for column, feature in borderline.items():
+        kind = ColumnType.Categorical if schema.features[column] != "numeric" else ColumnType.Numerical
+        ref, cur = reference[column].dropna(), current[column].dropna()
+        result = get_stattest(ref, cur, kind, cfg.method)(ref, cur, kind, cfg.threshold)
+        feature.score, feature.drifted = float(result.drift_score), bool(result.drifted)
+        feature.method += " (every row)"
+    drift.drift_share = sum(f.drifted for f in drift.features) / len(drift.features)
+
+
+def batch_drift(batch: Batch, reference: pd.DataFrame, schema: Schema, cfg: DriftConfig,
+                html_path: Path | None) -> DriftResult:
+    """Drift of a batch: a large one through a uniform sample (the default scores are distances,
+    which do not grow with the sample), columns near their threshold confirmed on every row."""
+    sample = uniform_rows(batch.frame, cfg.sample_rows, batch_seed(batch.id))
+    drift = evidently_drift(features_frame(sample, schema), reference, schema, cfg, html_path)
+    if len(sample) < batch.rows:
+        confirm_borderline(drift, batch.frame, reference, schema, cfg)
+    return drift
+
+
 @task(cache_policy=NO_CACHE)
 def measure_drift(batch: Batch, schema: Schema, champion: Champion, cfg: DriftConfig,
                   html_path: Path | None) -> DriftResult:
-    """Feature drift against the champion's reference data, and the champion's accuracy on the batch."""
-    current = features_frame(batch.frame, schema)
-    reference = features_frame(champion.reference, schema)
-    drift = evidently_drift(current, reference, schema, cfg, html_path)
+    """Feature drift against the champion's reference data, and the champion's accuracy on every row."""
+    drift = batch_drift(batch, features_frame(champion.reference, schema), schema, cfg, html_path)
     drift.champion_accuracy = accuracy(champion.model, batch.frame, schema)
     drift.reference_accuracy = champion.holdout_accuracy
+    drift.reference_rows, drift.batch_rows = champion.holdout_rows, batch.rows
     return drift

@@ -72,7 +72,8 @@ def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None
             run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp)
         reference = pd.read_parquet(path)
     return Champion(version=int(version.version), model=model, reference=reference,
-                    holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]))
+                    holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]),
+                    holdout_rows=int(version.tags.get("perennial.holdout_rows", 0)) or None)
 
 
 def _metric_key(column: str) -> str:
@@ -159,6 +160,7 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
         "perennial.trained_on": ",".join(trained_on)[:4000],
         "perennial.parent_version": str(parent.version) if parent else "",
         "perennial.holdout_accuracy": f"{evaluation.challenger_accuracy:.6f}",
+        "perennial.holdout_rows": str(evaluation.holdout_rows),
     }
     version = mlflow_client.create_model_version(
         config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)

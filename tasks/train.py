@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +15,18 @@ from sklearn.pipeline import Pipeline
 from perennial import families
 from perennial.config import PipelineConfig
 from perennial.schema import features_frame, labels
-from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema
-from tasks.load import read_batch, split_holdout
+from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema, TrainingRows
+from tasks.load import count_rows, iter_rows, read_batch, split_holdout
 
 
 @task(cache_policy=NO_CACHE)
-def train(decision: Decision, rows: pd.DataFrame, champion: Champion | None, schema: Schema,
+def train(decision: Decision, rows: TrainingRows, champion: Champion | None, schema: Schema,
           config: PipelineConfig) -> Pipeline:
     """A challenger trained on `rows` (the window for a retrain, the new batch for a fine-tune)."""
-    X, y = features_frame(rows, schema), labels(rows, schema.target)
+    if rows.out_of_core:  # only a retrain's window is read out of core
+        return families.fit_out_of_core(config.model, schema, config.training.seed, rows.chunks,
+                                        config.training)
+    X, y = features_frame(rows.frame, schema), labels(rows.frame, schema.target)
     if decision.action is Action.FINE_TUNE and champion is not None:
         return families.fine_tune(champion.model, X, y, config.training)
     return families.build(config.model, schema, config.training.seed).fit(X, y)
@@ -29,24 +34,44 @@ def train(decision: Decision, rows: pd.DataFrame, champion: Champion | None, sch
 
 @task(cache_policy=NO_CACHE)
 def training_rows(batch: Batch, train_idx: np.ndarray, decision: Decision, history: list[CycleRecord],
-                  config: PipelineConfig) -> tuple[pd.DataFrame, list[str]]:
+                  config: PipelineConfig) -> tuple[TrainingRows, list[str]]:
     """The rows a challenger learns from and the batch files they came from.
 
     A fine-tune learns from the new batch; a retrain also from the training rows of the
-    accepted batches before it, up to the decision's window.
+    accepted batches before it, up to the decision's window. A retrain whose window has more
+    rows than `training.max_rows_in_memory` is read in chunks (out of core), not into one frame.
     """
-    frames, sources = [], []
+    earlier: list[Path] = []
     if decision.action is Action.RETRAIN and decision.window_batches > 1:
         accepted = [r for r in history if r.decision != Action.REJECT and r.path]
-        for record in accepted[-(decision.window_batches - 1):]:
-            path = Path(record.path)
-            if not path.exists():
-                continue  # the user removed an old batch: train on what is left
-            earlier = read_batch(path, config.data.format, config.data.target)
-            earlier_idx, _ = split_holdout(earlier.id, earlier.rows, config.training.holdout_fraction,
-                                         config.training.seed)
-            frames.append(earlier.frame.iloc[earlier_idx])
-            sources.append(earlier.id)
+        # A batch the user removed is skipped: train on what is left.
+        earlier = [p for r in accepted[-(decision.window_batches - 1):] if (p := Path(r.path)).exists()]
+    sources = [p.name for p in earlier] + [batch.id]
+    training, fmt = config.training, config.data.format
+    if decision.action is Action.RETRAIN:
+        counts = {p: count_rows(p, fmt) for p in earlier}
+        if batch.rows + sum(counts.values()) > training.max_rows_in_memory:
+            files = [(p, split_holdout(p.name, n, training.holdout_fraction, training.seed)[0])
+                     for p, n in counts.items()]
+            rows = sum(len(idx) for _, idx in files) + len(train_idx)
+            chunks = partial(_window_chunks, files, batch, train_idx, config)
+            return TrainingRows(rows, chunks=chunks), sources
+    frames = []
+    for path in earlier:
+        earlier_batch = read_batch(path, fmt, config.data.target)
+        earlier_idx, _ = split_holdout(earlier_batch.id, earlier_batch.rows, training.holdout_fraction,
+                                       training.seed)
+        frames.append(earlier_batch.frame.iloc[earlier_idx])
     frames.append(batch.frame.iloc[train_idx])
-    sources.append(batch.id)
-    return pd.concat(frames, ignore_index=True), sources
+    frame = pd.concat(frames, ignore_index=True)
+    return TrainingRows(len(frame), frame=frame), sources
+
+
+def _window_chunks(files: list[tuple[Path, np.ndarray]], batch: Batch, train_idx: np.ndarray,
+                   config: PipelineConfig) -> Iterator[pd.DataFrame]:
+    """A window's training rows chunk by chunk: earlier batches read from disk, then the new batch."""
+    size = config.training.chunk_rows
+    for path, positions in files:
+        yield from iter_rows(path, config.data.format, positions, size)
+    for start in range(0, len(train_idx), size):
+        yield batch.frame.iloc[train_idx[start:start + size]]

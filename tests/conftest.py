@@ -16,6 +16,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Small fits in tests: OpenMP threads spinning on 2 busy cores made them 10-30x slower, not faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROWS = 1400  # training rows (75%) stay above 1,000, where Evidently uses effect sizes, not p-values
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import skops.io as sio
 
 from conftest import make_batch
 from perennial import families
-from perennial.config import ModelConfig, TrainingConfig
+from perennial.config import ModelConfig, PipelineConfig, TrainingConfig
+from perennial.sampling import sample_rows
 from perennial.schema import features_frame, infer_schema, labels
+from perennial.types import Action, CycleRecord, Decision
 from tasks.evaluate import accuracy
+from tasks.load import iter_chunks, read_batch, split_holdout
+from tasks.train import train, training_rows
 
 TRAINING = TrainingConfig()
 
@@ -49,3 +54,74 @@ def test_declared_trusted_types_cover_what_skops_needs(family):
     model.fit(features_frame(frame, schema), labels(frame, "label"))
     untrusted = set(sio.get_untrusted_types(data=sio.dumps(model)))
     assert untrusted <= set(families.TRUSTED_TYPES[family])
+
+
+def test_a_sample_drawn_chunk_by_chunk_is_uniform_whatever_the_chunk_sizes():
+    frame = pd.DataFrame({"i": range(10_000)})
+
+    def chunks():
+        return (frame.iloc[a:b] for a, b in [(0, 100), (100, 9_000), (9_000, 10_000)])
+
+    sample = sample_rows(chunks(), 2_000, seed=0)
+    assert len(sample) == 2_000 and sample["i"].is_unique
+    assert 150 <= (sample["i"] >= 9_000).sum() <= 250  # the last tenth of the rows: about 200
+    assert len(sample_rows(chunks(), 20_000, seed=0)) == 10_000
+
+
+def test_out_of_core_sgd_fit_matches_the_in_memory_fit_and_stays_skops_safe(tmp_path):
+    window, test = make_batch(30_000, seed=5), make_batch(5_000, seed=6)
+    window.to_parquet(tmp_path / "window.parquet", index=False)
+    schema = infer_schema(window, "label", None)
+    in_memory = families.build(ModelConfig(), schema, seed=0)
+    in_memory.fit(features_frame(window, schema), labels(window, "label"))
+    seen = []
+
+    def chunks():
+        for chunk in iter_chunks(tmp_path / "window.parquet", "auto", 5_000):
+            seen.append(len(chunk))
+            yield chunk
+
+    model = families.fit_out_of_core(ModelConfig(), schema, 0, chunks,
+                                     TrainingConfig(preprocess_sample_rows=10_000))
+    assert max(seen) == 5_000 and sum(seen) == 30_000 * (1 + TRAINING.out_of_core_epochs)
+    assert [name for name, _ in model.steps] == ["pre", "clf"]
+    assert accuracy(model, test, schema) >= accuracy(in_memory, test, schema) - 0.02
+    assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(families.TRUSTED_TYPES["sgd"])
+
+
+def test_out_of_core_hgb_learns_from_a_bounded_sample(tmp_path):
+    window = make_batch(20_000, seed=5)
+    schema = infer_schema(window, "label", None)
+    model = families.fit_out_of_core(ModelConfig(family="hgb", params={"max_iter": 30}), schema, 0,
+                                     lambda: (window.iloc[i:i + 5_000] for i in range(0, 20_000, 5_000)),
+                                     TrainingConfig(max_rows_in_memory=4_000))
+    assert accuracy(model, make_batch(seed=6), schema) > 0.9
+
+
+def test_a_retrain_on_a_window_larger_than_memory_reads_it_in_chunks(tmp_path):
+    config = PipelineConfig(name="m", data={"source": str(tmp_path), "target": "label"},
+                            training={"max_rows_in_memory": 10_000, "chunk_rows": 2_000})
+    paths = [tmp_path / name for name in ("b0.csv", "b1.parquet", "b2.parquet")]
+    make_batch(6_000, seed=10).to_csv(paths[0], index=False)
+    for i, path in enumerate(paths[1:], start=11):
+        make_batch(6_000, seed=i).to_parquet(path, index=False)
+    history = [CycleRecord(batch=p.name, rows=6_000, validation="passed", drift_share=0.0,
+                           champion_accuracy_before=None, decision="noop", reason="",
+                           champion_version_after=None, path=str(p)) for p in paths[:2]]
+    batch = read_batch(paths[2], "auto", "label")
+    train_idx, holdout_idx = split_holdout(batch.id, batch.rows, 0.25, 0)
+    decision = Decision(Action.RETRAIN, "drift", window_batches=3)
+
+    rows, sources = training_rows.fn(batch, train_idx, decision, history, config)
+    assert rows.out_of_core and rows.rows == 3 * 4_500
+    assert sources == ["b0.csv", "b1.parquet", "b2.parquet"]
+    # The same training rows as the in-memory path, in the same order.
+    roomy = config.model_copy(update={"training": TrainingConfig()})
+    in_memory, _ = training_rows.fn(batch, train_idx, decision, history, roomy)
+    assert not in_memory.out_of_core
+    pd.testing.assert_frame_equal(pd.concat(rows.chunks(), ignore_index=True), in_memory.frame)
+    assert len(rows.sample(1_000)) == 1_000
+
+    schema = infer_schema(batch.frame, "label", None)
+    model = train.fn(decision, rows, None, schema, config)
+    assert accuracy(model, batch.frame.iloc[holdout_idx], schema) > 0.95

@@ -18,7 +18,8 @@ def stream(tmp_path_factory, prefect_server):
         ws.add("b01-first.csv", make_batch(seed=1))
         ws.add("b02-same.parquet", make_batch(seed=2))
         ws.add("b03-concept-change.csv", make_batch(seed=3, flip=True))
-        ws.add("b04-shift.csv", make_batch(seed=4, flip=True, shift=1.5))
+        # Inputs move and the boundary with them a little: a drop the champion must not ignore.
+        ws.add("b04-shift.csv", make_batch(seed=4, flip=True, shift=1.5, theta=10.6))
         bad = make_batch(seed=5, flip=True).drop(columns=["colour"])
         bad["x one"] = bad["x one"].astype(object)
         bad.loc[::3, "x one"] = "twelve"
@@ -121,7 +122,7 @@ def test_registry_lineage_and_artifacts(stream):
 def test_worse_challenger_is_registered_but_not_promoted(tmp_path, monkeypatch, prefect_server):
     ws = new_workspace(tmp_path, monkeypatch, policy={"promotion_margin": 0.5})
     ws.add("a.csv", make_batch(seed=11))
-    ws.add("b.csv", make_batch(seed=12, shift=1.5))
+    ws.add("b.csv", make_batch(seed=12, shift=1.5, theta=10.6))
     first, second = ws.run()
     assert second.decision == "fine_tune", second.reason
     assert second.model_version == 2 and second.promoted is False

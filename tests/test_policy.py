@@ -44,10 +44,35 @@ def test_stable_batch_is_a_noop():
     assert decision.reason.startswith("stable: 10% of features drifted (< 20%)")
 
 
-def test_moderate_drift_share_fine_tunes():
-    decision = run(result=drift(0.3))
+def test_moderate_drift_share_with_some_accuracy_loss_fine_tunes():
+    decision = run(result=drift(0.3, before=0.88))
     assert decision.action is Action.FINE_TUNE
-    assert "30% of features drifted" in decision.reason
+    assert decision.reason == "moderate drift: 30% of features drifted, accuracy 90% -> 88%"
+
+
+def test_drifted_features_with_accuracy_held_cost_no_training():
+    decision = run(result=drift(0.8, before=0.91))
+    assert decision.action is Action.NOOP
+    assert decision.reason == ("features drifted but accuracy held: 80% of features drifted, "
+                               "accuracy 90% -> 91%")
+
+
+def test_a_drop_within_the_sampling_noise_of_small_batches_is_not_acted_on():
+    # 31 holdout rows at 97% against a 125-row batch at 90%: two standard errors are ~8 points.
+    noisy = DriftResult(features=[], drift_share=0.0, champion_accuracy=0.9, reference_accuracy=0.97,
+                        reference_rows=31, batch_rows=125)
+    decision = run(result=noisy)
+    assert decision.action is Action.NOOP
+    assert "drop 7% within sampling noise ±8.1%" in decision.reason
+    large = DriftResult(features=[], drift_share=0.0, champion_accuracy=0.9, reference_accuracy=0.97,
+                        reference_rows=3100, batch_rows=12500)
+    assert run(result=large).action is Action.FINE_TUNE
+
+
+def test_without_accuracy_feature_drift_alone_decides():
+    unknown = DriftResult(features=[], drift_share=0.6)
+    assert run(result=unknown).action is Action.RETRAIN
+    assert run(result=DriftResult(features=[], drift_share=0.3)).action is Action.FINE_TUNE
 
 
 def test_moderate_accuracy_drop_fine_tunes():
@@ -63,15 +88,15 @@ def test_severe_accuracy_drop_retrains_on_the_new_batch_only():
     assert decision.window_batches == 1
 
 
-def test_severe_drift_share_retrains_on_the_window():
-    decision = run(result=drift(0.6))
+def test_severe_drift_share_with_an_accuracy_drop_retrains_on_the_window():
+    decision = run(result=drift(0.6, before=0.84))
     assert decision.action is Action.RETRAIN
-    assert decision.reason.startswith("severe drift: 60% of features drifted")
+    assert decision.reason == "severe drift: 60% of features drifted (>= 50%), accuracy 90% -> 84%"
     assert decision.window_batches == 3
 
 
 def test_retrain_after_max_fine_tunes():
-    decision = run(result=drift(0.3), fine_tunes=2)
+    decision = run(result=drift(0.3, before=0.85), fine_tunes=2)
     assert decision.action is Action.RETRAIN
     assert "2 fine-tunes since the last retrain (max 2)" in decision.reason
 

@@ -9,7 +9,7 @@ from conftest import make_batch
 from perennial.config import DriftConfig, ValidationConfig
 from perennial.schema import features_frame, infer_schema
 from perennial.types import Batch
-from tasks.drift import evidently_drift
+from tasks.drift import batch_drift, evidently_drift
 from tasks.validate import run_suite
 
 REFERENCE = make_batch(seed=1)
@@ -81,3 +81,25 @@ def test_drift_method_and_threshold_come_from_config():
     assert {f.method for f in result.features} == {"psi"}
     assert {f.threshold for f in result.features} == {0.2}
     assert result.drift_share == 0.0
+
+
+def test_a_large_batch_is_checked_on_a_sample_but_a_single_unseen_label_still_fails():
+    frame = make_batch(30_000, seed=3)
+    frame.loc[17_345, "label"] = "pending"  # one row in 30,000: a uniform sample of 2,000 would miss it
+    result = check(frame, ValidationConfig(sample_rows=2000))
+    assert not result.success
+    assert result.failures == ["label column 'label': labels never seen before: pending"]
+
+
+def test_sampled_drift_confirms_borderline_columns_on_every_row():
+    reference = features_frame(REFERENCE, SCHEMA)
+    frame = make_batch(30_000, seed=4)
+    frame["noise"] += 0.08  # normed Wasserstein 0.106 on every row: near the 0.1 threshold
+    cfg = DriftConfig(sample_rows=5000)
+    sampled = batch_drift(Batch("b.csv", Path("b.csv"), frame), reference, SCHEMA, cfg, None)
+    every_row = evidently_drift(features_frame(frame, SCHEMA), reference, SCHEMA, cfg, None)
+    noise = {key: next(f for f in d.features if f.column == "noise")
+             for key, d in (("s", sampled), ("a", every_row))}
+    assert noise["s"].method == "Wasserstein distance (normed) (every row)"
+    assert noise["s"].score == noise["a"].score and noise["s"].drifted == noise["a"].drifted
+    assert [f.drifted for f in sampled.features] == [f.drifted for f in every_row.features]

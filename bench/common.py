@@ -1,0 +1,103 @@
+"""What every benchmark part returns, and the measuring helpers they share."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Target:
+    """A target of the issue, and whether this run met it (None: not measured in this mode)."""
+
+    name: str
+    met: bool | None
+    detail: str
+
+
+@dataclass
+class Section:
+    """One part of the report: a markdown body, the plots it refers to, its targets."""
+
+    title: str
+    markdown: str
+    targets: list[Target] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    # Numbers the README's headline table and the tests read.
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Timer:
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
+@contextmanager
+def timed() -> Iterator[Timer]:
+    """Wall and process CPU seconds (all threads, so OpenMP workers of the estimators count)."""
+    timer = Timer()
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield timer
+    finally:
+        timer.wall = time.perf_counter() - wall
+        timer.cpu = time.process_time() - cpu
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_measured(module: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
+    """Run `python -m module args` in a fresh process that prints one JSON line last; return it.
+
+    A fresh process gives each memory measurement its own peak RSS.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(headers: list[str], rows: list[list[Any]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(value: float | None, digits: int = 1, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
+    """The fastest of `repeat` wall-clock runs of fn, and its last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result

@@ -1,0 +1,376 @@
+"""Part A: adaptation quality and training cost, Perennial against the strategies users would pick.
+
+Every strategy sees the same batches in the same order and is scored test-then-train: the model in
+service predicts a batch before anyone learns from it. Perennial runs through the real
+`continuous_training` flow (validation, Evidently drift, policy, MLflow registry); the model it had
+in service for a batch is reloaded from the registry to get its predictions.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench.common import Section, Target, fmt, markdown_table
+from bench.scenarios import TARGET, Scenario, all_scenarios
+from bench.strategies import Step, baselines, batch_file
+from perennial.config import PipelineConfig
+from perennial.schema import infer_schema, labels
+
+PERENNIAL = "perennial"
+PERIOD = 4
+CONFIG: dict[str, Any] = {
+    "data": {"source": "batches", "format": "parquet", "target": TARGET},
+    "model": {"family": "hgb", "params": {"max_iter": 100}},
+    "training": {"window_batches": 3},
+}
+
+
+@dataclass
+class Result:
+    """One strategy on one scenario."""
+
+    strategy: str
+    accuracy: list[float | None]  # per batch; None where no model was in service yet
+    kappa: float
+    train_cpu: float
+    actions: dict[str, int]
+    delays: list[int | None] = field(default_factory=list)  # per drift; None = not detected
+    false_alarms: int | None = None
+
+    @property
+    def mean_accuracy(self) -> float:
+        scored = [a for a in self.accuracy[1:] if a is not None]
+        return float(np.mean(scored)) if scored else float("nan")
+
+
+@contextmanager
+def embedded_state(state: Path) -> Iterator[None]:
+    """Point Perennial's state folder and MLflow store at `state` for the block, then restore."""
+    keys = {
+        "PERENNIAL_STATE_DIR": str(state),
+        "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+    }
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]]:
+    """Feed the batches one by one to the continuous-training flow; return what the models in service did."""
+    import mlflow
+
+    from flows.continuous_training import continuous_training
+    from perennial.config import Settings
+    from perennial.state import StateStore
+    from tasks.registry import client
+
+    workdir = root / scenario.name
+    inbox = workdir / "batches"
+    inbox.mkdir(parents=True)
+    config_path = workdir / "perennial.yaml"
+    config_path.write_text(yaml.safe_dump({"name": f"bench-{scenario.name}", **CONFIG}))
+    with embedded_state(workdir / "state"):
+        for i, frame in enumerate(scenario.batches):
+            frame.to_parquet(inbox / batch_file(i))
+            continuous_training(str(config_path))
+        settings = Settings()
+        records = StateStore(settings.state_dir, f"bench-{scenario.name}").records()
+        client(settings)
+        models: dict[int, Any] = {}
+        steps = []
+        for i, (frame, record) in enumerate(zip(scenario.batches, records, strict=True)):
+            in_service = records[i - 1].champion_version_after if i else None
+            predictions = None
+            if in_service is not None:
+                if in_service not in models:
+                    models[in_service] = mlflow.sklearn.load_model(
+                        f"models:/bench-{scenario.name}/{in_service}"
+                    )
+                schema = infer_schema(scenario.batches[0], TARGET, None)
+                predictions = _predict(models[in_service], frame, schema)
+                # The reloaded model must be the one the flow scored this batch with.
+                measured = float(np.mean(predictions == labels(frame, TARGET).to_numpy()))
+                assert abs(measured - (record.champion_accuracy_before or 0)) < 1e-9, (scenario.name, i)
+            steps.append(Step(predictions, record.decision, record.train_cpu_seconds or 0.0))
+    return steps, records
+
+
+def _predict(model: Any, frame: pd.DataFrame, schema: Any) -> np.ndarray:
+    from perennial.schema import features_frame
+
+    return np.asarray(model.predict(features_frame(frame, schema))).astype(str)
+
+
+def score(name: str, scenario: Scenario, steps: list[Step], detects: bool) -> Result:
+    """Accuracy per batch, kappa over every scored row, cost, and detections against the known drifts."""
+    from sklearn.metrics import cohen_kappa_score
+
+    truth = [labels(b, TARGET).to_numpy() for b in scenario.batches]
+    accuracy = [
+        None if s.predictions is None else float(np.mean(s.predictions == t))
+        for s, t in zip(steps, truth, strict=True)
+    ]
+    scored = [i for i, s in enumerate(steps) if i > 0 and s.predictions is not None]
+    kappa = float(
+        cohen_kappa_score(
+            np.concatenate([truth[i] for i in scored]), np.concatenate([steps[i].predictions for i in scored])
+        )
+    )
+    actions: dict[str, int] = {}
+    for step in steps[1:]:  # the first batch trains every model; it is not a decision
+        actions[step.action] = actions.get(step.action, 0) + 1
+    result = Result(name, accuracy, kappa, sum(s.train_cpu for s in steps), actions)
+    if detects:
+        detections = [i for i, s in enumerate(steps) if i > 0 and s.action in ("retrain", "fine_tune")]
+        # A detection up to two batches after a drift ends is that drift's; any other is a false alarm.
+        spans = [(start, end + 2) for start, end in scenario.drifts]
+        result.delays = [
+            next((d - start for d in detections if start <= d <= end), None) for start, end in spans
+        ]
+        result.false_alarms = sum(not any(s <= d <= e for s, e in spans) for d in detections)
+    return result
+
+
+def run_scenario(scenario: Scenario, root: Path) -> list[Result]:
+    schema = infer_schema(scenario.batches[0], TARGET, None)
+    config = PipelineConfig(name=f"bench-{scenario.name}", **CONFIG)
+    results = []
+    steps, _ = run_perennial(scenario, root)
+    results.append(score(PERENNIAL, scenario, steps, detects=True))
+    for strategy in baselines(schema, config, PERIOD):
+        steps = [strategy.step(i, batch) for i, batch in enumerate(scenario.batches)]
+        results.append(score(strategy.name, scenario, steps, detects=False))
+    return results
+
+
+def around_drifts(result: Result, scenario: Scenario) -> str:
+    """Accuracy on the batch before each drift, on its first batch, and on the batch after it ends."""
+    last = len(result.accuracy) - 1
+    parts = []
+    for start, end in scenario.drifts:
+        values = [result.accuracy[start - 1], result.accuracy[start], result.accuracy[min(end + 1, last)]]
+        parts.append(" → ".join(fmt(None if v is None else 100 * v, 0) for v in values))
+    return "; ".join(parts) or "-"
+
+
+ALWAYS_RETRAIN = ("retrain-last-", "retrain-all")
+
+
+def targets(scenario: Scenario, results: list[Result]) -> list[Target]:
+    by_name = {r.strategy: r for r in results}
+    ours = by_name[PERENNIAL]
+    best = max((r for r in results if r.strategy.startswith(ALWAYS_RETRAIN)), key=lambda r: r.mean_accuracy)
+    gap = 100 * (best.mean_accuracy - ours.mean_accuracy)
+    cpu = ours.train_cpu / best.train_cpu if best.train_cpu else float("nan")
+    out = [
+        Target(
+            f"{scenario.name}: within 0.5 points of the best always-retrain, at <= 25% of its CPU",
+            gap <= 0.5 and cpu <= 0.25,
+            f"{fmt(100 * ours.mean_accuracy, 2)}% vs {best.strategy} {fmt(100 * best.mean_accuracy, 2)}% "
+            f"(gap {gap:+.2f} points), training CPU {cpu:.0%} of it",
+        )
+    ]
+    if scenario.no_drift:
+        retrains = ours.actions.get("retrain", 0)
+        out.append(
+            Target(
+                f"{scenario.name}: no retrain after the first model",
+                retrains == 0,
+                f"{retrains} retrain(s), {ours.actions.get('fine_tune', 0)} fine-tune(s)",
+            )
+        )
+    return out
+
+
+def scenario_table(scenario: Scenario, results: list[Result]) -> str:
+    rows = []
+    for r in results:
+        counts = "/".join(str(r.actions.get(a, 0)) for a in ("retrain", "fine_tune", "noop"))
+        delays = "-"
+        if r.delays:
+            delays = ", ".join("missed" if d is None else str(d) for d in r.delays)
+        rows.append(
+            [
+                r.strategy,
+                fmt(100 * r.mean_accuracy, 2),
+                fmt(r.kappa, 3),
+                around_drifts(r, scenario),
+                fmt(r.train_cpu, 2),
+                counts if r.actions.get("online") is None else "online",
+                delays,
+                "-" if r.false_alarms is None else r.false_alarms,
+            ]
+        )
+    return markdown_table(
+        [
+            "strategy",
+            "mean acc. %",
+            "kappa",
+            "acc. % before → at → after drift",
+            "train CPU s",
+            "retrain/fine-tune/noop",
+            "detection delay (batches)",
+            "false alarms",
+        ],
+        rows,
+    )
+
+
+def plot(scenarios: list[Scenario], results: dict[str, list[Result]], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    cols = 2
+    fig, axes = plt.subplots(
+        (len(scenarios) + 1) // cols, cols, figsize=(13, 3.3 * ((len(scenarios) + 1) // cols)), squeeze=False
+    )
+    for ax, scenario in zip(axes.flat, scenarios, strict=False):
+        for r in results[scenario.name]:
+            if r.strategy in ("no-change",):
+                continue
+            x = [i for i, a in enumerate(r.accuracy) if a is not None and i > 0]
+            ax.plot(
+                x,
+                [100 * r.accuracy[i] for i in x],
+                label=r.strategy,
+                linewidth=2.5 if r.strategy == PERENNIAL else 1,
+                color="black" if r.strategy == PERENNIAL else None,
+            )
+        for start, end in scenario.drifts:
+            ax.axvspan(start - 0.5, end + 0.5, color="orange", alpha=0.15)
+        ax.set_title(scenario.name)
+        ax.set_xlabel("batch")
+        ax.set_ylabel("accuracy %")
+    axes.flat[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    paths.append(out / "quality_accuracy.png")
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for scenario in scenarios:
+        for r in results[scenario.name]:
+            if r.strategy == PERENNIAL or r.strategy.startswith(ALWAYS_RETRAIN):
+                marker = "o" if r.strategy == PERENNIAL else ("s" if r.strategy == "retrain-all" else "^")
+                ax.scatter(max(r.train_cpu, 1e-2), 100 * r.mean_accuracy, marker=marker)
+                ax.annotate(
+                    f"{scenario.name}\n{r.strategy}",
+                    (max(r.train_cpu, 1e-2), 100 * r.mean_accuracy),
+                    fontsize=5,
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("training CPU seconds (log)")
+    ax.set_ylabel("mean prequential accuracy %")
+    ax.set_title("Perennial (o) against always-retrain (^ last window, s all data)")
+    fig.tight_layout()
+    paths.append(out / "quality_cost.png")
+    fig.savefig(paths[-1], dpi=90)
+    plt.close(fig)
+    return paths
+
+
+def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
+    from threadpoolctl import threadpool_limits
+
+    rows, batches = (300, 4) if quick else (2000, 16)
+    scenarios = all_scenarios(rows, batches)
+    if quick or only:
+        scenarios = [s for s in scenarios if s.name in (only or ["sea-abrupt"])]
+    results: dict[str, list[Result]] = {}
+    # One thread for every estimator: CPU seconds then compare like with like, and OpenMP's
+    # spinning threads cannot inflate them when the machine is busy.
+    with threadpool_limits(1), tempfile.TemporaryDirectory(prefix="perennial-bench-") as tmp:
+        for scenario in scenarios:
+            results[scenario.name] = run_scenario(scenario, Path(tmp))
+
+    all_targets: list[Target] = []
+    body = [
+        f"{len(scenarios)} scenarios, {rows} rows per synthetic batch, {batches} batches; model family "
+        "`hgb` for Perennial and every scikit-learn baseline, which learn from the same rows Perennial "
+        "trains on (each batch less its 25% holdout); river's learners learn from every row. Every "
+        "estimator runs on one thread. Accuracy is the mean over batches 2..n of the "
+        "model in service (test-then-train); kappa over the same rows. River learners predict then learn "
+        "row by row; their CPU includes predicting. Decision counts exclude the first batch.\n"
+    ]
+    for scenario in scenarios:
+        body.append(
+            f"### {scenario.name}\n{scenario.description}; drifts at batch(es) "
+            f"{', '.join(f'{s}' if s == e else f'{s}-{e}' for s, e in scenario.drifts) or 'none'}.\n"
+        )
+        body.append(scenario_table(scenario, results[scenario.name]) + "\n")
+        all_targets += targets(scenario, results[scenario.name])
+    synthetic = [s for s in scenarios if s.synthetic]
+    ahead = [
+        s.name for s in synthetic if _mean(results[s.name], PERENNIAL) > _mean(results[s.name], "river-ARF")
+    ]
+    all_targets.append(
+        Target(
+            "ahead of river's ARF on at least 3 of the 5 synthetic scenarios",
+            len(ahead) >= 3 if len(synthetic) == 5 else None,
+            f"ahead on {len(ahead)} of {len(synthetic)}: {', '.join(ahead) or 'none'}",
+        )
+    )
+    headline = [
+        [
+            s.name,
+            fmt(100 * _mean(results[s.name], PERENNIAL), 1),
+            fmt(100 * max(_mean(results[s.name], n) for n in _names(results[s.name], ALWAYS_RETRAIN)), 1),
+            _cpu_share(results[s.name]),
+            fmt(100 * _mean(results[s.name], "river-ARF"), 1),
+            fmt(100 * _mean(results[s.name], "static"), 1),
+        ]
+        for s in scenarios
+    ]
+    return Section(
+        "A. Adaptation quality and cost",
+        "\n".join(body),
+        all_targets,
+        plot(scenarios, results, out),
+        data={
+            "headline": markdown_table(
+                [
+                    "scenario",
+                    "Perennial acc. %",
+                    "best always-retrain acc. %",
+                    "Perennial training CPU vs it",
+                    "river ARF acc. %",
+                    "static acc. %",
+                ],
+                headline,
+            )
+        },
+    )
+
+
+def _mean(results: list[Result], name: str) -> float:
+    return next(r.mean_accuracy for r in results if r.strategy == name)
+
+
+def _names(results: list[Result], prefixes: tuple[str, ...]) -> list[str]:
+    return [r.strategy for r in results if r.strategy.startswith(prefixes)]
+
+
+def _cpu_share(results: list[Result]) -> str:
+    ours = next(r for r in results if r.strategy == PERENNIAL)
+    best = max((r for r in results if r.strategy.startswith(ALWAYS_RETRAIN)), key=lambda r: r.mean_accuracy)
+    return f"{ours.train_cpu / best.train_cpu:.0%}" if best.train_cpu else "-"
