@@ -56,8 +56,35 @@ def timed() -> Iterator[Timer]:
         timer.cpu = time.process_time() - cpu
 
 
+@contextmanager
+def embedded_state(state: Path) -> Iterator[None]:
+    """Point Perennial's state folder and MLflow store at `state` for the block, then restore."""
+    values = {"PERENNIAL_STATE_DIR": str(state),
+              "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KB)."""
+    """Peak resident memory of this process so far, in MB.
+
+    Linux's VmHWM, not getrusage: ru_maxrss survives exec, so a child started by a large parent
+    would report the parent's peak (measured: 1.58 GB for a 0.3 GB child).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -8,10 +8,7 @@ in service for a batch is reloaded from the registry to get its predictions.
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench.common import Section, Target, fmt, markdown_table
+from bench.common import Section, Target, embedded_state, fmt, markdown_table
 from bench.scenarios import TARGET, Scenario, all_scenarios
 from bench.strategies import Step, baselines, batch_file
 from perennial.config import PipelineConfig
@@ -51,25 +48,6 @@ class Result:
     def mean_accuracy(self) -> float:
         scored = [a for a in self.accuracy[1:] if a is not None]
         return float(np.mean(scored)) if scored else float("nan")
-
-
-@contextmanager
-def embedded_state(state: Path) -> Iterator[None]:
-    """Point Perennial's state folder and MLflow store at `state` for the block, then restore."""
-    keys = {
-        "PERENNIAL_STATE_DIR": str(state),
-        "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
-    }
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]]:

@@ -132,7 +132,7 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
                             "holdout_rows": evaluation.holdout_rows,
-                            "trained_rows": len(reference)})
+                            "reference_rows": len(reference)})
         if evaluation.champion_accuracy is not None:
             mlflow.log_metric("champion_accuracy", evaluation.champion_accuracy)
         mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
