@@ -21,7 +21,8 @@ from bench.common import Section, Target, embedded_state, fmt, markdown_table
 from bench.scenarios import TARGET, Scenario, all_scenarios
 from bench.strategies import Step, baselines, batch_file
 from perennial.config import PipelineConfig
-from perennial.schema import infer_schema, labels
+from perennial.schema import features_frame, infer_schema, labels
+from perennial.types import Schema
 
 PERENNIAL = "perennial"
 PERIOD = 4
@@ -72,6 +73,7 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
         records = StateStore(settings.state_dir, f"bench-{scenario.name}").records()
         client(settings)
         models: dict[int, Any] = {}
+        schema = infer_schema(scenario.batches[0], TARGET, None)
         steps = []
         for i, (frame, record) in enumerate(zip(scenario.batches, records, strict=True)):
             in_service = records[i - 1].champion_version_after if i else None
@@ -81,7 +83,6 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
                     models[in_service] = mlflow.sklearn.load_model(
                         f"models:/bench-{scenario.name}/{in_service}"
                     )
-                schema = infer_schema(scenario.batches[0], TARGET, None)
                 predictions = _predict(models[in_service], frame, schema)
                 # The reloaded model must be the one the flow scored this batch with.
                 measured = float(np.mean(predictions == labels(frame, TARGET).to_numpy()))
@@ -90,9 +91,7 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
     return steps, records
 
 
-def _predict(model: Any, frame: pd.DataFrame, schema: Any) -> np.ndarray:
-    from perennial.schema import features_frame
-
+def _predict(model: Any, frame: pd.DataFrame, schema: Schema) -> np.ndarray:
     return np.asarray(model.predict(features_frame(frame, schema))).astype(str)
 
 

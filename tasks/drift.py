@@ -51,8 +51,12 @@ def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Sche
         features.append(FeatureDrift(
             column=params["column"], method=str(params.get("method")), score=float(metric["value"]),
             threshold=float(params["threshold"]), drifted=test["status"] == "FAIL"))
-    share = sum(f.drifted for f in features) / len(features) if features else 0.0
-    return DriftResult(features=features, drift_share=share, report_html=html_path)
+    return DriftResult(features=features, drift_share=_share(features), report_html=html_path)
+
+
+def _share(features: list[FeatureDrift]) -> float:
+    """The fraction of drifted features."""
+    return sum(f.drifted for f in features) / len(features) if features else 0.0
 
 
 def confirm_borderline(drift: DriftResult, frame: pd.DataFrame, reference: pd.DataFrame, schema: Schema,
@@ -74,7 +78,7 @@ def confirm_borderline(drift: DriftResult, frame: pd.DataFrame, reference: pd.Da
         result = get_stattest(ref, cur, kind, cfg.method)(ref, cur, kind, cfg.threshold)
         feature.score, feature.drifted = float(result.drift_score), bool(result.drifted)
         feature.method += " (every row)"
-    drift.drift_share = sum(f.drifted for f in drift.features) / len(drift.features)
+    drift.drift_share = _share(drift.features)
 
 
 def batch_drift(batch: Batch, reference: pd.DataFrame, schema: Schema, cfg: DriftConfig,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from perennial.config import PipelineConfig
+from perennial.sampling import batch_seed
 from perennial.schema import infer_schema
 from perennial.types import Batch, BatchError, Schema
 
@@ -60,26 +60,6 @@ def read_batch(path: Path, file_format: str, target: str) -> Batch:
     return Batch(id=path.name, path=path, frame=frame)
 
 
-def count_rows(path: Path, file_format: str) -> int:
-    """Rows of a batch file without loading it: Parquet metadata, or a CSV's lines after the header.
-
-    Quoted line breaks or blank lines make a CSV's count an estimate.
-    """
-    fmt = batch_format(path, file_format)
-    try:
-        if fmt == "parquet":
-            with pq.ParquetFile(path) as file:
-                return file.metadata.num_rows
-        lines, last = 0, b"\n"
-        with path.open("rb") as file:
-            while block := file.read(1 << 20):
-                lines, last = lines + block.count(b"\n"), block[-1:]
-    except Exception as exc:  # as in read_batch: many error types for a damaged file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BatchError(f"batch file {path}: cannot be read as {fmt} ({first_line})") from None
-    return max(lines + (last != b"\n") - 1, 0)
-
-
 def iter_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """A batch file as frames of at most `chunk_rows` rows, in file order; never read whole."""
     if batch_format(path, file_format) == "parquet":
@@ -120,7 +100,7 @@ def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) 
 
 def split_holdout(batch_id: str, rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Train and holdout row positions; the same batch always splits the same way."""
-    rng = np.random.default_rng([seed, zlib.crc32(batch_id.encode())])
+    rng = np.random.default_rng([seed, batch_seed(batch_id)])
     order = rng.permutation(rows)
     n_holdout = max(1, int(round(rows * fraction))) if rows > 1 else 0
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])

@@ -16,7 +16,7 @@ from perennial import families
 from perennial.config import PipelineConfig
 from perennial.schema import features_frame, labels
 from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema, TrainingRows
-from tasks.load import count_rows, iter_rows, read_batch, split_holdout
+from tasks.load import iter_rows, read_batch, split_holdout
 
 
 @task(cache_policy=NO_CACHE)
@@ -41,21 +41,22 @@ def training_rows(batch: Batch, train_idx: np.ndarray, decision: Decision, histo
     accepted batches before it, up to the decision's window. A retrain whose window has more
     rows than `training.max_rows_in_memory` is read in chunks (out of core), not into one frame.
     """
-    earlier: list[Path] = []
+    # Earlier batch files with their row counts, as the ledger recorded them when they were read.
+    counts: dict[Path, int] = {}
     if decision.action is Action.RETRAIN and decision.window_batches > 1:
         accepted = [r for r in history if r.decision != Action.REJECT and r.path]
         # A batch the user removed is skipped: train on what is left.
-        earlier = [p for r in accepted[-(decision.window_batches - 1):] if (p := Path(r.path)).exists()]
+        window = accepted[-(decision.window_batches - 1):]
+        counts = {p: r.rows for r in window if (p := Path(r.path)).exists()}
+    earlier = list(counts)
     sources = [p.name for p in earlier] + [batch.id]
     training, fmt = config.training, config.data.format
-    if decision.action is Action.RETRAIN:
-        counts = {p: count_rows(p, fmt) for p in earlier}
-        if batch.rows + sum(counts.values()) > training.max_rows_in_memory:
-            files = [(p, split_holdout(p.name, n, training.holdout_fraction, training.seed)[0])
-                     for p, n in counts.items()]
-            rows = sum(len(idx) for _, idx in files) + len(train_idx)
-            chunks = partial(_window_chunks, files, batch, train_idx, config)
-            return TrainingRows(rows, chunks=chunks), sources
+    if decision.action is Action.RETRAIN and batch.rows + sum(counts.values()) > training.max_rows_in_memory:
+        files = [(p, split_holdout(p.name, n, training.holdout_fraction, training.seed)[0])
+                 for p, n in counts.items()]
+        rows = sum(len(idx) for _, idx in files) + len(train_idx)
+        chunks = partial(_window_chunks, files, batch, train_idx, config)
+        return TrainingRows(rows, chunks=chunks), sources
     frames = []
     for path in earlier:
         earlier_batch = read_batch(path, fmt, config.data.target)

@@ -98,16 +98,16 @@ def _failure_message(kind: str, kwargs: dict, result: dict, schema: Schema,
     return f"{kind} failed on column '{column}'"
 
 
-def rows_to_check(frame: pd.DataFrame, schema: Schema, cfg: ValidationConfig, seed: int) -> pd.DataFrame:
+def rows_to_check(frame: pd.DataFrame, batch_labels: pd.Series | None, schema: Schema, cfg: ValidationConfig,
+                  seed: int) -> pd.DataFrame:
     """A large batch's rows GX checks: a uniform sample, plus every row that breaks a rule with no
     tolerance (a missing or unseen label, a non-boolean value in a boolean column), so those
     verdicts are the full batch's; rates with a tolerance are the sample's estimates."""
     if len(frame) <= cfg.sample_rows:
         return frame
     exact = pd.Series(False, index=frame.index)
-    if schema.target in frame:
-        label = frame[schema.target]
-        exact |= label.isna() | ~labels(frame, schema.target).isin(schema.classes)
+    if batch_labels is not None:
+        exact |= frame[schema.target].isna() | ~batch_labels.isin(schema.classes)
     for name in schema.columns("boolean"):
         if name in frame:
             exact |= frame[name].notna() & ~frame[name].isin(BOOLEAN_VALUES)
@@ -130,7 +130,8 @@ def run_suite(batch: Batch, schema: Schema, reference: pd.DataFrame | None,
     for expectation in build_expectations(schema, reference, cfg, dtypes):
         suite.add_expectation(expectation)
     suite = context.suites.add(suite)
-    checked = rows_to_check(batch.frame, schema, cfg, batch_seed(batch.id))
+    batch_labels = labels(batch.frame, schema.target) if schema.target in batch.frame else None
+    checked = rows_to_check(batch.frame, batch_labels, schema, cfg, batch_seed(batch.id))
     run = gx.ValidationDefinition(data=definition, suite=suite, name=name).run(
         batch_parameters={"dataframe": _checked_frame(checked, schema)}, result_format="SUMMARY")
 
@@ -140,8 +141,8 @@ def run_suite(batch: Batch, schema: Schema, reference: pd.DataFrame | None,
         for r in run.results if not r.success
     ]
     new_classes: tuple[str, ...] = ()
-    if schema.target in batch.frame:
-        seen = set(labels(batch.frame, schema.target).unique())
+    if batch_labels is not None:
+        seen = set(batch_labels.unique())
         new_classes = tuple(sorted(seen - set(schema.classes)))
     return ValidationResult(success=run.success, failures=failures,
                             expectations=len(run.results), new_classes=new_classes,
