@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perennial.timing import timed  # noqa: F401  (re-exported for the parts)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,24 +38,6 @@ class Section:
     plots: list[Path] = field(default_factory=list)
     # Numbers the README's headline table and the tests read.
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Timer:
-    wall: float = 0.0
-    cpu: float = 0.0
-
-
-@contextmanager
-def timed() -> Iterator[Timer]:
-    """Wall and process CPU seconds (all threads, so OpenMP workers of the estimators count)."""
-    timer = Timer()
-    wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        yield timer
-    finally:
-        timer.wall = time.perf_counter() - wall
-        timer.cpu = time.process_time() - cpu
 
 
 @contextmanager

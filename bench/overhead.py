@@ -54,13 +54,13 @@ TASK_STAGES = {
     "find_new_batches": "load", "load_batch": "load", "resolve_schema": "load",
     "validate_batch": "validation",
     "measure_drift": "drift",
-    "decide": "decide",
+    "decide": "decide", "find_reusable": "decide",
     "training_rows": "training", "train": "training",
-    "evaluate": "evaluation",
+    "evaluate": "evaluation", "score_windows": "evaluation",
     "load_champion": "MLflow logging", "log_cycle": "MLflow logging", "register": "MLflow logging",
-    "promote": "MLflow logging",
+    "promote": "MLflow logging", "log_lifelong": "MLflow logging",
     "publish_cycle": "Prefect artifacts and events",
-    "record_cycle": "ledger",
+    "record_cycle": "ledger", "record_step": "ledger",
 }
 REST = "Prefect orchestration + flow body (wall - tasks)"
 STAGES = list(dict.fromkeys(TASK_STAGES.values())) + [REST]
@@ -190,12 +190,22 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
 
     from perennial.config import Settings, load_config
     from perennial.state import StateStore
-    from tasks.decide import decide, fine_tunes_since_retrain
+    from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
     from tasks.drift import measure_drift
     from tasks.evaluate import evaluate
-    from tasks.load import find_new_batches, load_batch, resolve_schema, split_holdout
-    from tasks.registry import load_champion, log_cycle, promote, register, run_url
-    from tasks.report import cycle_record, publish_cycle, record_cycle
+    from tasks.lifelong import (
+        concept_memory,
+        concept_windows,
+        find_reusable,
+        next_concept,
+        record_step,
+        remember,
+        score_windows,
+        window_of,
+    )
+    from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
+    from tasks.registry import load_champion, log_cycle, log_lifelong, promote, register, run_url
+    from tasks.report import accuracy_heatmap, cycle_record, publish_cycle, record_cycle, step_metrics
     from tasks.train import train, training_rows
     from tasks.validate import validate_batch
 
@@ -213,31 +223,49 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         validation = call(validate_batch, batch, schema, champion.reference, config.validation)
         drift = call(measure_drift, batch, schema, champion, config.drift,
                      store.report_dir(batch.id) / "drift_report.html")
-        decision = call(decide, validation, drift, fine_tunes_since_retrain(store.records()), config.policy,
-                        config.training.window_batches)
+        history = store.records()
+        decision = call(decide, validation, drift, fine_tunes_since_retrain(history), config.policy,
+                        config.training.window_batches, batches_since_adaptation(history))
+        reuse = call(find_reusable, config, settings, store, batch, schema, champion, drift, validation,
+                     decision)
+        assert reuse is None, "the measured batch is a retrain, not a reuse"
         run_id = call(log_cycle, config, settings, batch.id, batch.rows, validation, drift, decision)
         record = cycle_record(batch, validation, drift, decision, champion, run_id)
         # adapt_batch
         schema = schema.with_classes(validation.new_classes)
         history = [r for r in store.records() if r.batch != batch.id]
-        train_idx, holdout_idx = split_holdout(batch.id, batch.rows, config.training.holdout_fraction,
-                                               config.training.seed)
-        rows, trained_on = call(training_rows, batch, train_idx, decision, history, config)
-        started, cpu = time.perf_counter(), time.process_time()
-        challenger = call(train, decision, rows, champion, schema, config)
-        record.train_seconds = round(time.perf_counter() - started, 3)
-        record.train_cpu_seconds = round(time.process_time() - cpu, 3)
-        evaluation = call(evaluate, challenger, champion, batch.frame.iloc[holdout_idx], schema)
+        train_idx, holdout_idx = holdout_split(batch, config)
+        concept = next_concept(store, champion, decision)
+        memory = concept_memory(store, config, champion, concept)
+        rows, trained_on = call(training_rows, batch, train_idx, decision, history, config, memory)
+        with timed() as training:
+            challenger = call(train, decision, rows, champion, schema, config)
+        window = window_of(batch, config)
+        with timed() as evaluating:
+            evaluation = call(evaluate, challenger, champion, batch.frame.iloc[holdout_idx], schema)
+            matrix, _ = call(score_windows, challenger, store, schema, batch.id, window, concept)
+            evaluation.forgetting = matrix.metrics().concept_forgetting
+            evaluation.forgetting_windows = concept_windows(matrix)
         reference = rows.sample(config.drift.reference_rows, seed=0)
+        learnt = remember(memory, batch, train_idx, config)
         version = call(register, config, settings, record.run_id, challenger, batch, schema, decision,
-                       evaluation, trained_on, reference, champion)
+                       evaluation, trained_on, reference, champion, learnt, concept)
         promotion = call(promote, config, settings, version, evaluation, champion, champion.version)
+        assert promotion.promoted, promotion.reason
+        call(record_step, store, config, batch.id, window, matrix, promotion.champion_version, learnt)
         store.save_schema(schema)
         record.model_version, record.promoted, record.promotion = (version, promotion.promoted,
                                                                    promotion.reason)
         record.challenger_accuracy = evaluation.challenger_accuracy
         record.champion_version_after = promotion.champion_version
+        record.train_seconds, record.train_cpu_seconds = round(training.wall, 3), round(training.cpu, 3)
+        record.add_eval_cost(evaluating.wall, evaluating.cpu)
+        record.trained_rows = rows.rows
         record.status = "done"
+        # finish_step
+        metrics = step_metrics(record, matrix, evaluation.challenger_accuracy)
+        heatmap = accuracy_heatmap(matrix, store.report_dir(batch.id) / "accuracy_matrix.png")
+        call(log_lifelong, settings, record.run_id, metrics, matrix, heatmap)
         # finish_cycle, without its run logger (there is no run)
         record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         with warnings.catch_warnings():

@@ -4,6 +4,9 @@ Every strategy sees the same batches in the same order and is scored test-then-t
 service predicts a batch before anyone learns from it. Perennial runs through the real
 `continuous_training` flow (validation, Evidently drift, policy, MLflow registry); the model it had
 in service for a batch is reloaded from the registry to get its predictions.
+
+Forgetting is measured on an accuracy matrix R[i, j]: the accuracy on batch j's holdout rows (which
+no strategy trains on) of the model in service after batch i, for j <= i.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import yaml
 
 from bench.common import Section, Target, embedded_state, fmt, markdown_table
 from bench.scenarios import TARGET, Scenario, all_scenarios
-from bench.strategies import Step, baselines, batch_file
+from bench.strategies import Step, baselines, batch_file, holdout, holdout_accuracies
 from perennial.config import PipelineConfig
+from perennial.lifelong import backward_transfer, forgetting
 from perennial.schema import features_frame, infer_schema, labels
 from perennial.types import Schema
 
@@ -44,6 +48,15 @@ class Result:
     actions: dict[str, int]
     delays: list[int | None] = field(default_factory=list)  # per drift; None = not detected
     false_alarms: int | None = None
+    # The accuracy matrix and its metrics (fractions); None for learners without one.
+    matrix: np.ndarray | None = None
+    bwt: float | None = None
+    forgetting: float | None = None
+    # Forgetting over the windows of the last batch's ground-truth concept only.
+    concept_forgetting: float | None = None
+    # The same after every batch (over its concept's earlier windows), averaged: it also sees the
+    # batches right after a concept returns, not only the end of the stream.
+    mean_concept_forgetting: float | None = None
 
     @property
     def mean_accuracy(self) -> float:
@@ -65,6 +78,8 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
     inbox.mkdir(parents=True)
     config_path = workdir / "perennial.yaml"
     config_path.write_text(yaml.safe_dump({"name": f"bench-{scenario.name}", **CONFIG}))
+    config = PipelineConfig(name=f"bench-{scenario.name}", **CONFIG)
+    holdouts = [holdout(i, frame, config) for i, frame in enumerate(scenario.batches)]
     with embedded_state(workdir / "state"):
         for i, frame in enumerate(scenario.batches):
             frame.to_parquet(inbox / batch_file(i))
@@ -73,21 +88,29 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
         records = StateStore(settings.state_dir, f"bench-{scenario.name}").records()
         client(settings)
         models: dict[int, Any] = {}
+
+        def model(version: int) -> Any:
+            if version not in models:
+                models[version] = mlflow.sklearn.load_model(f"models:/bench-{scenario.name}/{version}")
+            return models[version]
+
         schema = infer_schema(scenario.batches[0], TARGET, None)
         steps = []
         for i, (frame, record) in enumerate(zip(scenario.batches, records, strict=True)):
             in_service = records[i - 1].champion_version_after if i else None
             predictions = None
             if in_service is not None:
-                if in_service not in models:
-                    models[in_service] = mlflow.sklearn.load_model(
-                        f"models:/bench-{scenario.name}/{in_service}"
-                    )
-                predictions = _predict(models[in_service], frame, schema)
+                predictions = _predict(model(in_service), frame, schema)
                 # The reloaded model must be the one the flow scored this batch with.
                 measured = float(np.mean(predictions == labels(frame, TARGET).to_numpy()))
                 assert abs(measured - (record.champion_accuracy_before or 0)) < 1e-9, (scenario.name, i)
-            steps.append(Step(predictions, record.decision, record.train_cpu_seconds or 0.0))
+            after = record.champion_version_after
+            row = (
+                [float("nan")] * (i + 1)
+                if after is None
+                else holdout_accuracies(model(after), holdouts[: i + 1], schema)
+            )
+            steps.append(Step(predictions, record.decision, record.train_cpu_seconds or 0.0, row))
     return steps, records
 
 
@@ -114,8 +137,18 @@ def score(name: str, scenario: Scenario, steps: list[Step], detects: bool) -> Re
     for step in steps[1:]:  # the first batch trains every model; it is not a decision
         actions[step.action] = actions.get(step.action, 0) + 1
     result = Result(name, accuracy, kappa, sum(s.train_cpu for s in steps), actions)
+    result.matrix = accuracy_matrix(steps)
+    if result.matrix is not None:
+        result.bwt, result.forgetting = backward_transfer(result.matrix), forgetting(result.matrix)
+        scope = same_concept(scenario)
+        if len(scope) > 1:  # else no earlier window of the last concept to forget
+            result.concept_forgetting = forgetting(result.matrix, scope)
+        result.mean_concept_forgetting = mean_concept_forgetting(result.matrix, scenario.concepts)
     if detects:
-        detections = [i for i, s in enumerate(steps) if i > 0 and s.action in ("retrain", "fine_tune")]
+        # Reinstating a former champion is an answer to a detected drift too.
+        detections = [
+            i for i, s in enumerate(steps) if i > 0 and s.action in ("retrain", "fine_tune", "reuse")
+        ]
         # A detection up to two batches after a drift ends is that drift's; any other is a false alarm.
         spans = [(start, end + 2) for start, end in scenario.drifts]
         result.delays = [
@@ -123,6 +156,34 @@ def score(name: str, scenario: Scenario, steps: list[Step], detects: bool) -> Re
         ]
         result.false_alarms = sum(not any(s <= d <= e for s, e in spans) for d in detections)
     return result
+
+
+def accuracy_matrix(steps: list[Step]) -> np.ndarray | None:
+    """R[i, j] from each step's holdout accuracies, NaN above the diagonal; None if a step has none."""
+    rows = [s.holdout_accuracy for s in steps]
+    if any(row is None for row in rows):
+        return None
+    matrix = np.full((len(rows), len(rows)), np.nan)
+    for i, row in enumerate(rows):
+        matrix[i, : len(row)] = row
+    return matrix
+
+
+def mean_concept_forgetting(matrix: np.ndarray, concepts: list[int] | None) -> float | None:
+    """Forgetting of the model in service after each batch k on the earlier batches of k's concept,
+    averaged over the batches that have such earlier batches."""
+    values = []
+    for k, concept in enumerate(concepts or []):
+        scope = [j for j in range(k + 1) if concepts[j] == concept]
+        if len(scope) > 1:
+            values.append(forgetting(matrix[: k + 1, : k + 1], scope))
+    return float(np.mean(values)) if values else None
+
+
+def same_concept(scenario: Scenario) -> list[int]:
+    """The batches whose ground-truth concept is the last batch's."""
+    concepts = scenario.concepts or []
+    return [j for j, c in enumerate(concepts) if c == concepts[-1]]
 
 
 def run_scenario(scenario: Scenario, root: Path) -> list[Result]:
@@ -176,10 +237,15 @@ def targets(scenario: Scenario, results: list[Result]) -> list[Target]:
     return out
 
 
+def points(value: float | None) -> str:
+    """A lifelong metric in accuracy points."""
+    return fmt(None if value is None else 100 * value, 2)
+
+
 def scenario_table(scenario: Scenario, results: list[Result]) -> str:
     rows = []
     for r in results:
-        counts = "/".join(str(r.actions.get(a, 0)) for a in ("retrain", "fine_tune", "noop"))
+        counts = "/".join(str(r.actions.get(a, 0)) for a in ("retrain", "fine_tune", "noop", "reuse"))
         delays = "-"
         if r.delays:
             delays = ", ".join("missed" if d is None else str(d) for d in r.delays)
@@ -193,6 +259,9 @@ def scenario_table(scenario: Scenario, results: list[Result]) -> str:
                 counts if r.actions.get("online") is None else "online",
                 delays,
                 "-" if r.false_alarms is None else r.false_alarms,
+                points(r.bwt),
+                points(r.forgetting),
+                points(r.concept_forgetting),
             ]
         )
     return markdown_table(
@@ -202,12 +271,65 @@ def scenario_table(scenario: Scenario, results: list[Result]) -> str:
             "kappa",
             "acc. % before → at → after drift",
             "train CPU s",
-            "retrain/fine-tune/noop",
+            "retrain/fine-tune/noop/reuse",
             "detection delay (batches)",
             "false alarms",
+            "BWT (pts)",
+            "forgetting (pts)",
+            "forgetting, same concept (pts)",
         ],
         rows,
     )
+
+
+RECURRING = "recurring"
+REPLAY, NAIVE = "fine-tune-replay", "fine-tune-every"
+# The recurring scenario's comparison: naive fine-tuning, replay, and the retrains that cannot forget.
+COMPARED = (PERENNIAL, NAIVE, REPLAY, f"retrain-last-{CONFIG['training']['window_batches']}", "retrain-all")
+
+
+def forgetting_table(results: list[Result]) -> str:
+    """Accuracy, cost and forgetting of the strategies that learn incrementally or retrain."""
+    by_name = {r.strategy: r for r in results}
+    rows = [
+        [
+            f"{name} (naive)" if name == NAIVE else name,
+            fmt(100 * by_name[name].mean_accuracy, 2),
+            fmt(by_name[name].train_cpu, 2),
+            points(by_name[name].bwt),
+            points(by_name[name].forgetting),
+            points(by_name[name].concept_forgetting),
+            points(by_name[name].mean_concept_forgetting),
+            by_name[name].actions.get("reuse", 0) if name == PERENNIAL else "-",
+        ]
+        for name in COMPARED
+    ]
+    return markdown_table(
+        [
+            "strategy",
+            "mean acc. %",
+            "train CPU s",
+            "BWT (pts)",
+            "forgetting (pts)",
+            "forgetting, same concept (pts)",
+            "same concept, mean over batches (pts)",
+            "reuses",
+        ],
+        rows,
+    )
+
+
+def replay_target(results: dict[str, list[Result]]) -> Target:
+    """Replay keeps what was learnt of the concept in service: forgetting on its earlier windows."""
+    name = f"{RECURRING}: forgetting with replay <= 1 point (same-concept windows)"
+    if RECURRING not in results:
+        return Target(name, None, f"{RECURRING} scenario not run")
+    by_name = {r.strategy: r for r in results[RECURRING]}
+    replay = by_name[REPLAY].concept_forgetting
+    detail = ", ".join(f"{n} {points(by_name[n].concept_forgetting)}" for n in (REPLAY, PERENNIAL, NAIVE))
+    mean = ", ".join(f"{n} {points(by_name[n].mean_concept_forgetting)}" for n in (REPLAY, PERENNIAL, NAIVE))
+    return Target(name, None if replay is None else 100 * replay <= 1,
+                  f"{detail} points at the end; mean over batches {mean}")
 
 
 def plot(scenarios: list[Scenario], results: dict[str, list[Result]], out: Path) -> list[Path]:
@@ -271,6 +393,10 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
 
     rows, batches = (300, 4) if quick else (2000, 16)
     scenarios = all_scenarios(rows, batches)
+    unknown = sorted(set(only or []) - {s.name for s in scenarios})
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; expected some of "
+                         f"{', '.join(s.name for s in scenarios)}")
     if quick or only:
         scenarios = [s for s in scenarios if s.name in (only or ["sea-abrupt"])]
     results: dict[str, list[Result]] = {}
@@ -287,7 +413,12 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
         "trains on (each batch less its 25% holdout); river's learners learn from every row. Every "
         "estimator runs on one thread. Accuracy is the mean over batches 2..n of the "
         "model in service (test-then-train); kappa over the same rows. River learners predict then learn "
-        "row by row; their CPU includes predicting. Decision counts exclude the first batch.\n"
+        "row by row; their CPU includes predicting. Decision counts exclude the first batch. "
+        "BWT and forgetting (Lopez-Paz & Ranzato 2017, Chaudhry et al. 2018) are measured on the "
+        "accuracy matrix of the models in service after each batch on every earlier batch's holdout "
+        "rows, in accuracy points; the same-concept forgetting only over the batches of the last "
+        "batch's ground-truth concept. `fine-tune-replay` fine-tunes like `fine-tune-every` with "
+        "Perennial's replay mix, from one memory of the whole stream (blind to concepts).\n"
     ]
     for scenario in scenarios:
         body.append(
@@ -295,7 +426,14 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
             f"{', '.join(f'{s}' if s == e else f'{s}-{e}' for s, e in scenario.drifts) or 'none'}.\n"
         )
         body.append(scenario_table(scenario, results[scenario.name]) + "\n")
+        if scenario.name == RECURRING:
+            body.append(
+                "Forgetting when a concept returns: naive fine-tuning, fine-tuning with replay, Perennial "
+                "(per-concept replay, reinstating a former champion), and full retrains.\n"
+            )
+            body.append(forgetting_table(results[scenario.name]) + "\n")
         all_targets += targets(scenario, results[scenario.name])
+    all_targets.append(replay_target(results))
     synthetic = [s for s in scenarios if s.synthetic]
     ahead = [
         s.name for s in synthetic if _mean(results[s.name], PERENNIAL) > _mean(results[s.name], "river-ARF")

@@ -20,6 +20,8 @@ class Scenario:
     # (first, last) batch index of each drift: equal for an abrupt change, a span for gradual ones.
     drifts: list[tuple[int, int]]
     synthetic: bool = True
+    # The ground-truth concept of each batch; None when the concept moves continuously.
+    concepts: list[int] | None = None
 
     @property
     def no_drift(self) -> bool:
@@ -35,6 +37,7 @@ def sea_abrupt(rows: int, n: int, rng: np.random.Generator) -> Scenario:
         "SEA, abrupt changes of threshold 8 -> 9 -> 7 -> 9.5 (10% label noise)",
         [streams.sea(rows, c, rng) for c in concept],
         [(c, c) for c in cut],
+        concepts=concept,
     )
 
 
@@ -87,12 +90,17 @@ def recurring(rows: int, n: int, rng: np.random.Generator) -> Scenario:
         "SEA threshold 7 (A) and 9.5 (B) taking turns: A -> B -> A -> B",
         [streams.sea(rows, c, rng) for c in concept],
         [(c, c) for c in cut],
+        concepts=concept,
     )
 
 
 def no_drift(rows: int, n: int, rng: np.random.Generator) -> Scenario:
     return Scenario(
-        "no-drift", "SEA concept 0 throughout (control)", [streams.sea(rows, 0, rng) for _ in range(n)], []
+        "no-drift",
+        "SEA concept 0 throughout (control)",
+        [streams.sea(rows, 0, rng) for _ in range(n)],
+        [],
+        concepts=[0] * n,
     )
 
 
@@ -109,6 +117,7 @@ def phishing(n: int) -> Scenario:
         [frame.iloc[a:b].reset_index(drop=True) for a, b in zip(edges[:-1], edges[1:], strict=True)],
         [],
         synthetic=False,
+        concepts=[0] * n,
     )
 
 

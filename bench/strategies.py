@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,13 @@ import pandas as pd
 from bench.common import timed
 from perennial import families
 from perennial.config import PipelineConfig
+from perennial.lifelong import ReplayMemory
 from perennial.schema import features_frame, labels
-from perennial.types import Schema
+from perennial.types import Action, Batch, Decision, Schema
+from tasks.evaluate import accuracy
+from tasks.lifelong import remember
 from tasks.load import split_holdout
+from tasks.train import training_rows
 
 
 def batch_file(i: int) -> str:
@@ -22,51 +27,94 @@ def batch_file(i: int) -> str:
     return f"batch-{i:03d}.parquet"
 
 
+def as_batch(i: int, frame: pd.DataFrame) -> Batch:
+    """Batch i as Perennial's tasks see it: its id (the file name) seeds its holdout split and sampling."""
+    return Batch(batch_file(i), Path(batch_file(i)), frame)
+
+
+def holdout(i: int, frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
+    """The rows of batch i that Perennial holds out: never trained on, so they measure forgetting."""
+    training = config.training
+    _, holdout_idx = split_holdout(batch_file(i), len(frame), training.holdout_fraction, training.seed)
+    return frame.iloc[holdout_idx]
+
+
+def holdout_accuracies(model: Any, holdouts: list[pd.DataFrame], schema: Schema) -> list[float]:
+    """One row of the accuracy matrix: `model`'s accuracy on each batch's holdout rows."""
+    return [accuracy(model, h, schema) for h in holdouts]
+
+
 @dataclass
 class Step:
     """What a strategy did with one batch."""
 
     predictions: np.ndarray | None  # by the model in service, before learning from the batch
-    action: str  # retrain, fine_tune, noop, or online (row by row)
+    action: str  # retrain, fine_tune, noop, reuse (Perennial), or online (row by row)
     train_cpu: float = 0.0
+    # Accuracy of the model in service after the batch on the holdout rows of every batch so far
+    # (a row of the accuracy matrix); None for learners without a holdout (river's, no-change).
+    holdout_accuracy: list[float] | None = None
 
 
 # A batch-level plan: batch index -> (action, window in batches; 0 = every batch so far).
 Plan = Callable[[int], tuple[str, int]]
 
+# A fine-tune decision, for Perennial's own choice of a fine-tune's rows.
+FINE_TUNE = Decision(Action.FINE_TUNE, "baseline plan")
+
 
 class SklearnStrategy:
-    """Retrain or fine-tune the same scikit-learn family Perennial uses, on a fixed plan."""
+    """Retrain or fine-tune the same scikit-learn family Perennial uses, on a fixed plan.
 
-    def __init__(self, name: str, plan: Plan, schema: Schema, config: PipelineConfig):
+    With `replay`, every fine-tune also learns from rows of a replay memory of the whole stream,
+    chosen and kept as Perennial does (tasks.train.training_rows, tasks.lifelong.remember) but
+    blind to concepts.
+    """
+
+    def __init__(self, name: str, plan: Plan, schema: Schema, config: PipelineConfig, replay: bool = False):
         self.name, self.plan, self.schema, self.config = name, plan, schema, config
         self.model: Any = None
         self.seen: list[pd.DataFrame] = []
+        self.holdouts: list[pd.DataFrame] = []
+        self.memory = ReplayMemory.empty(config.lifelong.replay_rows, schema.target) if replay else None
 
     def step(self, i: int, batch: pd.DataFrame) -> Step:
         X = features_frame(batch, self.schema)
         predictions = None if self.model is None else np.asarray(self.model.predict(X)).astype(str)
         # The rows Perennial trains on: its holdout split of the same batch file.
-        train_idx, _ = split_holdout(
+        train_idx, holdout_idx = split_holdout(
             batch_file(i), len(batch), self.config.training.holdout_fraction, self.config.training.seed
         )
-        batch = batch.iloc[train_idx]
-        X = X.iloc[train_idx]
-        self.seen.append(batch)
+        self.holdouts.append(batch.iloc[holdout_idx])
+        self.seen.append(batch.iloc[train_idx])
         action, window = self.plan(i)
-        if action == "noop":
-            return Step(predictions, action)
         with timed() as cost:
             if action == "fine_tune":
+                rows = self._fine_tune_rows(i, batch, train_idx)
                 self.model = families.fine_tune(
-                    self.model, X, labels(batch, self.schema.target), self.config.training
+                    self.model, features_frame(rows, self.schema), labels(rows, self.schema.target),
+                    self.config.training,
                 )
-            else:
+            elif action == "retrain":
                 rows = pd.concat(self.seen[-window:] if window else self.seen, ignore_index=True)
                 self.model = families.build(self.config.model, self.schema, self.config.training.seed).fit(
                     features_frame(rows, self.schema), labels(rows, self.schema.target)
                 )
-        return Step(predictions, action, cost.cpu)
+        if self.memory is not None:  # after learning the batch, as Perennial's memory
+            self.memory = remember(self.memory, as_batch(i, batch), train_idx, self.config)
+        return Step(
+            predictions,
+            action,
+            0.0 if action == "noop" else cost.cpu,
+            holdout_accuracies(self.model, self.holdouts, self.schema),
+        )
+
+    def _fine_tune_rows(self, i: int, batch: pd.DataFrame, train_idx: np.ndarray) -> pd.DataFrame:
+        """The batch's training rows, with replayed rows mixed in when the strategy has a memory."""
+        if self.memory is None:
+            return batch.iloc[train_idx]
+        rows, _ = training_rows.fn(as_batch(i, batch), train_idx, FINE_TUNE, [], self.config, self.memory)
+        return rows.frame
 
 
 class RiverStrategy:
@@ -123,6 +171,7 @@ def baselines(schema: Schema, config: PipelineConfig, period: int) -> list[Any]:
             config,
         ),
         SklearnStrategy("fine-tune-every", _first_then("fine_tune", window), schema, config),
+        SklearnStrategy("fine-tune-replay", _first_then("fine_tune", window), schema, config, replay=True),
         RiverStrategy("river-ARF", forest.ARFClassifier(seed=config.training.seed), schema),
         RiverStrategy("river-HAT", tree.HoeffdingAdaptiveTreeClassifier(seed=config.training.seed), schema),
         NoChange(schema),

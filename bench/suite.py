@@ -2,6 +2,7 @@
 
 uv run perennial bench            # full run, writes bench/results/ (about half an hour here)
 uv run perennial bench --quick    # small sizes, checks the harness works (CI)
+uv run perennial bench --only quality --scenario recurring   # part A on one scenario, full size
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import platform
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -19,10 +21,13 @@ from bench.common import ROOT, Section, markdown_table
 PARTS = ("quality", "monitoring", "overhead", "scale")
 
 
-def _part(name: str) -> Callable[[bool, Path], Section]:
+def _part(name: str, scenarios: list[str] | None = None) -> Callable[[bool, Path], Section]:
+    """Part `name`'s run(quick, out); part A limited to `scenarios` when given."""
     if name == "quality":
         from bench.quality import run
-    elif name == "monitoring":
+
+        return partial(run, only=scenarios)
+    if name == "monitoring":
         from bench.monitoring import run
     elif name == "overhead":
         from bench.overhead import run
@@ -55,19 +60,23 @@ def machine() -> str:
     )
 
 
-def run_bench(quick: bool, out: Path, parts: tuple[str, ...] = PARTS) -> Path:
-    """Run the parts, write `out/report.md` (plots beside it) and return its path."""
+def run_bench(
+    quick: bool, out: Path, parts: tuple[str, ...] = PARTS, scenarios: list[str] | None = None
+) -> Path:
+    """Run the parts (part A on `scenarios` only, if given), write `out/report.md` (plots beside it)
+    and return its path."""
     out.mkdir(parents=True, exist_ok=True)
     started, sections, timings = time.perf_counter(), [], {}
     for name in parts:
         t = time.perf_counter()
-        sections.append(_part(name)(quick, out))
+        sections.append(_part(name, scenarios)(quick, out))
         timings[name] = time.perf_counter() - t
         print(f"bench: {name} done in {timings[name]:.0f} s", flush=True)
     command = (
         "uv run perennial bench"
         + (" --quick" if quick else "")
         + (f" --only {' '.join(parts)}" if parts != PARTS else "")
+        + (f" --scenario {' '.join(scenarios)}" if scenarios else "")
     )
     targets = [
         [
@@ -100,12 +109,12 @@ def run_bench(quick: bool, out: Path, parts: tuple[str, ...] = PARTS) -> Path:
     return report
 
 
-def main(quick: bool, out: Path | None, parts: list[str] | None) -> int:
+def main(quick: bool, out: Path | None, parts: list[str] | None, scenarios: list[str] | None = None) -> int:
     from perennial.demo import quiet_console
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_console()
     out = out or ROOT / "bench" / ("results-quick" if quick else "results")
-    report = run_bench(quick, out.resolve(), tuple(parts or PARTS))
+    report = run_bench(quick, out.resolve(), tuple(parts or PARTS), scenarios)
     print(f"bench: report written to {report}")
     return 0

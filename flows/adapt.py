@@ -6,53 +6,109 @@ flow runs it when a `perennial.drift.detected` event arrives (deployed mode).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from prefect import flow
 
 from perennial.config import PipelineConfig, Settings, load_config
+from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
+from perennial.timing import timed
 from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema
 from tasks.evaluate import evaluate
-from tasks.load import load_batch, split_holdout
-from tasks.registry import load_champion, promote, register
-from tasks.report import finish_cycle
+from tasks.lifelong import (
+    concept_memory,
+    concept_windows,
+    next_concept,
+    record_step,
+    remember,
+    score_windows,
+    window_of,
+)
+from tasks.load import holdout_split, load_batch
+from tasks.registry import load_champion, promote, register, reinstate, replay_memory
+from tasks.report import finish_cycle, finish_step
 from tasks.train import train, training_rows
 
 
 def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
                 decision: Decision, champion: Champion | None, expected_champion: int | None,
                 record: CycleRecord) -> None:
-    """Train a challenger, compare it with the champion on held-out rows, register, promote."""
+    """Train a challenger, compare it with the champion on held-out rows and on the windows of
+    earlier batches (forgetting), register it with its replay memory, promote it or not."""
     history = [r for r in store.records() if r.batch != batch.id]
-    train_idx, holdout_idx = split_holdout(batch.id, batch.rows, config.training.holdout_fraction,
-                                           config.training.seed)
-    rows, trained_on = training_rows(batch, train_idx, decision, history, config)
-    wall, cpu = time.perf_counter(), time.process_time()  # process CPU: OpenMP threads count too
-    challenger = train(decision, rows, champion, schema, config)
-    record.train_seconds = round(time.perf_counter() - wall, 3)
-    record.train_cpu_seconds = round(time.process_time() - cpu, 3)
-    evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
+    train_idx, holdout_idx = holdout_split(batch, config)
+    concept = next_concept(store, champion, decision)
+    memory = concept_memory(store, config, champion, concept)
+    rows, trained_on = training_rows(batch, train_idx, decision, history, config, memory)
+    with timed() as training:
+        challenger = train(decision, rows, champion, schema, config)
+    window = window_of(batch, config)
+    with timed() as evaluating:
+        evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
+        matrix, _ = score_windows(challenger, store, schema, batch.id, window, concept)
+        evaluation.forgetting = matrix.metrics().concept_forgetting
+        evaluation.forgetting_windows = concept_windows(matrix)
     reference = rows.sample(config.drift.reference_rows, seed=0)
+    learnt = remember(memory, batch, train_idx, config)
     version = register(config, settings, record.run_id, challenger, batch, schema, decision, evaluation,
-                       trained_on, reference, champion)
+                       trained_on, reference, champion, learnt, concept)
     promotion = promote(config, settings, version, evaluation, champion, expected_champion)
+    if not promotion.promoted and champion is not None:  # the champion stays in service
+        matrix, _ = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
+        if concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
+            learnt = remember(concept_memory(store, config, champion, champion.concept), batch, train_idx,
+                              config)
+    record_step(store, config, batch.id, window, matrix, promotion.champion_version, learnt)
     store.save_schema(schema)
     record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
     record.challenger_accuracy = evaluation.challenger_accuracy
     record.champion_version_after = promotion.champion_version
+    record.train_seconds, record.train_cpu_seconds = round(training.wall, 3), round(training.cpu, 3)
+    record.add_eval_cost(evaluating.wall, evaluating.cpu)
+    record.trained_rows = rows.rows
     record.status = "done"
+    finish_step(settings, record, matrix, evaluation.challenger_accuracy, store.report_dir(batch.id))
+
+
+def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch,
+                decision: Decision, champion: Champion, matrix: AccuracyMatrix, record: CycleRecord) -> None:
+    """Put a former champion back in service, with the replay memory it was registered with."""
+    version = decision.reuse_version or 0
+    promotion = reinstate(config, settings, version, decision.reason, champion.version)
+    train_idx, _ = holdout_split(batch, config)
+    memory = remember(replay_memory(config, settings, version), batch, train_idx, config)
+    if promotion.promoted:
+        record_step(store, config, batch.id, window_of(batch, config), matrix, version, memory)
+    record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
+    record.champion_version_after = promotion.champion_version
+    finish_step(settings, record, matrix, matrix.steps[-1].accuracy[batch.id], None)
+
+
+def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
+               champion: Champion, record: CycleRecord) -> None:
+    """No adaptation: the batch still joins the windows and the champion's replay memory."""
+    train_idx, _ = holdout_split(batch, config)
+    window = window_of(batch, config)
+    with timed() as evaluating:
+        matrix, _ = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
+    memory = remember(store.replay(config.lifelong.replay_rows, config.data.target), batch, train_idx, config)
+    record_step(store, config, batch.id, window, matrix, champion.version, memory)
+    record.add_eval_cost(evaluating.wall, evaluating.cpu)
+    finish_step(settings, record, matrix, record.champion_accuracy_before, None)
 
 
 @flow(name="adapt")
 def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
           window_batches: int = 1, champion_version: int = 0) -> list[CycleRecord]:
-    """Fine-tune or retrain on batches the monitor flagged; `champion_version` 0 means none."""
+    """Fine-tune or retrain on batches the monitor flagged; `champion_version` 0 means none.
+
+    Whether the old concept is superseded is what the monitor decided for the batch (its ledger
+    line); an adaptation another system asks for stays in the champion's concept.
+    """
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)
-    decision = Decision(Action(mode), reason, window_batches)
     expected = champion_version or None
     records = {r.batch: r for r in store.records()}
     done = []
@@ -64,6 +120,8 @@ def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
         if record.decision == Action.REJECT:
             raise ValueError(f"batch {batch_id} was rejected ({record.reason}); it cannot train a model")
         # Registration is once per batch, so a redelivered event adds no second version.
+        decision = Decision(Action(mode), reason, window_batches,
+                            supersedes=record.supersedes and mode == Action.RETRAIN)
         record.decision, record.reason = decision.action.value, decision.reason
         batch = load_batch(Path(record.path), config)
         champion = load_champion(config, settings)

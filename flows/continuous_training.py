@@ -8,13 +8,15 @@ from typing import Literal
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.adapt import adapt_batch
+from flows.adapt import adapt_batch, keep_batch, reuse_batch
 from perennial.config import PipelineConfig, Settings, load_config
 from perennial.state import StateStore
+from perennial.timing import timed
 from perennial.types import Action, BatchError, CycleRecord, ValidationResult
-from tasks.decide import decide, fine_tunes_since_retrain
+from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
 from tasks.drift import measure_drift
 from tasks.events import request_adaptation
+from tasks.lifelong import find_reusable
 from tasks.load import find_new_batches, load_batch, resolve_schema
 from tasks.registry import champion_version, load_champion, log_cycle
 from tasks.report import cycle_record, finish_cycle
@@ -43,7 +45,8 @@ def _cycle_name() -> str:
 @flow(name="training-cycle", flow_run_name=_cycle_name)
 def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
                    mode: str = "embedded") -> CycleRecord:
-    """Load -> validate -> detect drift -> decide -> adapt -> evaluate -> register -> promote."""
+    """Load -> validate -> detect drift -> decide (or reuse a former champion) -> adapt -> evaluate
+    -> register -> promote."""
     store = StateStore(settings.state_dir, config.name)
     try:
         batch = load_batch(batch_path, config)
@@ -56,16 +59,24 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     if champion is not None and validation.success:
         drift = measure_drift(batch, schema, champion, config.drift,
                               store.report_dir(batch.id) / "drift_report.html")
-    decision = decide(validation, drift, fine_tunes_since_retrain(store.records()), config.policy,
-                      config.training.window_batches)
+    history = store.records()
+    decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
+                      config.training.window_batches, batches_since_adaptation(history))
+    with timed() as searching:  # scoring former champions is evaluation cost
+        reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
+    decision = reuse.decision if reuse else decision
     run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
     record = cycle_record(batch, validation, drift, decision, champion, run_id)
+    record.add_eval_cost(searching.wall, searching.cpu)
 
     if decision.action is Action.REJECT:
         record.quarantined_to = str(store.quarantine(batch.path, {
             "batch": batch.id, "failures": validation.failures, "great_expectations": validation.report}))
     elif decision.action is Action.NOOP:
         store.save_schema(schema)
+        keep_batch(config, settings, store, batch, schema, champion, record)
+    elif decision.action is Action.REUSE:
+        reuse_batch(config, settings, store, batch, decision, champion, reuse.matrix, record)
     elif mode == "deployed":
         store.save_schema(schema.with_classes(validation.new_classes))
         record.status = request_adaptation(config.name, record, decision, drift, champion)

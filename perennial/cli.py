@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="Report folder (default: bench/results, or bench/results-quick with --quick).")
     bench.add_argument("--only", nargs="+", choices=["quality", "monitoring", "overhead", "scale"],
                        help="Run only these parts.")
+    bench.add_argument("--scenario", nargs="+", metavar="NAME",
+                       help="Part A (quality) on these scenarios only, e.g. recurring (default: all; "
+                       "sea-abrupt with --quick).")
     return parser
 
 
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from bench.suite import main as bench
 
-            return bench(args.quick, args.out, args.only)
+            return bench(args.quick, args.out, args.only, args.scenario)
         if args.command == "run":
             from perennial.commands import run
 

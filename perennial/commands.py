@@ -14,7 +14,7 @@ from perennial.types import CycleRecord
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
 console = Console(width=max(Console().width, 160))
 
-_DECISION_STYLE = {"reject": "red", "noop": "dim", "fine_tune": "yellow", "retrain": "cyan"}
+_DECISION_STYLE = {"reject": "red", "noop": "dim", "fine_tune": "yellow", "retrain": "cyan", "reuse": "green"}
 
 
 def _pct(value: float | None) -> str:
@@ -22,21 +22,44 @@ def _pct(value: float | None) -> str:
 
 
 def cycles_table(records: list[CycleRecord], title: str) -> Table:
-    """Batch, rows, validation, drift share, champion accuracy before, decision, reason, champion after."""
+    """Batch, rows, drift share, champion accuracy before, decision, reason, model, champion after,
+    training cost and the forgetting of the model in service."""
     table = Table(title=title, show_lines=False, expand=False)
-    for column, justify in [("batch", "left"), ("rows", "right"), ("validation", "left"),
-                            ("drift share", "right"), ("champion acc. before", "right"),
-                            ("decision", "left"), ("reason", "left"), ("model", "left"),
-                            ("champion after", "right")]:
+    # Narrow headers so the reason keeps its width at 160 columns; "validation" shows as the reject.
+    for column, justify in [("batch", "left"), ("rows", "right"), ("drift", "right"),
+                            ("acc. before", "right"), ("decision", "left"), ("reason", "left"),
+                            ("model", "left"), ("champion", "right"), ("train s (CPU)", "right"),
+                            ("forgetting", "right")]:
         table.add_column(column, justify=justify, overflow="fold",
                          max_width=60 if column == "reason" else None)
     for r in records:
         style = _DECISION_STYLE.get(r.decision, "")
-        table.add_row(r.batch, str(r.rows), r.validation, _pct(r.drift_share),
+        table.add_row(r.batch, str(r.rows), _pct(r.drift_share),
                       _pct(r.champion_accuracy_before), f"[{style}]{r.decision}[/{style}]", r.reason,
                       _model_cell(r),
-                      f"v{r.champion_version_after}" if r.champion_version_after else "-")
+                      f"v{r.champion_version_after}" if r.champion_version_after else "-",
+                      _seconds(r.train_seconds, r.train_cpu_seconds), _pct(r.forgetting))
     return table
+
+
+def _seconds(wall: float | None, cpu: float | None) -> str:
+    return "-" if wall is None else f"{wall:.1f} ({cpu or 0:.1f})"
+
+
+def cost_summary(records: list[CycleRecord]) -> str:
+    """Totals of the cost ledger: training and evaluation seconds, rows trained on."""
+    trained = [r for r in records if r.train_seconds is not None]
+    line = (f"Cost ledger: {len(trained)} training(s), {sum(r.train_seconds for r in trained):.1f} s wall / "
+            f"{sum(r.train_cpu_seconds or 0 for r in trained):.1f} s CPU on "
+            f"{sum(r.trained_rows or 0 for r in trained):,} rows; evaluation "
+            f"{sum(r.eval_seconds or 0 for r in records):.1f} s wall / "
+            f"{sum(r.eval_cpu_seconds or 0 for r in records):.1f} s CPU; "
+            f"{sum(r.decision == 'reuse' for r in records)} reuse(s) without training.")
+    last = next((r for r in reversed(records) if r.avg_accuracy is not None), None)
+    if last is not None:
+        line += (f"\nChampion across the kept windows: average accuracy {last.avg_accuracy:.1%}, backward "
+                 f"transfer {last.bwt or 0:+.1%}, forgetting {last.forgetting or 0:.1%}.")
+    return line
 
 
 def _model_cell(r: CycleRecord) -> str:
@@ -142,6 +165,7 @@ def status(config_path: Path, last: int) -> int:
     records = StateStore(settings.state_dir, config.name).records()
     if records:
         console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))
+        console.print(cost_summary(records))
     else:
         console.print(f"No batch processed yet (ledger under {settings.state_dir.resolve()})")
     return 0

@@ -42,6 +42,10 @@ class PolicyConfig(_Strict):
     accuracy_drop_moderate: float = Field(0.05, ge=0, le=1)
     accuracy_drop_severe: float = Field(0.15, ge=0, le=1)
     max_fine_tunes: int = Field(3, ge=0, description="Fine-tunes in a row before a full retrain.")
+    cooldown_batches: int = Field(
+        0, ge=0, description="Batches after an adaptation during which a moderate drift is only watched "
+        "(severe drift, a concept change and new labels still act)."
+    )
     promotion_margin: float = Field(
         0.0, description="Challenger accuracy must reach champion accuracy + margin to be promoted."
     )
@@ -95,8 +99,14 @@ class DriftConfig(_Strict):
 class TrainingConfig(_Strict):
     window_batches: int = Field(3, ge=1, description="Accepted batches a full retrain learns from.")
     holdout_fraction: float = Field(0.25, gt=0, lt=1)
-    fine_tune_epochs: int = Field(5, ge=1, description="partial_fit passes of an sgd fine-tune.")
-    fine_tune_trees: int = Field(30, ge=1, description="Trees an hgb fine-tune adds.")
+    fine_tune_passes: int = Field(
+        5, ge=1, description="Most passes of a fine-tune (sgd: one epoch each; hgb: `fine_tune_trees` "
+        "trees each); it stops at the first pass that does not improve accuracy on its validation rows."
+    )
+    fine_tune_trees: int = Field(10, ge=1, description="Trees an hgb fine-tune adds per pass.")
+    fine_tune_validation: float = Field(
+        0.2, gt=0, lt=1, description="Share of a fine-tune's rows (new and replayed) kept for early stopping."
+    )
     fine_tune_l2: float = Field(1.0, ge=0, description="L2 regularisation of the trees a fine-tune adds.")
     max_rows_in_memory: int = Field(
         2_000_000, ge=1, description="Rows of a retrain's window (all rows of its batch files) above "
@@ -108,6 +118,26 @@ class TrainingConfig(_Strict):
     )
     out_of_core_epochs: int = Field(2, ge=1, description="sgd out of core: partial_fit passes over the rows.")
     seed: int = 0
+
+
+class LifelongConfig(_Strict):
+    replay_rows: int = Field(
+        5000, ge=0, description="Rows the replay memory keeps of the concept in service, class-balanced."
+    )
+    replay_ratio: float = Field(
+        1.0, ge=0, description="Replayed rows a fine-tune mixes in per new training row (0: naive fine-tune)."
+    )
+    window_rows: int = Field(
+        1000, ge=1, description="Holdout rows kept from every accepted batch to measure forgetting on."
+    )
+    max_windows: int = Field(20, ge=2, description="Windows (accepted batches) the accuracy matrix keeps.")
+    reuse_candidates: int = Field(
+        10, ge=0, description="Former champions, newest first, scored on a batch before any training."
+    )
+    forgetting_budget: float = Field(
+        0.05, ge=0, le=1, description="Most forgetting on earlier windows of the concept in service a "
+        "challenger may show and still be promoted."
+    )
 
 
 class DeployConfig(_Strict):
@@ -125,6 +155,7 @@ class PipelineConfig(_Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    lifelong: LifelongConfig = Field(default_factory=LifelongConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="Folder of the config file.")
 

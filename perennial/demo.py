@@ -50,14 +50,14 @@ class Phase:
 
 
 # A stable start, an abrupt concept change, a gradual covariate shift, a corrupt batch,
-# and the return of the first concept.
+# and the return of the first season: its applicants and its rule (Perennial reuses its model).
 PHASES = [
     Phase("stable (Agrawal F1)", 3, function=1),
     Phase("abrupt concept change (F1 -> F2)", 2, function=2),
     *[Phase("gradual covariate shift (older applicants)", 1, function=2, age_shift=7.0 * step)
       for step in (1, 2, 3)],
     Phase("corrupt batch", 1, function=2, age_shift=21.0, corrupt=True),
-    Phase("recurring concept (F2 -> F1)", 2, function=1, age_shift=21.0),
+    Phase("recurring concept (F2 -> F1, first season's applicants again)", 2, function=1),
 ]
 
 
@@ -167,7 +167,7 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     if not [r for r in records if r.batch not in already] and already:
         console.print("All batches were already processed in this workdir; showing the ledger.")
     console.print(cycles_table(records, "Perennial demo: one row per batch"))
-    _print_summary(console, records, time.perf_counter() - started)
+    _print_summary(console, records, time.perf_counter() - started, store.matrix())
     uri = settings.tracking_uri()
     artifacts = settings.state_dir / "mlartifacts"
     console.print("\nExplore what the demo wrote:")
@@ -179,8 +179,11 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     return 0
 
 
-def _print_summary(console, records, seconds: float) -> None:
-    counts = {d: sum(r.decision == d for r in records) for d in ("reject", "noop", "fine_tune", "retrain")}
+def _print_summary(console, records, seconds: float, matrix) -> None:
+    from perennial.commands import cost_summary
+
+    counts = {d: sum(r.decision == d for r in records)
+              for d in ("reject", "noop", "fine_tune", "retrain", "reuse")}
     champion = next((r.champion_version_after for r in reversed(records) if r.champion_version_after), None)
     versions = sum(r.model_version is not None for r in records)
     promoted = sum(bool(r.promoted) for r in records)
@@ -192,4 +195,9 @@ def _print_summary(console, records, seconds: float) -> None:
     if scored:
         console.print(f"Mean champion accuracy on arriving batches (test-then-train): "
                       f"{sum(scored) / len(scored):.1%} over {len(scored)} batches.")
-    console.print(f"Wall time: {seconds:.0f} s.")
+    if matrix.steps:
+        m = matrix.metrics()
+        console.print(f"Across time ({len(matrix.windows)} holdout windows, champion now): average accuracy "
+                      f"{m.average_accuracy:.1%}, backward transfer {m.backward_transfer:+.1%}, forgetting "
+                      f"{m.forgetting:.1%} (on its own concept's windows: {m.concept_forgetting:.1%}).")
+    console.print(cost_summary(records).split("\n")[0] + f" Wall time: {seconds:.0f} s.")

@@ -1,4 +1,5 @@
-"""The state folder of one model: processed-batch ledger, frozen schema, quarantine, drift reports."""
+"""The state folder of one model: processed-batch ledger, frozen schema, quarantine, drift reports,
+and the lifelong-learning memory (replay rows, holdout windows, accuracy matrix)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import pandas as pd
+
+from perennial.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.types import CycleRecord, Schema
 
 
@@ -36,6 +40,9 @@ class StateStore:
         self.schema_path = self.root / "schema.json"
         self.quarantine_dir = self.root / "quarantine"
         self.reports_dir = self.root / "reports"
+        self.replay_path = self.root / "replay.parquet"
+        self.windows_dir = self.root / "windows"
+        self.matrix_path = self.root / "accuracy_matrix.json"
 
     # -- ledger: append-only JSON lines; a batch is in it or not, and its latest line is its state
     # (a deployed monitor writes "adaptation requested", the adapt run later writes the outcome).
@@ -90,3 +97,39 @@ class StateStore:
         path = self.reports_dir / batch_id
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    # -- lifelong learning: the replay memory of the concept in service, one holdout slice per
+    # kept window, and the accuracy matrix over those windows
+    def replay(self, capacity: int, target: str) -> ReplayMemory:
+        if not self.replay_path.exists():
+            return ReplayMemory.empty(capacity, target)
+        return ReplayMemory.load(self.replay_path, capacity, target)
+
+    def save_replay(self, memory: ReplayMemory) -> None:
+        write_atomically(self.replay_path, _parquet(memory.frame))
+
+    def matrix(self) -> AccuracyMatrix:
+        if not self.matrix_path.exists():
+            return AccuracyMatrix.empty()
+        return AccuracyMatrix.from_dict(json.loads(self.matrix_path.read_text()))
+
+    def save_matrix(self, matrix: AccuracyMatrix) -> None:
+        write_atomically(self.matrix_path, json.dumps(matrix.to_dict(), indent=1).encode())
+
+    def window(self, batch_id: str) -> pd.DataFrame:
+        return pd.read_parquet(self.windows_dir / f"{batch_id}.parquet")
+
+    def save_window(self, batch_id: str, rows: pd.DataFrame) -> None:
+        write_atomically(self.windows_dir / f"{batch_id}.parquet", _parquet(rows))
+
+    def drop_windows(self, batch_ids: list[str]) -> None:
+        for batch_id in batch_ids:
+            (self.windows_dir / f"{batch_id}.parquet").unlink(missing_ok=True)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()

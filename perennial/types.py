@@ -129,6 +129,12 @@ class Action(StrEnum):
     NOOP = "noop"
     FINE_TUNE = "fine_tune"
     RETRAIN = "retrain"
+    REUSE = "reuse"
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the model in service may change."""
+        return self in (Action.FINE_TUNE, Action.RETRAIN, Action.REUSE)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,11 @@ class Decision:
     reason: str
     # Accepted batches a retrain learns from; 1 when the old concept is judged superseded.
     window_batches: int = 1
+    # The old concept no longer holds: a new one starts (fresh replay memory, earlier windows out
+    # of the forgetting gate's scope).
+    supersedes: bool = False
+    # `reuse`: the former champion put back in service.
+    reuse_version: int | None = None
 
 
 @dataclass
@@ -146,6 +157,8 @@ class Champion:
     holdout_accuracy: float
     reference: pd.DataFrame
     holdout_rows: int | None = None
+    # The concept the version was trained on (README: lifelong learning).
+    concept: int = 1
 
 
 @dataclass
@@ -153,6 +166,9 @@ class Evaluation:
     challenger_accuracy: float
     champion_accuracy: float | None
     holdout_rows: int
+    # The challenger's forgetting on earlier windows of its concept, and how many windows that was.
+    forgetting: float = 0.0
+    forgetting_windows: int = 0
 
 
 @dataclass
@@ -175,6 +191,8 @@ class CycleRecord:
     decision: str
     reason: str
     champion_version_after: int | None
+    # The decision judged the old concept superseded (a deployed adapt run reads it from here).
+    supersedes: bool = False
     model_version: int | None = None
     promoted: bool | None = None
     promotion: str | None = None
@@ -182,6 +200,15 @@ class CycleRecord:
     # Cost of training the challenger: wall and process CPU seconds (all threads).
     train_seconds: float | None = None
     train_cpu_seconds: float | None = None
+    trained_rows: int | None = None
+    # Cost of evaluating: the challenger on the holdout and on every kept window (forgetting).
+    eval_seconds: float | None = None
+    eval_cpu_seconds: float | None = None
+    # Lifelong metrics of the model in service after this batch, over the kept windows.
+    concept: int | None = None
+    avg_accuracy: float | None = None
+    bwt: float | None = None
+    forgetting: float | None = None
     run_id: str | None = None
     quarantined_to: str | None = None
     drifted_columns: list[str] = field(default_factory=list)
@@ -189,6 +216,10 @@ class CycleRecord:
     # "done", or "adaptation requested" while a deployed adapt run has the batch
     status: str = "done"
     finished_at: str = ""
+
+    def add_eval_cost(self, wall: float, cpu: float) -> None:
+        self.eval_seconds = round((self.eval_seconds or 0.0) + wall, 3)
+        self.eval_cpu_seconds = round((self.eval_cpu_seconds or 0.0) + cpu, 3)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

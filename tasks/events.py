@@ -42,6 +42,7 @@ def request_adaptation(model: str, record: CycleRecord, decision: Decision, drif
         "recommended_action": decision.action.value,
         "reason": decision.reason,
         "window_batches": decision.window_batches,
+        "supersedes": decision.supersedes,
         "champion_version": champion.version if champion else 0,
         "run_id": record.run_id,
     })

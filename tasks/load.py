@@ -104,3 +104,9 @@ def split_holdout(batch_id: str, rows: int, fraction: float, seed: int) -> tuple
     order = rng.permutation(rows)
     n_holdout = max(1, int(round(rows * fraction))) if rows > 1 else 0
     return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+
+
+def holdout_split(batch: Batch, config: PipelineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`split_holdout` of a loaded batch with the configured fraction and seed."""
+    training = config.training
+    return split_holdout(batch.id, batch.rows, training.holdout_fraction, training.seed)

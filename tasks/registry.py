@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from perennial import families
 from perennial.config import PipelineConfig, Settings
+from perennial.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.schema import features_frame
 from perennial.types import (
     Batch,
@@ -27,6 +28,7 @@ from perennial.types import (
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
+REPLAY_ARTIFACT = "replay/memory.parquet"
 
 
 def client(settings: Settings):
@@ -61,11 +63,14 @@ def champion_version(name: str, settings: Settings) -> Any | None:
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None:
     """The champion model with its holdout accuracy and reference data."""
+    version = champion_version(config.name, settings)
+    return None if version is None else _loaded(config, version)
+
+
+def _loaded(config: PipelineConfig, version: Any) -> Champion:
+    """A registered version as our own type: model, holdout accuracy, reference rows, concept."""
     import mlflow
 
-    version = champion_version(config.name, settings)
-    if version is None:
-        return None
     model = mlflow.sklearn.load_model(f"models:/{config.name}/{version.version}")
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(
@@ -73,7 +78,33 @@ def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None
         reference = pd.read_parquet(path)
     return Champion(version=int(version.version), model=model, reference=reference,
                     holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]),
-                    holdout_rows=int(version.tags.get("perennial.holdout_rows", 0)) or None)
+                    holdout_rows=int(version.tags.get("perennial.holdout_rows", 0)) or None,
+                    concept=int(version.tags.get("perennial.concept", 1)))
+
+
+def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
+                     limit: int) -> list[Champion]:
+    """Versions that were champion once (newest first, at most `limit`), the current one excluded."""
+    found = client(settings).search_model_versions(
+        f"name = '{config.name}' AND tags.`perennial.promoted` = 'true'")
+    former = sorted((v for v in found if int(v.version) != current), key=lambda v: -int(v.version))
+    return [_loaded(config, v) for v in former[:limit]]
+
+
+def replay_memory(config: PipelineConfig, settings: Settings, version: int) -> ReplayMemory:
+    """The replay memory logged with a version (empty for a version that has none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = client(settings).get_model_version(config.name, str(version)).run_id
+    capacity, target = config.lifelong.replay_rows, config.data.target
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REPLAY_ARTIFACT,
+                                                       dst_path=tmp)
+        except MlflowException:
+            return ReplayMemory.empty(capacity, target)
+        return ReplayMemory.load(Path(path), capacity, target)
 
 
 def _metric_key(column: str) -> str:
@@ -119,8 +150,9 @@ def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | Non
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pipeline, batch: Batch,
              schema: Schema, decision: Decision, evaluation: Evaluation, trained_on: list[str],
-             reference: pd.DataFrame, parent: Champion | None) -> int:
-    """Log the challenger in its cycle run and register it, with lineage; once per batch."""
+             reference: pd.DataFrame, parent: Champion | None, memory: ReplayMemory, concept: int) -> int:
+    """Log the challenger in its cycle run and register it, with lineage and its replay memory (the
+    rows of its concept it remembers, this batch's included); once per batch."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
@@ -132,7 +164,8 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
                             "holdout_rows": evaluation.holdout_rows,
-                            "reference_rows": len(reference)})
+                            "reference_rows": len(reference), "replay_rows": len(memory),
+                            "challenger_forgetting": evaluation.forgetting})
         if evaluation.champion_accuracy is not None:
             mlflow.log_metric("champion_accuracy", evaluation.champion_accuracy)
         mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
@@ -143,6 +176,9 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
             path = Path(tmp) / "reference.parquet"
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), "reference")
+            path = Path(tmp) / "memory.parquet"
+            memory.frame.to_parquet(path, index=False)
+            mlflow.log_artifact(str(path), "replay")
         info = mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(example, model.predict(example)),
             input_example=example, pip_requirements=_requirements(),
@@ -161,6 +197,8 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
         "perennial.parent_version": str(parent.version) if parent else "",
         "perennial.holdout_accuracy": f"{evaluation.challenger_accuracy:.6f}",
         "perennial.holdout_rows": str(evaluation.holdout_rows),
+        "perennial.concept": str(concept),
+        "perennial.replay_rows": str(len(memory)),
     }
     version = mlflow_client.create_model_version(
         config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)
@@ -178,13 +216,15 @@ def _requirements() -> list[str]:
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def promote(config: PipelineConfig, settings: Settings, version: int, evaluation: Evaluation,
             champion: Champion | None, expected: int | None) -> Promotion:
-    """Move `champion` to the new version if it is better by the margin; otherwise it stays `challenger`.
+    """Move `champion` to the new version if it is better by the margin on the new batch's holdout
+    and forgets at most `lifelong.forgetting_budget` on earlier windows of its concept; otherwise it
+    stays `challenger`.
 
     Check-and-set: `expected` is the champion the decision was made against; if another
     adaptation moved the alias meanwhile, this one does not overwrite it.
     """
     mlflow_client = client(settings)
-    margin = config.policy.promotion_margin
+    margin, budget = config.policy.promotion_margin, config.lifelong.forgetting_budget
     current = _alias_version(mlflow_client, config.name, CHAMPION)
     if current != expected:
         promoted = False
@@ -192,6 +232,10 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
                   f"v{current} while this adaptation ran; it is not overwritten")
     elif champion is None:
         promoted, reason = True, "first model: champion by default"
+    elif evaluation.forgetting > budget:
+        promoted = False
+        reason = (f"not promoted: forgets {evaluation.forgetting:.1%} on {evaluation.forgetting_windows} "
+                  f"earlier window(s) of its concept (budget {budget:.1%})")
     elif evaluation.challenger_accuracy >= (evaluation.champion_accuracy or 0.0) + margin:
         promoted = True
         reason = (f"challenger {evaluation.challenger_accuracy:.1%} >= champion v{champion.version} "
@@ -205,14 +249,48 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
     for key, value in {"perennial.promoted": str(promoted).lower(), "perennial.promotion": reason}.items():
         mlflow_client.set_model_version_tag(config.name, str(version), key, value)
     if promoted:
-        mlflow_client.set_registered_model_alias(config.name, CHAMPION, str(version))
-        current = _alias_version(mlflow_client, config.name, CHALLENGER)
-        if current == version:
-            mlflow_client.delete_registered_model_alias(config.name, CHALLENGER)
+        _make_champion(mlflow_client, config.name, version)
     else:
         mlflow_client.set_registered_model_alias(config.name, CHALLENGER, str(version))
     return Promotion(version=version, promoted=promoted, reason=reason,
                      champion_version=version if promoted else current)
+
+
+def _make_champion(mlflow_client: Any, name: str, version: int) -> None:
+    mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    if _alias_version(mlflow_client, name, CHALLENGER) == version:
+        mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: str,
+              expected: int | None) -> Promotion:
+    """Put a former champion back in service (`reuse`), check-and-set like `promote`."""
+    mlflow_client = client(settings)
+    current = _alias_version(mlflow_client, config.name, CHAMPION)
+    if current != expected:
+        return Promotion(version, False, f"not reinstated: the champion moved from v{expected} to "
+                         f"v{current} meanwhile; it is not overwritten", current or 0)
+    mlflow_client.set_model_version_tag(config.name, str(version), "perennial.promotion", reason)
+    _make_champion(mlflow_client, config.name, version)
+    return Promotion(version, True, reason, version)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float],
+                 matrix: AccuracyMatrix | None, heatmap: Path | None) -> None:
+    """Cost and lifelong metrics of a cycle in its run; after a training, the accuracy matrix too."""
+    import mlflow
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        if matrix is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "accuracy_matrix.csv"
+                matrix.table().to_csv(path, float_format="%.4f")
+                mlflow.log_artifact(str(path), "lifelong")
+            if heatmap is not None:
+                mlflow.log_artifact(str(heatmap), "lifelong")
 
 
 def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:

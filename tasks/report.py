@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from perennial.config import Settings
+from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
 from perennial.types import Batch, Champion, CycleRecord, Decision, DriftResult, ValidationResult
 from tasks import events
-from tasks.registry import run_url
+from tasks.registry import log_lifelong, run_url
 
 
 def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
@@ -24,10 +26,56 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         validation="passed" if validation.success else "failed",
         drift_share=drift.drift_share if drift else None,
         champion_accuracy_before=drift.champion_accuracy if drift else None,
-        decision=decision.action.value, reason=decision.reason, run_id=run_id,
+        decision=decision.action.value, reason=decision.reason, supersedes=decision.supersedes, run_id=run_id,
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
     )
+
+
+def finish_step(settings: Settings, record: CycleRecord, matrix: AccuracyMatrix,
+                accuracy_reached: float | None, heatmap_dir: Path | None) -> None:
+    """Put the cycle's cost and lifelong metrics on its ledger line and in its MLflow run; with
+    `heatmap_dir` (after a training), the accuracy matrix as a table and a heatmap too."""
+    metrics = step_metrics(record, matrix, accuracy_reached)
+    if not record.run_id:
+        return
+    heatmap = accuracy_heatmap(matrix, heatmap_dir / "accuracy_matrix.png") if heatmap_dir else None
+    log_lifelong(settings, record.run_id, metrics, matrix if heatmap_dir else None, heatmap)
+
+
+def step_metrics(record: CycleRecord, matrix: AccuracyMatrix, accuracy_reached: float | None) -> dict:
+    """The cost ledger and lifelong metrics of a cycle, also set on its ledger line."""
+    lifelong = matrix.metrics()
+    record.concept = matrix.steps[-1].concept
+    record.avg_accuracy, record.bwt = lifelong.average_accuracy, lifelong.backward_transfer
+    record.forgetting = lifelong.forgetting
+    return {"train_seconds": record.train_seconds, "train_cpu_seconds": record.train_cpu_seconds,
+            "eval_seconds": record.eval_seconds, "eval_cpu_seconds": record.eval_cpu_seconds,
+            "trained_rows": record.trained_rows, "accuracy_reached": accuracy_reached,
+            **lifelong.as_metrics()}
+
+
+def accuracy_heatmap(matrix: AccuracyMatrix, path: Path) -> Path:
+    """R[i, j] as a heatmap: rows the model in service after each batch, columns the windows."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed: a PNG for the MLflow run
+    import matplotlib.pyplot as plt
+
+    table = matrix.table()
+    size = max(4.0, 0.45 * len(table.columns) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.8))
+    image = ax.imshow(100 * table.to_numpy(), cmap="viridis", vmin=50, vmax=100)
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(table.index)), table.index, fontsize=7)
+    ax.set_xlabel("window (holdout of batch)")
+    ax.set_ylabel("model in service after batch")
+    fig.colorbar(image, ax=ax, label="accuracy %")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
 
 
 def _fmt(value: float | None) -> str:

@@ -14,6 +14,8 @@ from sklearn.pipeline import Pipeline
 
 from perennial import families
 from perennial.config import PipelineConfig
+from perennial.lifelong import ReplayMemory
+from perennial.sampling import batch_seed
 from perennial.schema import features_frame, labels
 from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema, TrainingRows
 from tasks.load import iter_rows, read_batch, split_holdout
@@ -34,13 +36,20 @@ def train(decision: Decision, rows: TrainingRows, champion: Champion | None, sch
 
 @task(cache_policy=NO_CACHE)
 def training_rows(batch: Batch, train_idx: np.ndarray, decision: Decision, history: list[CycleRecord],
-                  config: PipelineConfig) -> tuple[TrainingRows, list[str]]:
-    """The rows a challenger learns from and the batch files they came from.
+                  config: PipelineConfig, memory: ReplayMemory) -> tuple[TrainingRows, list[str]]:
+    """The rows a challenger learns from and where they came from.
 
-    A fine-tune learns from the new batch; a retrain also from the training rows of the
-    accepted batches before it, up to the decision's window. A retrain whose window has more
-    rows than `training.max_rows_in_memory` is read in chunks (out of core), not into one frame.
+    A fine-tune learns from the new batch mixed with `lifelong.replay_ratio` replayed rows per new
+    row, drawn from the replay memory; a retrain from the training rows of the accepted batches
+    before it too, up to the decision's window. A retrain whose window has more rows than
+    `training.max_rows_in_memory` is read in chunks (out of core), not into one frame.
     """
+    if decision.action is Action.FINE_TUNE:
+        new = batch.frame.iloc[train_idx]
+        replay = memory.sample(round(config.lifelong.replay_ratio * len(new)), seed=batch_seed(batch.id))
+        frame = pd.concat([new, replay], ignore_index=True)
+        return TrainingRows(len(frame), frame=frame), [batch.id] + ([f"replay ({len(replay)} rows)"]
+                                                                    if len(replay) else [])
     # Earlier batch files with their row counts, as the ledger recorded them when they were read.
     counts: dict[Path, int] = {}
     if decision.action is Action.RETRAIN and decision.window_batches > 1:

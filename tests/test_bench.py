@@ -8,13 +8,17 @@ import pytest
 
 from bench.quality import score
 from bench.scenarios import Scenario
-from bench.strategies import Step
+from bench.strategies import SklearnStrategy, Step
 
 
-def _scenario(n: int, drifts: list[tuple[int, int]]) -> Scenario:
+def _scenario(n: int, drifts: list[tuple[int, int]], concepts: list[int] | None = None) -> Scenario:
     labels = np.array([0, 1] * 5)
     return Scenario(
-        "t", "test stream", [pd.DataFrame({"x": range(10), "label": labels}) for _ in range(n)], drifts
+        "t",
+        "test stream",
+        [pd.DataFrame({"x": range(10), "label": labels}) for _ in range(n)],
+        drifts,
+        concepts=concepts,
     )
 
 
@@ -46,6 +50,37 @@ def test_score_counts_decisions_delays_and_false_alarms_against_known_drifts():
     assert result.delays == [1, 0]
     assert result.false_alarms == 1
     assert result.train_cpu == pytest.approx(3.5)
+    assert result.forgetting is None  # no holdout accuracies: no matrix
+
+
+def test_forgetting_comes_from_the_accuracy_matrix_of_the_models_in_service():
+    # Concepts A, B, A: the model after batch 2 lost 0.2 on batch 0 (A) and 0.3 on batch 1 (B).
+    steps = [_step(None, "retrain"), _step(6, "fine_tune"), _step(7, "fine_tune")]
+    for step, row in zip(steps, [[0.9], [0.6, 0.8], [0.7, 0.5, 0.9]], strict=True):
+        step.holdout_accuracy = row
+    scenario = _scenario(3, [(1, 1), (2, 2)], concepts=[0, 1, 0])
+    result = score("fine-tune-every", scenario, steps, detects=False)
+    assert result.matrix is not None and np.isnan(result.matrix[0, 1])
+    assert result.forgetting == pytest.approx((0.2 + 0.3) / 2)
+    assert result.bwt == pytest.approx(((0.7 - 0.9) + (0.5 - 0.8)) / 2)
+    assert result.concept_forgetting == pytest.approx(0.2)  # batch 0 only: batch 1 is concept B
+
+
+def test_the_replay_baseline_remembers_every_batch_it_learnt_from():
+    from perennial import streams
+    from perennial.config import PipelineConfig
+    from perennial.schema import infer_schema
+
+    rng = np.random.default_rng(0)
+    batches = [streams.sea(200, c, rng) for c in (0, 0, 1)]
+    config = PipelineConfig(name="t", data={"source": "batches", "target": "label"},
+                            model={"family": "hgb", "params": {"max_iter": 10}})
+    strategy = SklearnStrategy("fine-tune-replay", lambda i: ("retrain", 1) if i == 0 else ("fine_tune", 0),
+                               infer_schema(batches[0], "label", None), config, replay=True)
+    steps = [strategy.step(i, batch) for i, batch in enumerate(batches)]
+    assert [s.action for s in steps] == ["retrain", "fine_tune", "fine_tune"]
+    assert [len(s.holdout_accuracy or []) for s in steps] == [1, 2, 3]
+    assert strategy.memory is not None and len(strategy.memory) == 3 * 150  # every training row fits
 
 
 def test_a_drift_never_acted_on_is_reported_missed():

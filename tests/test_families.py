@@ -10,6 +10,7 @@ import skops.io as sio
 from conftest import make_batch
 from perennial import families
 from perennial.config import ModelConfig, PipelineConfig, TrainingConfig
+from perennial.lifelong import ReplayMemory
 from perennial.sampling import sample_rows
 from perennial.schema import features_frame, infer_schema, labels
 from perennial.types import Action, CycleRecord, Decision
@@ -112,12 +113,13 @@ def test_a_retrain_on_a_window_larger_than_memory_reads_it_in_chunks(tmp_path):
     train_idx, holdout_idx = split_holdout(batch.id, batch.rows, 0.25, 0)
     decision = Decision(Action.RETRAIN, "drift", window_batches=3)
 
-    rows, sources = training_rows.fn(batch, train_idx, decision, history, config)
+    memory = ReplayMemory.empty(5000, "label")  # a retrain does not replay
+    rows, sources = training_rows.fn(batch, train_idx, decision, history, config, memory)
     assert rows.out_of_core and rows.rows == 3 * 4_500
     assert sources == ["b0.csv", "b1.parquet", "b2.parquet"]
     # The same training rows as the in-memory path, in the same order.
     roomy = config.model_copy(update={"training": TrainingConfig()})
-    in_memory, _ = training_rows.fn(batch, train_idx, decision, history, roomy)
+    in_memory, _ = training_rows.fn(batch, train_idx, decision, history, roomy, memory)
     assert not in_memory.out_of_core
     pd.testing.assert_frame_equal(pd.concat(rows.chunks(), ignore_index=True), in_memory.frame)
     assert len(rows.sample(1_000)) == 1_000

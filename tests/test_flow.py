@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import Workspace, make_batch, new_workspace
@@ -24,7 +25,10 @@ def stream(tmp_path_factory, prefect_server):
         bad["x one"] = bad["x one"].astype(object)
         bad.loc[::3, "x one"] = "twelve"
         ws.add("b05-broken.csv", bad)
+        # Back to b03's boundary (theta 10): the concept v2 learnt returns.
         ws.add("b06-good-again.csv", make_batch(seed=6, flip=True, shift=1.5))
+        # The very first concept returns.
+        ws.add("b07-first-concept-again.csv", make_batch(seed=7))
         records = {r.batch: r for r in ws.run()}
         versions = ws.versions()
         yield ws, records, versions
@@ -91,7 +95,68 @@ def test_next_good_batch_after_a_reject_is_processed(stream):
     _, records, _ = stream
     after = records["b06-good-again.csv"]
     assert after.validation == "passed"
-    assert after.decision in {"noop", "fine_tune"}, after.reason
+    assert after.decision != "reject", after.reason
+
+
+def test_returning_concepts_reinstate_former_champions_without_training(stream):
+    ws, records, versions = stream
+    # b06 follows b03's boundary again: v2 (trained on b03) beats the fine-tuned v3 on it.
+    back = records["b06-good-again.csv"]
+    assert back.decision == "reuse", back.reason
+    assert back.reason.startswith("concept returned: v2 scores")
+    assert back.model_version == 2 and back.champion_version_after == 2 and back.train_seconds is None
+    # b07 is b01's concept: the champion is now mostly wrong, and v1 comes back instead of a retrain.
+    first_again = records["b07-first-concept-again.csv"]
+    assert first_again.champion_accuracy_before < 0.2
+    assert first_again.decision == "reuse", first_again.reason
+    assert first_again.champion_version_after == 1 and first_again.concept == 1
+    assert max(v["version"] for v in versions) == 3  # no version registered for either batch
+    assert ws.champion() == 1
+
+
+def test_each_version_carries_the_replay_memory_it_learnt_and_it_reloads(stream):
+    ws, records, versions = stream
+    from perennial.config import load_config
+    from tasks.load import holdout_split, load_batch
+    from tasks.registry import replay_memory
+
+    config = load_config(ws.config_path)
+    v1_memory = replay_memory(config, ws.settings, 1)
+    first = load_batch(ws.batches / "b01-first.csv", config)
+    train_idx, _ = holdout_split(first, config)
+    # v1's memory is the training rows of b01 (fewer than replay_rows), the holdout kept out.
+    expected = first.frame.iloc[train_idx]
+    order = ["x one", "x-two", "noise"]
+    got = v1_memory.rows().sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected.sort_values(order).reset_index(drop=True), check_dtype=False)
+    # The fine-tune on b04 mixed in as many replayed rows (of b03, its concept's memory) as it had new ones.
+    v3 = next(v for v in versions if v["version"] == 3)
+    assert v3["trained_on"] == f"b04-shift.csv,replay ({len(train_idx)} rows)"
+    # After b07 reinstated v1, the state's memory is v1's plus b07's training rows.
+    state_memory = ws.store.replay(config.lifelong.replay_rows, config.data.target)
+    assert len(state_memory) == 2 * len(train_idx)
+
+
+def test_accuracy_matrix_and_costs_are_logged(stream):
+    ws, records, _ = stream
+    from mlflow import MlflowClient
+
+    matrix = ws.store.matrix()
+    accepted = [b for b, r in sorted(records.items()) if r.decision != "reject"]
+    assert [w.batch for w in matrix.windows] == accepted
+    assert [w.concept for w in matrix.windows] == [1, 1, 2, 2, 2, 1]
+    client = MlflowClient(ws.settings.tracking_uri())
+    fine_tune = records["b04-shift.csv"]
+    run = client.get_run(fine_tune.run_id)
+    for key in ("train_seconds", "train_cpu_seconds", "eval_seconds", "trained_rows", "accuracy_reached",
+                "avg_accuracy", "bwt", "forgetting", "concept_forgetting", "challenger_forgetting"):
+        assert key in run.data.metrics, key
+    assert run.data.metrics["trained_rows"] == fine_tune.trained_rows == 2 * 1050
+    lifelong = {a.path for a in client.list_artifacts(fine_tune.run_id, "lifelong")}
+    assert lifelong == {"lifelong/accuracy_matrix.csv", "lifelong/accuracy_matrix.png"}
+    # b03 superseded b01's concept: the retrain's forgetting is measured on its own concept only.
+    assert records["b03-concept-change.csv"].forgetting > 0.5  # on b01/b02, over all windows
+    assert client.get_run(records["b03-concept-change.csv"].run_id).data.metrics["concept_forgetting"] == 0
 
 
 def test_ledger_lists_every_batch_once_and_a_second_run_does_nothing(stream):
@@ -135,6 +200,21 @@ def test_worse_challenger_is_registered_but_not_promoted(tmp_path, monkeypatch, 
     assert by_version[2]["promotion"].startswith("not promoted: challenger")
 
 
+def test_fine_tune_that_forgets_beyond_the_budget_is_registered_not_promoted(tmp_path, monkeypatch,
+                                                                            prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch, lifelong={"forgetting_budget": 0.0, "replay_ratio": 0.0})
+    ws.add("a.csv", make_batch(seed=21))
+    ws.add("b.csv", make_batch(seed=22))
+    ws.add("c.csv", make_batch(seed=23, shift=1.5, theta=10.6))
+    first, second, third = ws.run()
+    assert second.decision == "noop"
+    assert third.decision == "fine_tune", third.reason
+    assert third.model_version == 2 and third.promoted is False and third.champion_version_after == 1
+    assert third.promotion.startswith("not promoted: forgets ")
+    assert third.promotion.endswith("on 2 earlier window(s) of its concept (budget 0.0%)")
+    assert ws.champion() == 1
+
+
 def test_rerun_after_a_crash_processes_no_batch_twice(workspace: Workspace):
     ws = workspace
     ws.add("a.csv", make_batch(seed=21))
@@ -165,9 +245,9 @@ def test_each_cycle_leaves_prefect_artifacts(stream):
     by_key: dict[str, list] = {}
     for artifact in artifacts:
         by_key.setdefault(artifact.key, []).append(artifact)
-    assert len(by_key["stream-model-cycle"]) == 6  # one summary per batch
-    assert len(by_key["stream-model-drift"]) == 4  # batches compared with a champion
-    assert len(by_key["stream-model-mlflow-run"]) == 6
+    assert len(by_key["stream-model-cycle"]) == 7  # one summary per batch
+    assert len(by_key["stream-model-drift"]) == 5  # batches compared with a champion
+    assert len(by_key["stream-model-mlflow-run"]) == 7
     summaries = " ".join(a.data for a in by_key["stream-model-cycle"])
     assert "`b05-broken.csv` -> **reject**" in summaries
     assert all("/#/experiments/" in a.data for a in by_key["stream-model-mlflow-run"])
@@ -184,7 +264,7 @@ def test_registering_the_same_batch_twice_returns_the_first_version(stream):
     batch = read_batch(ws.batches / "b03-concept-change.csv", "auto", "label")
     before = len(ws.versions())
     again = register.fn(config, ws.settings, records[batch.id].run_id, None, batch, None, None, None,
-                        [batch.id], None, None)
+                        [batch.id], None, None, None, 2)
     assert again == records[batch.id].model_version
     assert len(ws.versions()) == before
     assert int(champion_version(ws.name, ws.settings).version) == ws.champion()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from perennial.config import PolicyConfig
 from perennial.types import Action, CycleRecord, DriftResult, ValidationResult
-from tasks.decide import decide, fine_tunes_since_retrain
+from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
 
 POLICY = PolicyConfig(drift_share_moderate=0.2, drift_share_severe=0.5,
                       accuracy_drop_moderate=0.05, accuracy_drop_severe=0.15, max_fine_tunes=2)
@@ -86,6 +86,19 @@ def test_severe_accuracy_drop_retrains_on_the_new_batch_only():
     assert decision.action is Action.RETRAIN
     assert decision.reason.startswith("concept change")
     assert decision.window_batches == 1
+    assert decision.supersedes  # a new concept starts: fresh replay memory, old windows out of the gate
+
+
+def test_cooldown_watches_a_moderate_drift_but_not_a_concept_change():
+    cooling = PolicyConfig(**{**POLICY.model_dump(), "cooldown_batches": 2})
+    moderate, severe = drift(0.0, before=0.82), drift(0.0, before=0.5)
+    decision = decide.fn(VALID, moderate, 0, cooling, 3, 1)
+    assert decision.action is Action.NOOP
+    assert decision.reason == ("cooldown: accuracy 90% -> 82% (drop 8% >= 5%); 1 batch(es) since the last "
+                               "adaptation (cooldown 2)")
+    assert decide.fn(VALID, moderate, 0, cooling, 3, 2).action is Action.FINE_TUNE
+    assert decide.fn(VALID, moderate, 0, cooling, 3, None).action is Action.FINE_TUNE  # never adapted
+    assert decide.fn(VALID, severe, 0, cooling, 3, 0).action is Action.RETRAIN
 
 
 def test_severe_drift_share_with_an_accuracy_drop_retrains_on_the_window():
@@ -117,11 +130,23 @@ def _record(decision: str) -> CycleRecord:
 @pytest.mark.parametrize(("history", "expected"), [
     ([], 0),
     (["retrain", "fine_tune", "noop", "fine_tune"], 2),
+    (["fine_tune", "reuse", "fine_tune"], 1),
     (["fine_tune", "retrain", "noop"], 0),
     (["fine_tune", "reject", "fine_tune"], 2),
 ])
 def test_fine_tunes_are_counted_since_the_last_retrain(history, expected):
     assert fine_tunes_since_retrain([_record(d) for d in history]) == expected
+
+
+@pytest.mark.parametrize(("history", "expected"), [
+    ([], None),
+    (["noop", "noop"], None),
+    (["retrain", "noop", "reject", "noop"], 2),
+    (["retrain", "noop", "reuse"], 0),
+    (["fine_tune", "noop"], 1),
+])
+def test_batches_are_counted_since_the_last_adaptation(history, expected):
+    assert batches_since_adaptation([_record(d) for d in history]) == expected
 
 
 RANK = {Action.NOOP: 0, Action.FINE_TUNE: 1, Action.RETRAIN: 2}

@@ -1,0 +1,128 @@
+"""Lifelong learning in the loop: holdout windows, the accuracy matrix, the replay memory, and the
+reuse of a former champion when its concept returns (README: lifelong learning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sklearn.pipeline import Pipeline
+
+from perennial.config import PipelineConfig, Settings
+from perennial.lifelong import AccuracyMatrix, LifelongMetrics, ReplayMemory, Step, Window
+from perennial.sampling import batch_seed, uniform_rows
+from perennial.state import StateStore
+from perennial.types import Action, Batch, Champion, Decision, DriftResult, Schema, ValidationResult
+from tasks.evaluate import accuracy
+from tasks.load import holdout_split
+from tasks.registry import former_champions
+
+
+def window_of(batch: Batch, config: PipelineConfig) -> pd.DataFrame:
+    """The bounded slice of the batch's holdout rows kept to measure forgetting on."""
+    _, holdout_idx = holdout_split(batch, config)
+    return uniform_rows(batch.frame.iloc[holdout_idx], config.lifelong.window_rows, batch_seed(batch.id))
+
+
+def next_concept(store: StateStore, champion: Champion | None, decision: Decision) -> int:
+    """The concept a model trained under `decision` belongs to."""
+    if champion is None:
+        return max(store.matrix().concepts(), default=0) + 1
+    if decision.supersedes:
+        return max(store.matrix().concepts() | {champion.concept}) + 1
+    return champion.concept
+
+
+@task(cache_policy=NO_CACHE)
+def score_windows(model: Pipeline, store: StateStore, schema: Schema, batch_id: str, window: pd.DataFrame,
+                  concept: int) -> tuple[AccuracyMatrix, LifelongMetrics]:
+    """The matrix as it would be with `model` in service after this batch, and its metrics."""
+    matrix = store.matrix()
+    scores = {w.batch: accuracy(model, store.window(w.batch), schema)
+              for w in matrix.windows if w.batch != batch_id}
+    scores[batch_id] = accuracy(model, window, schema)
+    extended = matrix.extended(Window(batch_id, concept), Step(batch_id, None, concept, scores))
+    return extended, extended.metrics()
+
+
+def concept_windows(matrix: AccuracyMatrix) -> int:
+    """Earlier windows of the last row's concept: what its concept forgetting is measured on."""
+    return len(matrix.concept_columns(matrix.steps[-1].concept)) - 1
+
+
+@task(cache_policy=NO_CACHE)
+def record_step(store: StateStore, config: PipelineConfig, batch_id: str, window: pd.DataFrame,
+                matrix: AccuracyMatrix, version: int | None, memory: ReplayMemory) -> None:
+    """Keep the batch's window, the matrix row of the model now in service and the replay memory of
+    its concept; the oldest windows beyond `lifelong.max_windows` are dropped."""
+    matrix.steps[-1].version = version
+    dropped = matrix.keep_last(config.lifelong.max_windows)
+    store.save_window(batch_id, window)
+    store.save_matrix(matrix)
+    store.drop_windows(dropped)
+    store.save_replay(memory)
+
+
+def concept_memory(store: StateStore, config: PipelineConfig, champion: Champion | None,
+                   concept: int) -> ReplayMemory:
+    """The replay memory a model of `concept` learns with: the one in service, or an empty one
+    for a new concept (the old memory stays with the old versions, for reuse)."""
+    if champion is None or concept != champion.concept:
+        return ReplayMemory.empty(config.lifelong.replay_rows, config.data.target)
+    return store.replay(config.lifelong.replay_rows, config.data.target)
+
+
+def remember(memory: ReplayMemory, batch: Batch, train_idx: np.ndarray,
+             config: PipelineConfig) -> ReplayMemory:
+    """The memory after the batch's training rows were offered to it."""
+    return memory.add(batch.frame.iloc[train_idx], seed=batch_seed(batch.id) ^ config.training.seed)
+
+
+def accuracy_dropped(drift: DriftResult | None) -> bool:
+    """The champion lost accuracy on the batch beyond sampling noise."""
+    drop = drift.accuracy_drop if drift is not None else None
+    return drop is not None and drop > drift.accuracy_noise
+
+
+@dataclass
+class Reuse:
+    """A former champion to put back in service, and the accuracy matrix with it in service."""
+
+    decision: Decision
+    matrix: AccuracyMatrix
+
+
+@task(cache_policy=NO_CACHE)
+def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
+                  champion: Champion | None, drift: DriftResult | None, validation: ValidationResult,
+                  decision: Decision) -> Reuse | None:
+    """Before training because the champion lost accuracy: has the concept of a former champion
+    returned? It must hold its own holdout accuracy on the batch (drop under
+    `policy.accuracy_drop_moderate`), beat the champion on it by the promotion margin, and forget at
+    most `lifelong.forgetting_budget` on earlier windows of its concept. The best such, or None."""
+    if champion is None or drift is None or not decision.action.adapts or not accuracy_dropped(drift) \
+            or validation.new_classes:
+        return None
+    policy, lifelong = config.policy, config.lifelong
+    window = window_of(batch, config)
+    now = drift.champion_accuracy or 0.0
+    scored = []
+    for candidate in former_champions(config, settings, champion.version, lifelong.reuse_candidates):
+        acc = accuracy(candidate.model, batch.frame, schema)
+        if acc > now and acc >= now + policy.promotion_margin and \
+                candidate.holdout_accuracy - acc < policy.accuracy_drop_moderate:
+            scored.append((acc, candidate))
+    for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):
+        model, concept = candidate.model, candidate.concept
+        matrix, metrics = score_windows.fn(model, store, schema, batch.id, window, concept)
+        if metrics.concept_forgetting > lifelong.forgetting_budget:
+            continue
+        reason = (f"concept returned: v{candidate.version} scores {acc:.1%} on this batch (its holdout "
+                  f"{candidate.holdout_accuracy:.1%}) against the champion v{champion.version}'s {now:.1%}; "
+                  f"forgets {metrics.concept_forgetting:.1%} on {concept_windows(matrix)} earlier window(s) "
+                  "of its concept; reinstated without training")
+        return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version), matrix)
+    return None
