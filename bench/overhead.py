@@ -243,7 +243,7 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         window = window_of(batch, config)
         with timed() as evaluating:
             evaluation = call(evaluate, challenger, champion, batch.frame.iloc[holdout_idx], schema)
-            matrix, _ = call(score_windows, challenger, store, schema, batch.id, window, concept)
+            matrix = call(score_windows, challenger, store, schema, batch.id, window, concept)
             evaluation.forgetting = matrix.metrics().concept_forgetting
             evaluation.forgetting_windows = concept_windows(matrix)
         reference = rows.sample(config.drift.reference_rows, seed=0)

@@ -46,7 +46,7 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
     window = window_of(batch, config)
     with timed() as evaluating:
         evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
-        matrix, _ = score_windows(challenger, store, schema, batch.id, window, concept)
+        matrix = score_windows(challenger, store, schema, batch.id, window, concept)
         evaluation.forgetting = matrix.metrics().concept_forgetting
         evaluation.forgetting_windows = concept_windows(matrix)
     reference = rows.sample(config.drift.reference_rows, seed=0)
@@ -55,7 +55,7 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
                        trained_on, reference, champion, learnt, concept)
     promotion = promote(config, settings, version, evaluation, champion, expected_champion)
     if not promotion.promoted and champion is not None:  # the champion stays in service
-        matrix, _ = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
+        matrix = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
         if concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
             learnt = remember(concept_memory(store, config, champion, champion.concept), batch, train_idx,
                               config)
@@ -91,7 +91,7 @@ def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, ba
     train_idx, _ = holdout_split(batch, config)
     window = window_of(batch, config)
     with timed() as evaluating:
-        matrix, _ = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
+        matrix = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
     memory = remember(store.replay(config.lifelong.replay_rows, config.data.target), batch, train_idx, config)
     record_step(store, config, batch.id, window, matrix, champion.version, memory)
     record.add_eval_cost(evaluating.wall, evaluating.cpu)

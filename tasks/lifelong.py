@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from perennial.config import PipelineConfig, Settings
-from perennial.lifelong import AccuracyMatrix, LifelongMetrics, ReplayMemory, Step, Window
+from perennial.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
 from perennial.sampling import batch_seed, uniform_rows
 from perennial.state import StateStore
 from perennial.types import Action, Batch, Champion, Decision, DriftResult, Schema, ValidationResult
@@ -38,14 +38,13 @@ def next_concept(store: StateStore, champion: Champion | None, decision: Decisio
 
 @task(cache_policy=NO_CACHE)
 def score_windows(model: Pipeline, store: StateStore, schema: Schema, batch_id: str, window: pd.DataFrame,
-                  concept: int) -> tuple[AccuracyMatrix, LifelongMetrics]:
-    """The matrix as it would be with `model` in service after this batch, and its metrics."""
+                  concept: int) -> AccuracyMatrix:
+    """The accuracy matrix as it would be with `model` (of `concept`) in service after this batch."""
     matrix = store.matrix()
     scores = {w.batch: accuracy(model, store.window(w.batch), schema)
               for w in matrix.windows if w.batch != batch_id}
     scores[batch_id] = accuracy(model, window, schema)
-    extended = matrix.extended(Window(batch_id, concept), Step(batch_id, None, concept, scores))
-    return extended, extended.metrics()
+    return matrix.extended(Window(batch_id, concept), Step(batch_id, None, concept, scores))
 
 
 def concept_windows(matrix: AccuracyMatrix) -> int:
@@ -116,13 +115,13 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
                 candidate.holdout_accuracy - acc < policy.accuracy_drop_moderate:
             scored.append((acc, candidate))
     for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):
-        model, concept = candidate.model, candidate.concept
-        matrix, metrics = score_windows.fn(model, store, schema, batch.id, window, concept)
-        if metrics.concept_forgetting > lifelong.forgetting_budget:
+        matrix = score_windows.fn(candidate.model, store, schema, batch.id, window, candidate.concept)
+        forgets = matrix.metrics().concept_forgetting
+        if forgets > lifelong.forgetting_budget:
             continue
         reason = (f"concept returned: v{candidate.version} scores {acc:.1%} on this batch (its holdout "
                   f"{candidate.holdout_accuracy:.1%}) against the champion v{champion.version}'s {now:.1%}; "
-                  f"forgets {metrics.concept_forgetting:.1%} on {concept_windows(matrix)} earlier window(s) "
+                  f"forgets {forgets:.1%} on {concept_windows(matrix)} earlier window(s) "
                   "of its concept; reinstated without training")
         return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version), matrix)
     return None

@@ -199,6 +199,7 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
         "perennial.holdout_rows": str(evaluation.holdout_rows),
         "perennial.concept": str(concept),
         "perennial.replay_rows": str(len(memory)),
+        "perennial.replay_memory": f"runs:/{run_id}/{REPLAY_ARTIFACT}",
     }
     version = mlflow_client.create_model_version(
         config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)

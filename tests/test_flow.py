@@ -121,6 +121,8 @@ def test_each_version_carries_the_replay_memory_it_learnt_and_it_reloads(stream)
     from tasks.registry import replay_memory
 
     config = load_config(ws.config_path)
+    v1 = next(v for v in versions if v["version"] == 1)
+    assert v1["replay_memory"] == f"runs:/{v1['run_id']}/replay/memory.parquet"  # referenced from the version
     v1_memory = replay_memory(config, ws.settings, 1)
     first = load_batch(ws.batches / "b01-first.csv", config)
     train_idx, _ = holdout_split(first, config)
