@@ -80,9 +80,7 @@ def decide(
     if drop >= policy.accuracy_drop_moderate or (drop > 0 and share >= policy.drift_share_moderate):
         why = (f"{drifted}, {accuracy}" if share >= policy.drift_share_moderate
                else f"{accuracy} (drop {_pct(drop)} >= {_pct(policy.accuracy_drop_moderate)})")
-        if since_adaptation is not None and since_adaptation < policy.cooldown_batches:
-            return _cooling(why, since_adaptation, policy)
-        return _fine_tune_or_retrain(why, fine_tunes, policy, window_batches)
+        return _fine_tune_or_retrain(why, fine_tunes, policy, window_batches, since_adaptation)
     if share >= policy.drift_share_moderate:
         # Labels came with the batch and show the champion still right: moved inputs alone cost no training.
         return Decision(Action.NOOP, f"features drifted but accuracy held: {drifted}, {accuracy}")
@@ -90,16 +88,17 @@ def decide(
                     f"{accuracy} (drop {_pct(drop)} < {_pct(policy.accuracy_drop_moderate)})")
 
 
-def _fine_tune_or_retrain(why: str, fine_tunes: int, policy: PolicyConfig, window_batches: int) -> Decision:
+def _fine_tune_or_retrain(why: str, fine_tunes: int, policy: PolicyConfig, window_batches: int,
+                          since_adaptation: int | None) -> Decision:
+    """The answer to a moderate drift: watch it during the cooldown, else fine-tune, or retrain
+    once `max_fine_tunes` fine-tunes were made since the last retrain."""
+    if since_adaptation is not None and since_adaptation < policy.cooldown_batches:
+        return Decision(Action.NOOP, f"cooldown: {why}; {since_adaptation} batch(es) since the last "
+                        f"adaptation (cooldown {policy.cooldown_batches})")
     if fine_tunes >= policy.max_fine_tunes:
         return Decision(Action.RETRAIN, f"{why}; {fine_tunes} fine-tunes since the last retrain "
                         f"(max {policy.max_fine_tunes})", window_batches)
     return Decision(Action.FINE_TUNE, f"moderate drift: {why}")
-
-
-def _cooling(why: str, since: int, policy: PolicyConfig) -> Decision:
-    return Decision(Action.NOOP, f"cooldown: {why}; {since} batch(es) since the last adaptation "
-                    f"(cooldown {policy.cooldown_batches})")
 
 
 def _by_share(share: float, drifted: str, fine_tunes: int, policy: PolicyConfig, window_batches: int,
@@ -108,8 +107,7 @@ def _by_share(share: float, drifted: str, fine_tunes: int, policy: PolicyConfig,
         return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {_pct(policy.drift_share_severe)})",
                         window_batches)
     if share >= policy.drift_share_moderate:
-        if since_adaptation is not None and since_adaptation < policy.cooldown_batches:
-            return _cooling(f"{drifted}, accuracy unknown", since_adaptation, policy)
-        return _fine_tune_or_retrain(f"{drifted}, accuracy unknown", fine_tunes, policy, window_batches)
+        return _fine_tune_or_retrain(f"{drifted}, accuracy unknown", fine_tunes, policy, window_batches,
+                                     since_adaptation)
     return Decision(Action.NOOP,
                     f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), accuracy unknown")
