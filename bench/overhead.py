@@ -197,15 +197,22 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         concept_memory,
         concept_windows,
         find_reusable,
+        load_windows,
         next_concept,
         record_step,
         remember,
         score_windows,
-        window_of,
     )
     from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
     from tasks.registry import load_champion, log_cycle, log_lifelong, promote, register, run_url
-    from tasks.report import accuracy_heatmap, cycle_record, publish_cycle, record_cycle, step_metrics
+    from tasks.report import (
+        accuracy_heatmap,
+        cycle_record,
+        publish_cycle,
+        record_adaptation,
+        record_cycle,
+        step_metrics,
+    )
     from tasks.train import train, training_rows
     from tasks.validate import validate_batch
 
@@ -235,15 +242,15 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         schema = schema.with_classes(validation.new_classes)
         history = [r for r in store.records() if r.batch != batch.id]
         train_idx, holdout_idx = holdout_split(batch, config)
-        concept = next_concept(store, champion, decision)
+        windows = load_windows(store, batch, config)
+        concept = next_concept(windows.matrix, champion, decision)
         memory = concept_memory(store, config, champion, concept)
         rows, trained_on = call(training_rows, batch, train_idx, decision, history, config, memory)
         with timed() as training:
             challenger = call(train, decision, rows, champion, schema, config)
-        window = window_of(batch, config)
         with timed() as evaluating:
             evaluation = call(evaluate, challenger, champion, batch.frame.iloc[holdout_idx], schema)
-            matrix = call(score_windows, challenger, store, schema, batch.id, window, concept)
+            matrix = call(score_windows, challenger, windows, schema, concept)
             evaluation.forgetting = matrix.metrics().concept_forgetting
             evaluation.forgetting_windows = concept_windows(matrix)
         reference = rows.sample(config.drift.reference_rows, seed=0)
@@ -252,16 +259,9 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
                        evaluation, trained_on, reference, champion, learnt, concept)
         promotion = call(promote, config, settings, version, evaluation, champion, champion.version)
         assert promotion.promoted, promotion.reason
-        call(record_step, store, config, batch.id, window, matrix, promotion.champion_version, learnt)
+        call(record_step, store, config, windows, matrix, promotion.champion_version, learnt)
         store.save_schema(schema)
-        record.model_version, record.promoted, record.promotion = (version, promotion.promoted,
-                                                                   promotion.reason)
-        record.challenger_accuracy = evaluation.challenger_accuracy
-        record.champion_version_after = promotion.champion_version
-        record.train_seconds, record.train_cpu_seconds = round(training.wall, 3), round(training.cpu, 3)
-        record.add_eval_cost(evaluating.wall, evaluating.cpu)
-        record.trained_rows = rows.rows
-        record.status = "done"
+        record_adaptation(record, promotion, evaluation, training, evaluating, rows.rows)
         # finish_step
         metrics = step_metrics(record, matrix, evaluation.challenger_accuracy)
         heatmap = accuracy_heatmap(matrix, store.report_dir(batch.id) / "accuracy_matrix.png")

@@ -28,17 +28,19 @@ class Scenario:
         return not self.drifts
 
 
+def _sea_quarters(name: str, description: str, concepts: tuple[int, ...], rows: int, n: int,
+                  rng: np.random.Generator) -> Scenario:
+    """SEA with an abrupt change at each quarter of the stream, quarter k in concept `concepts[k]`."""
+    cut = [n * k // 4 for k in range(1, 4)]
+    concept = [concepts[sum(i >= c for c in cut)] for i in range(n)]
+    return Scenario(name, description, [streams.sea(rows, c, rng) for c in concept], [(c, c) for c in cut],
+                    concepts=concept)
+
+
 def sea_abrupt(rows: int, n: int, rng: np.random.Generator) -> Scenario:
     """SEA concepts 0 -> 1 -> 2 -> 3, each for a quarter of the stream."""
-    cut = [n * k // 4 for k in range(1, 4)]
-    concept = [sum(i >= c for c in cut) for i in range(n)]
-    return Scenario(
-        "sea-abrupt",
-        "SEA, abrupt changes of threshold 8 -> 9 -> 7 -> 9.5 (10% label noise)",
-        [streams.sea(rows, c, rng) for c in concept],
-        [(c, c) for c in cut],
-        concepts=concept,
-    )
+    description = "SEA, abrupt changes of threshold 8 -> 9 -> 7 -> 9.5 (10% label noise)"
+    return _sea_quarters("sea-abrupt", description, (0, 1, 2, 3), rows, n, rng)
 
 
 def agrawal_gradual(rows: int, n: int, rng: np.random.Generator) -> Scenario:
@@ -83,15 +85,8 @@ def hyperplane_incremental(rows: int, n: int, rng: np.random.Generator) -> Scena
 
 def recurring(rows: int, n: int, rng: np.random.Generator) -> Scenario:
     """Two SEA concepts taking turns: A -> B -> A -> B."""
-    cut = [n * k // 4 for k in range(1, 4)]
-    concept = [(2, 3)[sum(i >= c for c in cut) % 2] for i in range(n)]
-    return Scenario(
-        "recurring",
-        "SEA threshold 7 (A) and 9.5 (B) taking turns: A -> B -> A -> B",
-        [streams.sea(rows, c, rng) for c in concept],
-        [(c, c) for c in cut],
-        concepts=concept,
-    )
+    return _sea_quarters("recurring", "SEA threshold 7 (A) and 9.5 (B) taking turns: A -> B -> A -> B",
+                         (2, 3, 2, 3), rows, n, rng)
 
 
 def no_drift(rows: int, n: int, rng: np.random.Generator) -> Scenario:

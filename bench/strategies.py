@@ -18,7 +18,7 @@ from perennial.schema import features_frame, labels
 from perennial.types import Action, Batch, Decision, Schema
 from tasks.evaluate import accuracy
 from tasks.lifelong import remember
-from tasks.load import split_holdout
+from tasks.load import holdout_split
 from tasks.train import training_rows
 
 
@@ -34,8 +34,7 @@ def as_batch(i: int, frame: pd.DataFrame) -> Batch:
 
 def holdout(i: int, frame: pd.DataFrame, config: PipelineConfig) -> pd.DataFrame:
     """The rows of batch i that Perennial holds out: never trained on, so they measure forgetting."""
-    training = config.training
-    _, holdout_idx = split_holdout(batch_file(i), len(frame), training.holdout_fraction, training.seed)
+    _, holdout_idx = holdout_split(as_batch(i, frame), config)
     return frame.iloc[holdout_idx]
 
 
@@ -82,9 +81,7 @@ class SklearnStrategy:
         X = features_frame(batch, self.schema)
         predictions = None if self.model is None else np.asarray(self.model.predict(X)).astype(str)
         # The rows Perennial trains on: its holdout split of the same batch file.
-        train_idx, holdout_idx = split_holdout(
-            batch_file(i), len(batch), self.config.training.holdout_fraction, self.config.training.seed
-        )
+        train_idx, holdout_idx = holdout_split(as_batch(i, batch), self.config)
         self.holdouts.append(batch.iloc[holdout_idx])
         self.seen.append(batch.iloc[train_idx])
         action, window = self.plan(i)

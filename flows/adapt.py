@@ -11,23 +11,23 @@ from pathlib import Path
 from prefect import flow
 
 from perennial.config import PipelineConfig, Settings, load_config
-from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
 from perennial.timing import timed
 from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema
 from tasks.evaluate import evaluate
 from tasks.lifelong import (
+    Reuse,
     concept_memory,
     concept_windows,
+    load_windows,
     next_concept,
     record_step,
     remember,
     score_windows,
-    window_of,
 )
 from tasks.load import holdout_split, load_batch
 from tasks.registry import load_champion, promote, register, reinstate, replay_memory
-from tasks.report import finish_cycle, finish_step
+from tasks.report import finish_cycle, finish_step, record_adaptation
 from tasks.train import train, training_rows
 
 
@@ -38,15 +38,15 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
     earlier batches (forgetting), register it with its replay memory, promote it or not."""
     history = [r for r in store.records() if r.batch != batch.id]
     train_idx, holdout_idx = holdout_split(batch, config)
-    concept = next_concept(store, champion, decision)
+    windows = load_windows(store, batch, config)
+    concept = next_concept(windows.matrix, champion, decision)
     memory = concept_memory(store, config, champion, concept)
     rows, trained_on = training_rows(batch, train_idx, decision, history, config, memory)
     with timed() as training:
         challenger = train(decision, rows, champion, schema, config)
-    window = window_of(batch, config)
     with timed() as evaluating:
         evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
-        matrix = score_windows(challenger, store, schema, batch.id, window, concept)
+        matrix = score_windows(challenger, windows, schema, concept)
         evaluation.forgetting = matrix.metrics().concept_forgetting
         evaluation.forgetting_windows = concept_windows(matrix)
     reference = rows.sample(config.drift.reference_rows, seed=0)
@@ -55,31 +55,26 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
                        trained_on, reference, champion, learnt, concept)
     promotion = promote(config, settings, version, evaluation, champion, expected_champion)
     if not promotion.promoted and champion is not None:  # the champion stays in service
-        matrix = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
+        matrix = score_windows(champion.model, windows, schema, champion.concept)
         if concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
             learnt = remember(concept_memory(store, config, champion, champion.concept), batch, train_idx,
                               config)
-    record_step(store, config, batch.id, window, matrix, promotion.champion_version, learnt)
+    record_step(store, config, windows, matrix, promotion.champion_version, learnt)
     store.save_schema(schema)
-    record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
-    record.challenger_accuracy = evaluation.challenger_accuracy
-    record.champion_version_after = promotion.champion_version
-    record.train_seconds, record.train_cpu_seconds = round(training.wall, 3), round(training.cpu, 3)
-    record.add_eval_cost(evaluating.wall, evaluating.cpu)
-    record.trained_rows = rows.rows
-    record.status = "done"
+    record_adaptation(record, promotion, evaluation, training, evaluating, rows.rows)
     finish_step(settings, record, matrix, evaluation.challenger_accuracy, store.report_dir(batch.id))
 
 
 def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch,
-                decision: Decision, champion: Champion, matrix: AccuracyMatrix, record: CycleRecord) -> None:
+                reuse: Reuse, champion: Champion, record: CycleRecord) -> None:
     """Put a former champion back in service, with the replay memory it was registered with."""
+    decision, matrix = reuse.decision, reuse.matrix
     version = decision.reuse_version or 0
     promotion = reinstate(config, settings, version, decision.reason, champion.version)
     train_idx, _ = holdout_split(batch, config)
     memory = remember(replay_memory(config, settings, version), batch, train_idx, config)
     if promotion.promoted:
-        record_step(store, config, batch.id, window_of(batch, config), matrix, version, memory)
+        record_step(store, config, reuse.windows, matrix, version, memory)
     record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
     record.champion_version_after = promotion.champion_version
     finish_step(settings, record, matrix, matrix.steps[-1].accuracy[batch.id], None)
@@ -89,11 +84,11 @@ def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, ba
                champion: Champion, record: CycleRecord) -> None:
     """No adaptation: the batch still joins the windows and the champion's replay memory."""
     train_idx, _ = holdout_split(batch, config)
-    window = window_of(batch, config)
+    windows = load_windows(store, batch, config)
     with timed() as evaluating:
-        matrix = score_windows(champion.model, store, schema, batch.id, window, champion.concept)
+        matrix = score_windows(champion.model, windows, schema, champion.concept)
     memory = remember(store.replay(config.lifelong.replay_rows, config.data.target), batch, train_idx, config)
-    record_step(store, config, batch.id, window, matrix, champion.version, memory)
+    record_step(store, config, windows, matrix, champion.version, memory)
     record.add_eval_cost(evaluating.wall, evaluating.cpu)
     finish_step(settings, record, matrix, record.champion_accuracy_before, None)
 

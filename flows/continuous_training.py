@@ -76,7 +76,7 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
         store.save_schema(schema)
         keep_batch(config, settings, store, batch, schema, champion, record)
     elif decision.action is Action.REUSE:
-        reuse_batch(config, settings, store, batch, decision, champion, reuse.matrix, record)
+        reuse_batch(config, settings, store, batch, reuse, champion, record)
     elif mode == "deployed":
         store.save_schema(schema.with_classes(validation.new_classes))
         record.status = request_adaptation(config.name, record, decision, drift, champion)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from perennial.config import ConfigError, Settings, load_config
+from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
 from perennial.types import CycleRecord
 
@@ -49,17 +50,22 @@ def _seconds(wall: float | None, cpu: float | None) -> str:
 def cost_summary(records: list[CycleRecord]) -> str:
     """Totals of the cost ledger: training and evaluation seconds, rows trained on."""
     trained = [r for r in records if r.train_seconds is not None]
-    line = (f"Cost ledger: {len(trained)} training(s), {sum(r.train_seconds for r in trained):.1f} s wall / "
+    return (f"Cost ledger: {len(trained)} training(s), {sum(r.train_seconds for r in trained):.1f} s wall / "
             f"{sum(r.train_cpu_seconds or 0 for r in trained):.1f} s CPU on "
             f"{sum(r.trained_rows or 0 for r in trained):,} rows; evaluation "
             f"{sum(r.eval_seconds or 0 for r in records):.1f} s wall / "
             f"{sum(r.eval_cpu_seconds or 0 for r in records):.1f} s CPU; "
             f"{sum(r.decision == 'reuse' for r in records)} reuse(s) without training.")
-    last = next((r for r in reversed(records) if r.avg_accuracy is not None), None)
-    if last is not None:
-        line += (f"\nChampion across the kept windows: average accuracy {last.avg_accuracy:.1%}, backward "
-                 f"transfer {last.bwt or 0:+.1%}, forgetting {last.forgetting or 0:.1%}.")
-    return line
+
+
+def lifelong_summary(matrix: AccuracyMatrix) -> str | None:
+    """The champion's average accuracy, backward transfer and forgetting over the kept windows."""
+    if not matrix.steps:
+        return None
+    m = matrix.metrics()
+    return (f"Across time ({len(matrix.windows)} holdout windows, champion now): average accuracy "
+            f"{m.average_accuracy:.1%}, backward transfer {m.backward_transfer:+.1%}, forgetting "
+            f"{m.forgetting:.1%} (on its own concept's windows: {m.concept_forgetting:.1%}).")
 
 
 def _model_cell(r: CycleRecord) -> str:
@@ -162,10 +168,12 @@ def status(config_path: Path, last: int) -> int:
                           v.get("batch", "-"), _pct(float(acc)) if acc else "-",
                           v.get("promoted", "-"), v.get("promotion", "-"))
         console.print(table)
-    records = StateStore(settings.state_dir, config.name).records()
+    store = StateStore(settings.state_dir, config.name)
+    records = store.records()
     if records:
         console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))
         console.print(cost_summary(records))
+        console.print(lifelong_summary(store.matrix()) or "")
     else:
         console.print(f"No batch processed yet (ledger under {settings.state_dir.resolve()})")
     return 0

@@ -180,7 +180,7 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
 
 
 def _print_summary(console, records, seconds: float, matrix) -> None:
-    from perennial.commands import cost_summary
+    from perennial.commands import cost_summary, lifelong_summary
 
     counts = {d: sum(r.decision == d for r in records)
               for d in ("reject", "noop", "fine_tune", "retrain", "reuse")}
@@ -195,9 +195,6 @@ def _print_summary(console, records, seconds: float, matrix) -> None:
     if scored:
         console.print(f"Mean champion accuracy on arriving batches (test-then-train): "
                       f"{sum(scored) / len(scored):.1%} over {len(scored)} batches.")
-    if matrix.steps:
-        m = matrix.metrics()
-        console.print(f"Across time ({len(matrix.windows)} holdout windows, champion now): average accuracy "
-                      f"{m.average_accuracy:.1%}, backward transfer {m.backward_transfer:+.1%}, forgetting "
-                      f"{m.forgetting:.1%} (on its own concept's windows: {m.concept_forgetting:.1%}).")
-    console.print(cost_summary(records).split("\n")[0] + f" Wall time: {seconds:.0f} s.")
+    if across := lifelong_summary(matrix):
+        console.print(across)
+    console.print(cost_summary(records) + f" Wall time: {seconds:.0f} s.")

@@ -27,24 +27,42 @@ def window_of(batch: Batch, config: PipelineConfig) -> pd.DataFrame:
     return uniform_rows(batch.frame.iloc[holdout_idx], config.lifelong.window_rows, batch_seed(batch.id))
 
 
-def next_concept(store: StateStore, champion: Champion | None, decision: Decision) -> int:
+@dataclass
+class Windows:
+    """The accuracy matrix so far and the rows of every kept window, this batch's included: read
+    once per cycle, then every model the cycle considers is scored on them."""
+
+    matrix: AccuracyMatrix
+    rows: dict[str, pd.DataFrame]
+    batch_id: str
+
+    @property
+    def current(self) -> pd.DataFrame:
+        return self.rows[self.batch_id]
+
+
+def load_windows(store: StateStore, batch: Batch, config: PipelineConfig) -> Windows:
+    matrix = store.matrix()
+    rows = {w.batch: store.window(w.batch) for w in matrix.windows if w.batch != batch.id}
+    rows[batch.id] = window_of(batch, config)
+    return Windows(matrix, rows, batch.id)
+
+
+def next_concept(matrix: AccuracyMatrix, champion: Champion | None, decision: Decision) -> int:
     """The concept a model trained under `decision` belongs to."""
     if champion is None:
-        return max(store.matrix().concepts(), default=0) + 1
+        return max(matrix.concepts(), default=0) + 1
     if decision.supersedes:
-        return max(store.matrix().concepts() | {champion.concept}) + 1
+        return max(matrix.concepts() | {champion.concept}) + 1
     return champion.concept
 
 
 @task(cache_policy=NO_CACHE)
-def score_windows(model: Pipeline, store: StateStore, schema: Schema, batch_id: str, window: pd.DataFrame,
-                  concept: int) -> AccuracyMatrix:
+def score_windows(model: Pipeline, windows: Windows, schema: Schema, concept: int) -> AccuracyMatrix:
     """The accuracy matrix as it would be with `model` (of `concept`) in service after this batch."""
-    matrix = store.matrix()
-    scores = {w.batch: accuracy(model, store.window(w.batch), schema)
-              for w in matrix.windows if w.batch != batch_id}
-    scores[batch_id] = accuracy(model, window, schema)
-    return matrix.extended(Window(batch_id, concept), Step(batch_id, None, concept, scores))
+    scores = {batch: accuracy(model, rows, schema) for batch, rows in windows.rows.items()}
+    step = Step(windows.batch_id, None, concept, scores)
+    return windows.matrix.extended(Window(windows.batch_id, concept), step)
 
 
 def concept_windows(matrix: AccuracyMatrix) -> int:
@@ -53,13 +71,13 @@ def concept_windows(matrix: AccuracyMatrix) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def record_step(store: StateStore, config: PipelineConfig, batch_id: str, window: pd.DataFrame,
-                matrix: AccuracyMatrix, version: int | None, memory: ReplayMemory) -> None:
+def record_step(store: StateStore, config: PipelineConfig, windows: Windows, matrix: AccuracyMatrix,
+                version: int | None, memory: ReplayMemory) -> None:
     """Keep the batch's window, the matrix row of the model now in service and the replay memory of
     its concept; the oldest windows beyond `lifelong.max_windows` are dropped."""
     matrix.steps[-1].version = version
     dropped = matrix.keep_last(config.lifelong.max_windows)
-    store.save_window(batch_id, window)
+    store.save_window(windows.batch_id, windows.current)
     store.save_matrix(matrix)
     store.drop_windows(dropped)
     store.save_replay(memory)
@@ -92,6 +110,7 @@ class Reuse:
 
     decision: Decision
     matrix: AccuracyMatrix
+    windows: Windows
 
 
 @task(cache_policy=NO_CACHE)
@@ -106,7 +125,7 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
             or validation.new_classes:
         return None
     policy, lifelong = config.policy, config.lifelong
-    window = window_of(batch, config)
+    windows = load_windows(store, batch, config)
     now = drift.champion_accuracy or 0.0
     scored = []
     for candidate in former_champions(config, settings, champion.version, lifelong.reuse_candidates):
@@ -115,7 +134,7 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
                 candidate.holdout_accuracy - acc < policy.accuracy_drop_moderate:
             scored.append((acc, candidate))
     for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):
-        matrix = score_windows.fn(candidate.model, store, schema, batch.id, window, candidate.concept)
+        matrix = score_windows.fn(candidate.model, windows, schema, candidate.concept)
         forgets = matrix.metrics().concept_forgetting
         if forgets > lifelong.forgetting_budget:
             continue
@@ -123,5 +142,5 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
                   f"{candidate.holdout_accuracy:.1%}) against the champion v{champion.version}'s {now:.1%}; "
                   f"forgets {forgets:.1%} on {concept_windows(matrix)} earlier window(s) "
                   "of its concept; reinstated without training")
-        return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version), matrix)
+        return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version), matrix, windows)
     return None

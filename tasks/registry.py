@@ -67,15 +67,18 @@ def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None
     return None if version is None else _loaded(config, version)
 
 
-def _loaded(config: PipelineConfig, version: Any) -> Champion:
-    """A registered version as our own type: model, holdout accuracy, reference rows, concept."""
+def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -> Champion:
+    """A registered version as our own type: model, holdout accuracy, reference rows, concept;
+    without `with_reference` the reference is left empty (not downloaded)."""
     import mlflow
 
     model = mlflow.sklearn.load_model(f"models:/{config.name}/{version.version}")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp)
-        reference = pd.read_parquet(path)
+    reference = pd.DataFrame()
+    if with_reference:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp)
+            reference = pd.read_parquet(path)
     return Champion(version=int(version.version), model=model, reference=reference,
                     holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]),
                     holdout_rows=int(version.tags.get("perennial.holdout_rows", 0)) or None,
@@ -84,11 +87,12 @@ def _loaded(config: PipelineConfig, version: Any) -> Champion:
 
 def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
                      limit: int) -> list[Champion]:
-    """Versions that were champion once (newest first, at most `limit`), the current one excluded."""
+    """Versions that were champion once (newest first, at most `limit`), the current one excluded;
+    for scoring, so without their reference data (the next cycle loads it if one is reinstated)."""
     found = client(settings).search_model_versions(
         f"name = '{config.name}' AND tags.`perennial.promoted` = 'true'")
     former = sorted((v for v in found if int(v.version) != current), key=lambda v: -int(v.version))
-    return [_loaded(config, v) for v in former[:limit]]
+    return [_loaded(config, v, with_reference=False) for v in former[:limit]]
 
 
 def replay_memory(config: PipelineConfig, settings: Settings, version: int) -> ReplayMemory:

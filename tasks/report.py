@@ -13,7 +13,17 @@ from prefect.cache_policies import NO_CACHE
 from perennial.config import Settings
 from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
-from perennial.types import Batch, Champion, CycleRecord, Decision, DriftResult, ValidationResult
+from perennial.timing import Timer
+from perennial.types import (
+    Batch,
+    Champion,
+    CycleRecord,
+    Decision,
+    DriftResult,
+    Evaluation,
+    Promotion,
+    ValidationResult,
+)
 from tasks import events
 from tasks.registry import log_lifelong, run_url
 
@@ -30,6 +40,18 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
     )
+
+
+def record_adaptation(record: CycleRecord, promotion: Promotion, evaluation: Evaluation, training: Timer,
+                      evaluating: Timer, trained_rows: int) -> None:
+    """An adaptation's outcome and cost on its ledger line."""
+    record.model_version, record.promoted = promotion.version, promotion.promoted
+    record.promotion, record.champion_version_after = promotion.reason, promotion.champion_version
+    record.challenger_accuracy = evaluation.challenger_accuracy
+    record.train_seconds, record.train_cpu_seconds = round(training.wall, 3), round(training.cpu, 3)
+    record.add_eval_cost(evaluating.wall, evaluating.cpu)
+    record.trained_rows = trained_rows
+    record.status = "done"
 
 
 def finish_step(settings: Settings, record: CycleRecord, matrix: AccuracyMatrix,

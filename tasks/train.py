@@ -18,7 +18,7 @@ from perennial.lifelong import ReplayMemory
 from perennial.sampling import batch_seed
 from perennial.schema import features_frame, labels
 from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema, TrainingRows
-from tasks.load import iter_rows, read_batch, split_holdout
+from tasks.load import holdout_split, iter_rows, read_batch, split_holdout
 
 
 @task(cache_policy=NO_CACHE)
@@ -59,7 +59,7 @@ def training_rows(batch: Batch, train_idx: np.ndarray, decision: Decision, histo
         counts = {p: r.rows for r in window if (p := Path(r.path)).exists()}
     earlier = list(counts)
     sources = [p.name for p in earlier] + [batch.id]
-    training, fmt = config.training, config.data.format
+    training = config.training
     if decision.action is Action.RETRAIN and batch.rows + sum(counts.values()) > training.max_rows_in_memory:
         files = [(p, split_holdout(p.name, n, training.holdout_fraction, training.seed)[0])
                  for p, n in counts.items()]
@@ -68,9 +68,8 @@ def training_rows(batch: Batch, train_idx: np.ndarray, decision: Decision, histo
         return TrainingRows(rows, chunks=chunks), sources
     frames = []
     for path in earlier:
-        earlier_batch = read_batch(path, fmt, config.data.target)
-        earlier_idx, _ = split_holdout(earlier_batch.id, earlier_batch.rows, training.holdout_fraction,
-                                       training.seed)
+        earlier_batch = read_batch(path, config.data.format, config.data.target)
+        earlier_idx, _ = holdout_split(earlier_batch, config)
         frames.append(earlier_batch.frame.iloc[earlier_idx])
     frames.append(batch.frame.iloc[train_idx])
     frame = pd.concat(frames, ignore_index=True)
