@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -116,13 +117,106 @@ def phishing(n: int) -> Scenario:
     )
 
 
+# river's Agrawal functions (0-based; F2 and F7 in the paper's numbering) before and after the change.
+LOAN_CONCEPTS = (1, 6)
+LOAN_NULL_COLUMNS = ("salary", "commission")
+
+
+def loan_nulls(rows: int, n: int, rng: np.random.Generator) -> Scenario:
+    """Agrawal loan applicants whose salary and commission go missing more often as the concept changes.
+
+    Rows come from river's Agrawal generator (a generator the package ships, nothing downloaded):
+    function F2 (a salary band per age band) until batch n//3, then F7 (disposable income from
+    salary, commission and loan), with 5% of the labels flipped. From the same batch on, salary and
+    commission, the two columns F7 rests on most, are missing in 22% of the rows each instead of 15%
+    (at random, independently). This is what a loan stream did when a new application form and a
+    new lending rule arrived together: a null-rate rise that validation must record, not reject,
+    on the very batches the model has to learn the new concept from. Education level, car make and
+    zip code are strings and the numbers floats, as in real loan data.
+    """
+    from river.datasets import synth
+
+    change = n // 3
+    concepts = [int(i >= change) for i in range(n)]
+    sources = [
+        iter(synth.Agrawal(classification_function=f, seed=int(rng.integers(2**31)))) for f in LOAN_CONCEPTS
+    ]
+    batches = []
+    for concept in concepts:
+        frame = pd.DataFrame.from_records([{**x, TARGET: y} for x, y in islice(sources[concept], rows)])
+        flip = rng.random(rows) < 0.05
+        frame.loc[flip, TARGET] = 1 - frame.loc[flip, TARGET]
+        numbers = ["salary", "commission", "age", "hvalue", "hyears", "loan"]
+        frame[numbers] = frame[numbers].astype("float64")
+        missing = 0.22 if concept else 0.15
+        for column in LOAN_NULL_COLUMNS:
+            frame.loc[rng.choice(rows, round(missing * rows), replace=False), column] = np.nan
+        batches.append(frame.assign(
+            elevel="level-" + frame["elevel"].astype(str),
+            car="make-" + frame["car"].astype(str),
+            zipcode="zip-" + frame["zipcode"].astype(str),
+        ))
+    return Scenario(
+        "loan-nulls",
+        f"Agrawal F2 -> F7 at batch {change}, salary and commission missing in 15% -> 22% of rows (5% noise)",
+        batches,
+        [(change, change)],
+        concepts=concepts,
+    )
+
+
+# Shuttle's f1 in each season: winter around 40, summer from 48 on, outside winter's range widened by
+# half its span on each side (37-44 -> 33.5-47.5). Rows with f1 of 45-47 or below 37 are never drawn.
+SEASON_COLUMN = "f1"
+SEASONS = ((37, 44), (48, np.inf))
+
+
+def seasonal_shift(rows: int, n: int, rng: np.random.Generator) -> Scenario:
+    """Real Shuttle sensor rows drawn season by season, one reading leaving its winter range in summer.
+
+    Rows come from river's bundled Shuttle dataset (49,097 NASA shuttle sensor readings, 7% of them
+    anomalies, label 1). The stream has four quarters, winter -> summer -> winter -> summer: each
+    batch draws, without replacement, rows whose f1 lies in its season's band (37-44 in winter, 48 and
+    above in summer), so every summer value lies outside the first winter's min..max widened by half
+    its span on each side, the start of a new regime as a seasonal weather stream shows it, and
+    winter comes back. P(y|x) stays that of the real data: a pure covariate shift, but one that
+    matters, as summer brings the anomalies of high f1 that a winter model has hardly seen.
+    `concepts` marks the seasons (0 winter, 1 summer), so forgetting is measured when winter
+    returns. Batches have `rows` rows, or fewer when a season's band holds too few rows.
+    """
+    from river import datasets
+
+    frame = pd.DataFrame([{**x, TARGET: int(y)} for x, y in datasets.Shuttle()])
+    cut = [n * k // 4 for k in range(1, 4)]
+    seasons = [sum(i >= c for c in cut) % 2 for i in range(n)]
+    pools = [rng.permutation(np.flatnonzero(frame[SEASON_COLUMN].between(*band))) for band in SEASONS]
+    rows = min(rows, *(len(pool) // max(1, seasons.count(s)) for s, pool in enumerate(pools)))
+    taken = [0, 0]
+    batches = []
+    for season in seasons:
+        batches.append(frame.iloc[pools[season][taken[season]: taken[season] + rows]].reset_index(drop=True))
+        taken[season] += rows
+    return Scenario(
+        "seasonal-shift",
+        f"river's Shuttle rows in seasons, f1 in 37-44 (winter) or >= 48 (summer, outside winter's range "
+        f"widened by half its span): winter -> summer -> winter -> summer, {rows} rows per batch",
+        batches,
+        [(c, c) for c in cut],
+        synthetic=False,
+        concepts=seasons,
+    )
+
+
 def all_scenarios(rows: int, batches: int, seed: int = 42) -> list[Scenario]:
     rng = np.random.default_rng(seed)
+    # The later scenarios draw from their own streams, so the earlier ones keep their batches.
     return [
         sea_abrupt(rows, batches, rng),
         agrawal_gradual(rows, batches, rng),
         hyperplane_incremental(rows, batches, rng),
         recurring(rows, batches, rng),
         no_drift(rows, batches, rng),
+        loan_nulls(rows, batches, np.random.default_rng([seed, 1])),
         phishing(10),
+        seasonal_shift(rows, batches, np.random.default_rng([seed, 2])),
     ]

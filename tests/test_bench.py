@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bench.quality import score
-from bench.scenarios import Scenario
+from bench.scenarios import LOAN_NULL_COLUMNS, SEASON_COLUMN, Scenario, all_scenarios
 from bench.strategies import SklearnStrategy, Step
 
 
@@ -89,3 +89,35 @@ def test_a_drift_never_acted_on_is_reported_missed():
     assert result.delays == [None]
     assert result.false_alarms == 0
     assert result.kappa == pytest.approx(0.2)
+
+
+@pytest.fixture(scope="module")
+def quick_scenarios() -> dict[str, Scenario]:
+    """Every scenario as the benchmark's quick mode builds it."""
+    return {s.name: s for s in all_scenarios(300, 4)}
+
+
+def test_loan_nulls_raises_the_missing_share_of_two_columns_with_the_concept(quick_scenarios):
+    scenario = quick_scenarios["loan-nulls"]
+    [(change, end)] = scenario.drifts
+    assert change == end and scenario.concepts is not None
+    for i, batch in enumerate(scenario.batches):
+        assert scenario.concepts[i] == int(i >= change)
+        for column in LOAN_NULL_COLUMNS:
+            assert batch[column].isna().mean() == pytest.approx(0.22 if i >= change else 0.15, abs=0.01)
+        assert batch.drop(columns=list(LOAN_NULL_COLUMNS)).notna().all().all()
+        assert batch["elevel"].str.startswith("level-").all() and batch["age"].dtype == np.float64
+
+
+def test_seasonal_shift_leaves_the_widened_winter_range_in_summer_and_comes_back(quick_scenarios):
+    scenario = quick_scenarios["seasonal-shift"]
+    seasons = scenario.concepts
+    assert seasons is not None and 0 in seasons[seasons.index(1):]  # winter returns after summer
+    assert [start for start, _ in scenario.drifts] == [i for i in range(1, len(seasons))
+                                                       if seasons[i] != seasons[i - 1]]
+    winter = pd.concat(scenario.batches[: scenario.drifts[0][0]])[SEASON_COLUMN]
+    span = winter.max() - winter.min()
+    low, high = winter.min() - span / 2, winter.max() + span / 2
+    for season, batch in zip(seasons, scenario.batches, strict=True):
+        outside = float(np.mean((batch[SEASON_COLUMN] < low) | (batch[SEASON_COLUMN] > high)))
+        assert outside >= 0.9 if season else outside == 0
