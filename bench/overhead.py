@@ -188,20 +188,22 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
     """The measured cycle as plain Python: the flows' bodies with each task called through `.fn`."""
     from datetime import UTC, datetime
 
+    from flows.adapt import candidates_for, chosen_decision, learned_after, train_candidate
     from perennial.config import Settings, load_config
     from perennial.state import StateStore
-    from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
+    from tasks.decide import (
+        batches_since_adaptation,
+        choose,
+        decide,
+        fine_tunes_since_retrain,
+        growth_of,
+        reference_accuracy,
+    )
     from tasks.drift import measure_drift
-    from tasks.evaluate import evaluate
     from tasks.lifelong import (
-        concept_memory,
-        concept_windows,
         find_reusable,
         load_windows,
-        next_concept,
         record_step,
-        remember,
-        score_windows,
     )
     from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
     from tasks.registry import load_champion, log_cycle, log_lifelong, promote, register, run_url
@@ -213,7 +215,6 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         record_cycle,
         step_metrics,
     )
-    from tasks.train import train, training_rows
     from tasks.validate import validate_batch
 
     call = TaskClock()
@@ -228,11 +229,14 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         schema = call(resolve_schema, batch, config, store.schema())
         champion = call(load_champion, config, settings)
         validation = call(validate_batch, batch, schema, champion.reference, config.validation)
-        drift = call(measure_drift, batch, schema, champion, config.drift,
-                     store.report_dir(batch.id) / "drift_report.html")
         history = store.records()
+        drift = call(measure_drift, batch, schema, champion,
+                     reference_accuracy(history, config.policy.reference_batches, champion), config.drift,
+                     store.report_dir(batch.id) / "drift_report.html")
+        train_idx, holdout_idx = holdout_split(batch, config)
         decision = call(decide, validation, drift, fine_tunes_since_retrain(history), config.policy,
-                        config.training.window_batches, batches_since_adaptation(history))
+                        config.training.window_batches, batches_since_adaptation(history),
+                        growth_of(history, new_rows=len(train_idx)))
         reuse = call(find_reusable, config, settings, store, batch, schema, champion, drift, validation,
                      decision)
         assert reuse is None, "the measured batch is a retrain, not a reuse"
@@ -241,27 +245,20 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         # adapt_batch
         schema = schema.with_classes(validation.new_classes)
         history = [r for r in store.records() if r.batch != batch.id]
-        train_idx, holdout_idx = holdout_split(batch, config)
         windows = load_windows(store, batch, config)
-        concept = next_concept(windows.matrix, champion, decision)
-        memory = concept_memory(store, config, champion, concept)
-        rows, trained_on = call(training_rows, batch, train_idx, decision, history, config, memory)
-        with timed() as training:
-            challenger = call(train, decision, rows, champion, schema, config)
-        with timed() as evaluating:
-            evaluation = call(evaluate, challenger, champion, batch.frame.iloc[holdout_idx], schema)
-            matrix = call(score_windows, challenger, windows, schema, concept)
-            evaluation.forgetting = matrix.metrics().concept_forgetting
-            evaluation.forgetting_windows = concept_windows(matrix)
-        reference = rows.sample(config.drift.reference_rows, seed=0)
-        learnt = remember(memory, batch, train_idx, config)
-        version = call(register, config, settings, record.run_id, challenger, batch, schema, decision,
-                       evaluation, trained_on, reference, champion, learnt, concept)
-        promotion = call(promote, config, settings, version, evaluation, champion, champion.version)
+        trials = [train_candidate(kind, config, store, batch, schema, decision, champion, history, windows,
+                                  train_idx, holdout_idx, call=call)
+                  for kind in candidates_for(decision, history, config, champion, len(train_idx))]
+        best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
+        decision = chosen_decision(decision, best, trials)
+        version = call(register, config, settings, record.run_id, best, batch, schema, decision, champion)
+        promotion = call(promote, config, settings, version, best.evaluation, champion, champion.version)
         assert promotion.promoted, promotion.reason
-        call(record_step, store, config, windows, matrix, promotion.champion_version, learnt)
+        call(record_step, store, config, windows, best.matrix, promotion.champion_version, best.memory)
         store.save_schema(schema)
-        record_adaptation(record, promotion, evaluation, training, evaluating, rows.rows)
+        record_adaptation(record, decision, promotion, best, trials)
+        record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history), 0
+        matrix, evaluation = best.matrix, best.evaluation
         # finish_step
         metrics = step_metrics(record, matrix, evaluation.challenger_accuracy)
         heatmap = accuracy_heatmap(matrix, store.report_dir(batch.id) / "accuracy_matrix.png")

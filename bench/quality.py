@@ -29,6 +29,8 @@ from perennial.schema import features_frame, infer_schema, labels
 from perennial.types import Schema
 
 PERENNIAL = "perennial"
+GROWTH = "growth"
+ACTIONS = ("retrain", "fine_tune", "noop", "reuse", GROWTH)
 PERIOD = 4
 CONFIG: dict[str, Any] = {
     "data": {"source": "batches", "format": "parquet", "target": TARGET},
@@ -110,7 +112,9 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
                 if after is None
                 else holdout_accuracies(model(after), holdouts[: i + 1], schema)
             )
-            steps.append(Step(predictions, record.decision, record.train_cpu_seconds or 0.0, row))
+            # A data-growth retrain is not a drift alarm: counted apart, never a detection.
+            action = GROWTH if record.trigger == "data_growth" else record.decision
+            steps.append(Step(predictions, action, record.train_cpu_seconds or 0.0, row))
     return steps, records
 
 
@@ -211,6 +215,9 @@ def around_drifts(result: Result, scenario: Scenario) -> str:
 ALWAYS_RETRAIN = ("retrain-last-", "retrain-all")
 
 
+GAP_POINTS, CPU_SHARE = 0.3, 0.30
+
+
 def targets(scenario: Scenario, results: list[Result]) -> list[Target]:
     by_name = {r.strategy: r for r in results}
     ours = by_name[PERENNIAL]
@@ -219,19 +226,23 @@ def targets(scenario: Scenario, results: list[Result]) -> list[Target]:
     cpu = ours.train_cpu / best.train_cpu if best.train_cpu else float("nan")
     out = [
         Target(
-            f"{scenario.name}: within 0.5 points of the best always-retrain, at <= 25% of its CPU",
-            gap <= 0.5 and cpu <= 0.25,
+            f"{scenario.name}: at least the best always-retrain's accuracy minus {GAP_POINTS} points, at "
+            f"<= {CPU_SHARE:.0%} of its training CPU",
+            gap <= GAP_POINTS and cpu <= CPU_SHARE,
             f"{fmt(100 * ours.mean_accuracy, 2)}% vs {best.strategy} {fmt(100 * best.mean_accuracy, 2)}% "
-            f"(gap {gap:+.2f} points), training CPU {cpu:.0%} of it",
+            f"(gap {gap:+.2f} points; accuracy {'met' if gap <= GAP_POINTS else 'missed'}), training CPU "
+            f"{cpu:.0%} of it ({'met' if cpu <= CPU_SHARE else 'missed'})",
         )
     ]
     if scenario.no_drift:
-        retrains = ours.actions.get("retrain", 0)
+        alarms = ours.actions.get("retrain", 0) + ours.actions.get("fine_tune", 0)
         out.append(
             Target(
-                f"{scenario.name}: no retrain after the first model",
-                retrains == 0,
-                f"{retrains} retrain(s), {ours.actions.get('fine_tune', 0)} fine-tune(s)",
+                f"{scenario.name}: no drift-triggered retrain or fine-tune "
+                "(data-growth retrains counted apart)",
+                alarms == 0,
+                f"{ours.actions.get('retrain', 0)} retrain(s), {ours.actions.get('fine_tune', 0)} "
+                f"fine-tune(s) on an alarm; {ours.actions.get(GROWTH, 0)} data-growth retrain(s)",
             )
         )
     return out
@@ -245,7 +256,7 @@ def points(value: float | None) -> str:
 def scenario_table(scenario: Scenario, results: list[Result]) -> str:
     rows = []
     for r in results:
-        counts = "/".join(str(r.actions.get(a, 0)) for a in ("retrain", "fine_tune", "noop", "reuse"))
+        counts = "/".join(str(r.actions.get(a, 0)) for a in ACTIONS)
         delays = "-"
         if r.delays:
             delays = ", ".join("missed" if d is None else str(d) for d in r.delays)
@@ -271,7 +282,7 @@ def scenario_table(scenario: Scenario, results: list[Result]) -> str:
             "kappa",
             "acc. % before → at → after drift",
             "train CPU s",
-            "retrain/fine-tune/noop/reuse",
+            "retrain/fine-tune/noop/reuse/growth",
             "detection delay (batches)",
             "false alarms",
             "BWT (pts)",
@@ -283,6 +294,8 @@ def scenario_table(scenario: Scenario, results: list[Result]) -> str:
 
 
 RECURRING = "recurring"
+# The synthetic scenarios the stretch target against river's ARF counts (those of issue 4).
+ARF_SCENARIOS = ("sea-abrupt", "agrawal-gradual", "hyperplane-incremental", RECURRING, "no-drift")
 REPLAY, NAIVE = "fine-tune-replay", "fine-tune-every"
 # The recurring scenario's comparison: naive fine-tuning, replay, and the retrains that cannot forget.
 COMPARED = (PERENNIAL, NAIVE, REPLAY, f"retrain-last-{CONFIG['training']['window_batches']}", "retrain-all")
@@ -320,16 +333,19 @@ def forgetting_table(results: list[Result]) -> str:
 
 
 def replay_target(results: dict[str, list[Result]]) -> Target:
-    """Replay keeps what was learnt of the concept in service: forgetting on its earlier windows."""
-    name = f"{RECURRING}: forgetting with replay <= 1 point (same-concept windows)"
+    """When a concept returns Perennial reuses its former champion, and what was learnt of the concept
+    in service is kept: forgetting on its earlier windows, Perennial's and replay's."""
+    name = (f"{RECURRING}: a former champion reused; forgetting <= 1 point on same-concept windows "
+            "(Perennial and fine-tuning with replay)")
     if RECURRING not in results:
         return Target(name, None, f"{RECURRING} scenario not run")
     by_name = {r.strategy: r for r in results[RECURRING]}
-    replay = by_name[REPLAY].concept_forgetting
-    detail = ", ".join(f"{n} {points(by_name[n].concept_forgetting)}" for n in (REPLAY, PERENNIAL, NAIVE))
-    mean = ", ".join(f"{n} {points(by_name[n].mean_concept_forgetting)}" for n in (REPLAY, PERENNIAL, NAIVE))
-    return Target(name, None if replay is None else 100 * replay <= 1,
-                  f"{detail} points at the end; mean over batches {mean}")
+    forgets = [by_name[n].concept_forgetting for n in (PERENNIAL, REPLAY)]
+    reuses = by_name[PERENNIAL].actions.get("reuse", 0)
+    detail = ", ".join(f"{n} {points(by_name[n].concept_forgetting)}" for n in (PERENNIAL, REPLAY, NAIVE))
+    mean = ", ".join(f"{n} {points(by_name[n].mean_concept_forgetting)}" for n in (PERENNIAL, REPLAY, NAIVE))
+    met = None if None in forgets else reuses > 0 and all(100 * f <= 1 for f in forgets)
+    return Target(name, met, f"{reuses} reuse(s); {detail} points at the end; mean over batches {mean}")
 
 
 def plot(scenarios: list[Scenario], results: dict[str, list[Result]], out: Path) -> list[Path]:
@@ -434,15 +450,19 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
             body.append(forgetting_table(results[scenario.name]) + "\n")
         all_targets += targets(scenario, results[scenario.name])
     all_targets.append(replay_target(results))
-    synthetic = [s for s in scenarios if s.synthetic]
+    synthetic = [s for s in scenarios if s.name in ARF_SCENARIOS]
     ahead = [
         s.name for s in synthetic if _mean(results[s.name], PERENNIAL) > _mean(results[s.name], "river-ARF")
     ]
+    others = [s.name for s in scenarios if s.name not in ARF_SCENARIOS
+              and _mean(results[s.name], PERENNIAL) > _mean(results[s.name], "river-ARF")]
     all_targets.append(
         Target(
-            "ahead of river's ARF on at least 3 of the 5 synthetic scenarios",
-            len(ahead) >= 3 if len(synthetic) == 5 else None,
-            f"ahead on {len(ahead)} of {len(synthetic)}: {', '.join(ahead) or 'none'}",
+            f"ahead of river's ARF on at least 3 of the {len(ARF_SCENARIOS)} original synthetic scenarios "
+            "(stretch)",
+            len(ahead) >= 3 if len(synthetic) == len(ARF_SCENARIOS) else None,
+            f"ahead on {len(ahead)} of {len(synthetic)}: {', '.join(ahead) or 'none'}"
+            + (f"; also ahead on {', '.join(others)}" if others else ""),
         )
     )
     headline = [

@@ -15,9 +15,9 @@ from perennial import families
 from perennial.config import PipelineConfig
 from perennial.lifelong import ReplayMemory
 from perennial.schema import features_frame, labels
-from perennial.types import Action, Batch, Decision, Schema
+from perennial.types import Batch, Candidate, Schema
 from tasks.evaluate import accuracy
-from tasks.lifelong import remember
+from tasks.lifelong import learnable_positions, remember
 from tasks.load import holdout_split
 from tasks.train import training_rows
 
@@ -58,9 +58,6 @@ class Step:
 # A batch-level plan: batch index -> (action, window in batches; 0 = every batch so far).
 Plan = Callable[[int], tuple[str, int]]
 
-# A fine-tune decision, for Perennial's own choice of a fine-tune's rows.
-FINE_TUNE = Decision(Action.FINE_TUNE, "baseline plan")
-
 
 class SklearnStrategy:
     """Retrain or fine-tune the same scikit-learn family Perennial uses, on a fixed plan.
@@ -73,7 +70,7 @@ class SklearnStrategy:
     def __init__(self, name: str, plan: Plan, schema: Schema, config: PipelineConfig, replay: bool = False):
         self.name, self.plan, self.schema, self.config = name, plan, schema, config
         self.model: Any = None
-        self.seen: list[pd.DataFrame] = []
+        self.batches: list[pd.DataFrame] = []
         self.holdouts: list[pd.DataFrame] = []
         self.memory = ReplayMemory.empty(config.lifelong.replay_rows, schema.target) if replay else None
 
@@ -83,7 +80,7 @@ class SklearnStrategy:
         # The rows Perennial trains on: its holdout split of the same batch file.
         train_idx, holdout_idx = holdout_split(as_batch(i, batch), self.config)
         self.holdouts.append(batch.iloc[holdout_idx])
-        self.seen.append(batch.iloc[train_idx])
+        self.batches.append(batch)
         action, window = self.plan(i)
         with timed() as cost:
             if action == "fine_tune":
@@ -93,7 +90,7 @@ class SklearnStrategy:
                     self.config.training,
                 )
             elif action == "retrain":
-                rows = pd.concat(self.seen[-window:] if window else self.seen, ignore_index=True)
+                rows = self._retrain_rows(i, window, train_idx)
                 self.model = families.build(self.config.model, self.schema, self.config.training.seed).fit(
                     features_frame(rows, self.schema), labels(rows, self.schema.target)
                 )
@@ -106,11 +103,22 @@ class SklearnStrategy:
             holdout_accuracies(self.model, self.holdouts, self.schema),
         )
 
+    def _retrain_rows(self, i: int, window: int, train_idx: np.ndarray) -> pd.DataFrame:
+        """The rows Perennial would learn from with the same window: the batch's training rows, and of
+        each earlier batch those a retrain may learn (its holdout rows too once they serve no window)."""
+        first = max(0, i - window + 1) if window else 0
+        keep = self.config.lifelong.max_windows
+        earlier = [self.batches[j].iloc[learnable_positions(batch_file(j), len(self.batches[j]), self.config,
+                                                             window_kept=i - j < keep)]
+                   for j in range(first, i)]
+        return pd.concat([*earlier, self.batches[i].iloc[train_idx]], ignore_index=True)
+
     def _fine_tune_rows(self, i: int, batch: pd.DataFrame, train_idx: np.ndarray) -> pd.DataFrame:
         """The batch's training rows, with replayed rows mixed in when the strategy has a memory."""
         if self.memory is None:
             return batch.iloc[train_idx]
-        rows, _ = training_rows.fn(as_batch(i, batch), train_idx, FINE_TUNE, [], self.config, self.memory)
+        rows, _ = training_rows.fn(Candidate.FINE_TUNE, as_batch(i, batch), train_idx, [], set(), self.config,
+                                   self.memory)
         return rows.frame
 
 

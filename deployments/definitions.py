@@ -12,7 +12,7 @@ from typing import Any
 from perennial.config import PipelineConfig, load_config
 from tasks import events
 
-# What an `adapt` run receives from the `perennial.drift.detected` event that triggers it.
+# What an `adapt` run receives from the event that triggers it (`events.ADAPTATION_EVENTS`).
 ADAPT_PARAMETERS = {
     "batch_ids": "{{ event.payload.batch_ids }}",
     "mode": "{{ event.payload.recommended_action }}",
@@ -63,11 +63,12 @@ def build(config_path: str | Path) -> list[Any]:
         name=adapt_name(config),
         parameters={"config_path": path, "batch_ids": [], "mode": "retrain"},
         triggers=[DeploymentEventTrigger(
-            name=f"{config.name}: drift detected", expect={events.DRIFT_DETECTED}, match=match,
+            name=f"{config.name}: drift detected or data grown", expect=set(events.ADAPTATION_EVENTS),
+            match=match,
             parameters={"config_path": path, **ADAPT_PARAMETERS})],
         concurrency_limit=one_at_a_time(),
         tags=["perennial", config.name],
-        description=f"Fine-tune or retrain {config.name} when the monitor detects drift.",
+        description=f"Fine-tune or retrain {config.name} when the monitor detects drift or data grew.",
     )
     return [monitor, adapt_deployment]
 

@@ -6,17 +6,35 @@ flow runs it when a `perennial.drift.detected` event arrives (deployed mode).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from prefect import flow
 
 from perennial.config import PipelineConfig, Settings, load_config
 from perennial.state import StateStore
 from perennial.timing import timed
-from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema
+from perennial.types import (
+    Action,
+    Batch,
+    Candidate,
+    Challenger,
+    Champion,
+    CycleRecord,
+    Decision,
+    Promotion,
+    Schema,
+    Trigger,
+    pct,
+)
+from tasks.decide import candidate_plan, choose, estimated_costs, growth_of, last_winner
 from tasks.evaluate import evaluate
 from tasks.lifelong import (
     Reuse,
+    Windows,
     concept_memory,
     concept_windows,
     load_windows,
@@ -28,41 +46,107 @@ from tasks.lifelong import (
 from tasks.load import holdout_split, load_batch
 from tasks.registry import load_champion, promote, register, reinstate, replay_memory
 from tasks.report import finish_cycle, finish_step, record_adaptation
-from tasks.train import train, training_rows
+from tasks.train import earlier_batches, estimated_rows, train, training_rows
 
 
 def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
                 decision: Decision, champion: Champion | None, expected_champion: int | None,
                 record: CycleRecord) -> None:
-    """Train a challenger, compare it with the champion on held-out rows and on the windows of
-    earlier batches (forgetting), register it with its replay memory, promote it or not."""
+    """Train the candidates the policy and the cost budget allow, keep the best on the batch's holdout
+    rows among those within the forgetting budget, register it with its replay memory, promote it
+    (check-and-set) or not."""
     history = [r for r in store.records() if r.batch != batch.id]
     train_idx, holdout_idx = holdout_split(batch, config)
     windows = load_windows(store, batch, config)
-    concept = next_concept(windows.matrix, champion, decision)
-    memory = concept_memory(store, config, champion, concept)
-    rows, trained_on = training_rows(batch, train_idx, decision, history, config, memory)
-    with timed() as training:
-        challenger = train(decision, rows, champion, schema, config)
-    with timed() as evaluating:
-        evaluation = evaluate(challenger, champion, batch.frame.iloc[holdout_idx], schema)
-        matrix = score_windows(challenger, windows, schema, concept)
-        evaluation.forgetting = matrix.metrics().concept_forgetting
-        evaluation.forgetting_windows = concept_windows(matrix)
-    reference = rows.sample(config.drift.reference_rows, seed=0)
-    learnt = remember(memory, batch, train_idx, config)
-    version = register(config, settings, record.run_id, challenger, batch, schema, decision, evaluation,
-                       trained_on, reference, champion, learnt, concept)
-    promotion = promote(config, settings, version, evaluation, champion, expected_champion)
+    plan = candidates_for(decision, history, config, champion, len(train_idx))
+    trials = [train_candidate(kind, config, store, batch, schema, decision, champion, history, windows,
+                              train_idx, holdout_idx) for kind in plan]
+    best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
+    decision = chosen_decision(decision, best, trials)
+    version = register(config, settings, record.run_id, best, batch, schema, decision, champion)
+    promotion = promote(config, settings, version, best.evaluation, champion, expected_champion)
+    matrix, learnt = best.matrix, best.memory
     if not promotion.promoted and champion is not None:  # the champion stays in service
         matrix = score_windows(champion.model, windows, schema, champion.concept)
-        if concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
+        if best.concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
             learnt = remember(concept_memory(store, config, champion, champion.concept), batch, train_idx,
                               config)
     record_step(store, config, windows, matrix, promotion.champion_version, learnt)
     store.save_schema(schema)
-    record_adaptation(record, promotion, evaluation, training, evaluating, rows.rows)
-    finish_step(settings, record, matrix, evaluation.challenger_accuracy, store.report_dir(batch.id))
+    record_adaptation(record, decision, promotion, best, trials)
+    record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history), 0
+    finish_step(settings, record, matrix, best.evaluation.challenger_accuracy, store.report_dir(batch.id))
+
+
+def candidates_for(decision: Decision, history: list[CycleRecord], config: PipelineConfig,
+                   champion: Champion | None, new_rows: int) -> list[Candidate]:
+    """The candidates to train: the policy's choice and, within the cost budget, others (by evidence:
+    the last winner first), each cost estimated from the cost ledger."""
+    concept = champion.concept if champion else None
+    rows = {kind: estimated_rows(kind, history, config, concept, new_rows) for kind in Candidate}
+    return candidate_plan(decision, config.policy, champion is not None, estimated_costs(history, rows),
+                          last_winner(history))
+
+
+def run_task(task: Any, *args: Any) -> Any:
+    """Run a Prefect task inside the flow run (a task run per call)."""
+    return task(*args)
+
+
+def train_candidate(kind: Candidate, config: PipelineConfig, store: StateStore, batch: Batch, schema: Schema,
+                    decision: Decision, champion: Champion | None, history: list[CycleRecord],
+                    windows: Windows, train_idx: np.ndarray, holdout_idx: np.ndarray,
+                    call: Callable[..., Any] = run_task) -> Challenger:
+    """Train one candidate and measure it on the batch's holdout rows and on the earlier windows.
+
+    `call(task, *args)` runs each task (the benchmark's plain mode calls their functions directly).
+    """
+    concept = next_concept(windows.matrix, champion, decision, kind)
+    memory = concept_memory(store, config, champion, concept)
+    earlier = earlier_batches(kind, history, config, champion.concept if champion else None)
+    kept = {w.batch for w in windows.matrix.windows}
+    rows, trained_on = call(training_rows, kind, batch, train_idx, earlier, kept, config, memory)
+    with timed() as training:
+        model = call(train, kind, rows, champion, schema, config)
+    with timed() as evaluating:
+        evaluation = call(evaluate, model, champion, batch.frame.iloc[holdout_idx], schema)
+        matrix = call(score_windows, model, windows, schema, concept)
+        evaluation.forgetting = matrix.metrics().concept_forgetting
+        evaluation.forgetting_windows = concept_windows(matrix)
+    learned = (champion_learned_rows(history, champion) + len(train_idx)
+               if kind is Candidate.FINE_TUNE else rows.rows)
+    return Challenger(kind, model, evaluation, concept, remember(memory, batch, train_idx, config), rows,
+                      trained_on, learned, matrix, training.wall, training.cpu, evaluating.wall,
+                      evaluating.cpu)
+
+
+def chosen_decision(decision: Decision, best: Challenger, trials: list[Challenger]) -> Decision:
+    """The decision as carried out: the action of the candidate kept, its concept, and the reason
+    with every candidate's accuracy when there were several."""
+    reason = decision.reason
+    if len(trials) > 1:
+        scores = ", ".join(f"{t.kind.value} {pct(t.evaluation.challenger_accuracy)}"
+                           + (" (chosen)" if t is best else "") for t in trials)
+        reason += f"; candidates on {best.evaluation.holdout_rows} holdout rows: {scores}"
+    return replace(decision, action=best.kind.action, reason=reason,
+                   supersedes=decision.supersedes and best.kind is decision.candidate)
+
+
+def champion_learned_rows(history: list[CycleRecord], champion: Champion | None) -> int:
+    """Rows of its concept the champion learnt from: the ledger's count, else its version's tag."""
+    growth = growth_of(history, 0)
+    if growth is not None:
+        return growth.learned_rows
+    return (champion.learned_rows or 0) if champion else 0
+
+
+def learned_after(decision: Decision, promotion: Promotion, best: Challenger,
+                  history: list[CycleRecord]) -> int:
+    """Rows the model in service after an adaptation learnt from; a data-growth attempt that was not
+    promoted counts as learnt too, so the next one waits for the data to double again."""
+    if promotion.promoted or decision.trigger is Trigger.DATA_GROWTH:
+        return best.learned_rows
+    return champion_learned_rows(history, None)
 
 
 def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch,
@@ -77,6 +161,7 @@ def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
         record_step(store, config, reuse.windows, matrix, version, memory)
     record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
     record.champion_version_after = promotion.champion_version
+    record.learned_rows, record.unlearned_rows = reuse.learned_rows, 0
     finish_step(settings, record, matrix, matrix.steps[-1].accuracy[batch.id], None)
 
 
@@ -89,6 +174,8 @@ def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, ba
         matrix = score_windows(champion.model, windows, schema, champion.concept)
     memory = remember(store.replay(config.lifelong.replay_rows, config.data.target), batch, train_idx, config)
     record_step(store, config, windows, matrix, champion.version, memory)
+    if growth := growth_of([r for r in store.records() if r.batch != batch.id], new_rows=len(train_idx)):
+        record.learned_rows, record.unlearned_rows = growth.learned_rows, growth.new_rows
     record.add_eval_cost(evaluating.wall, evaluating.cpu)
     finish_step(settings, record, matrix, record.champion_accuracy_before, None)
 
@@ -114,9 +201,11 @@ def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
             raise ValueError(f"batch {batch_id} has not been monitored yet: `perennial ingest` it first")
         if record.decision == Action.REJECT:
             raise ValueError(f"batch {batch_id} was rejected ({record.reason}); it cannot train a model")
-        # Registration is once per batch, so a redelivered event adds no second version.
+        # Registration is once per batch, so a redelivered event adds no second version. What set
+        # the adaptation off is the monitor's (its ledger line); another system's request is an alarm.
         decision = Decision(Action(mode), reason, window_batches,
-                            supersedes=record.supersedes and mode == Action.RETRAIN)
+                            supersedes=record.supersedes and mode == Action.RETRAIN,
+                            trigger=Trigger(record.trigger) if record.trigger else Trigger.DRIFT)
         record.decision, record.reason = decision.action.value, decision.reason
         batch = load_batch(Path(record.path), config)
         champion = load_champion(config, settings)

@@ -13,11 +13,17 @@ from perennial.config import PipelineConfig, Settings, load_config
 from perennial.state import StateStore
 from perennial.timing import timed
 from perennial.types import Action, BatchError, CycleRecord, ValidationResult
-from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
+from tasks.decide import (
+    batches_since_adaptation,
+    decide,
+    fine_tunes_since_retrain,
+    growth_of,
+    reference_accuracy,
+)
 from tasks.drift import measure_drift
 from tasks.events import request_adaptation
 from tasks.lifelong import find_reusable
-from tasks.load import find_new_batches, load_batch, resolve_schema
+from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
 from tasks.registry import champion_version, load_champion, log_cycle
 from tasks.report import cycle_record, finish_cycle
 from tasks.validate import validate_batch
@@ -55,13 +61,16 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     schema = resolve_schema(batch, config, store.schema())
     champion = load_champion(config, settings)
     validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation)
+    history = store.records()
     drift = None
     if champion is not None and validation.success:
-        drift = measure_drift(batch, schema, champion, config.drift,
-                              store.report_dir(batch.id) / "drift_report.html")
-    history = store.records()
+        drift = measure_drift(batch, schema, champion,
+                              reference_accuracy(history, config.policy.reference_batches, champion),
+                              config.drift, store.report_dir(batch.id) / "drift_report.html")
+    train_idx, _ = holdout_split(batch, config)
     decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
-                      config.training.window_batches, batches_since_adaptation(history))
+                      config.training.window_batches, batches_since_adaptation(history),
+                      growth_of(history, new_rows=len(train_idx)))
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
     decision = reuse.decision if reuse else decision

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
+CandidateKind = Literal["fine_tune", "retrain_window", "retrain_batch"]
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,23 @@ class PolicyConfig(_Strict):
     )
     promotion_margin: float = Field(
         0.0, description="Challenger accuracy must reach champion accuracy + margin to be promoted."
+    )
+    reference_batches: int = Field(
+        6, ge=1, description="Recent accepted batches whose models in service set the reference accuracy "
+        "a batch is judged against: the best of them, each pooled over the batches it served."
+    )
+    growth_ratio: float | None = Field(
+        1.0, gt=0, description="Retrain on every batch of the concept in service when the labelled rows "
+        "that arrived since its model was trained reach this multiple of the rows it learnt from "
+        "(1.0: when they double); null: never."
+    )
+    candidates: list[CandidateKind] = Field(
+        default_factory=lambda: ["fine_tune", "retrain_window", "retrain_batch"], min_length=1,
+        description="Ways to train a challenger when an alarm calls for an adaptation."
+    )
+    candidate_budget: float = Field(
+        1.0, ge=0, description="Training an adaptation may spend on candidates besides the policy's own "
+        "choice, as a multiple of that choice's cost estimated from the cost ledger (0: its choice only)."
     )
 
     @model_validator(mode="after")

@@ -38,12 +38,20 @@ def batch_seed(batch_id: str) -> int:
     return zlib.crc32(batch_id.encode())
 
 
+def uniform_mask(length: int, n: int, seed: int) -> np.ndarray:
+    """Which of `length` rows a uniform draw of at most n without replacement takes."""
+    if length <= n:
+        return np.ones(length, dtype=bool)
+    chosen = np.zeros(length, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(length, size=n, replace=False)] = True
+    return chosen
+
+
 def uniform_rows(frame: pd.DataFrame, n: int, seed: int, keep: np.ndarray | None = None) -> pd.DataFrame:
     """At most n rows drawn uniformly without replacement, plus the rows `keep` marks; in frame order."""
     if len(frame) <= n:
         return frame
-    chosen = np.zeros(len(frame), dtype=bool)
-    chosen[np.random.default_rng(seed).choice(len(frame), size=n, replace=False)] = True
+    chosen = uniform_mask(len(frame), n, seed)
     if keep is not None:
         chosen |= keep
     return frame[chosen]

@@ -12,7 +12,13 @@ from typing import Any
 import pandas as pd
 
 from perennial.config import FeatureKind
+from perennial.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.sampling import sample_rows
+
+
+def pct(x: float) -> str:
+    """A share as a percentage for people: whole numbers without a decimal (90%), else one (88.5%)."""
+    return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
 
 
 class BatchError(ValueError):
@@ -101,9 +107,10 @@ class DriftResult:
     report_html: Path | None = None
     champion_accuracy: float | None = None
     reference_accuracy: float | None = None
-    # Rows behind each accuracy: the champion's holdout and the new batch (None: unknown).
+    # Rows behind each accuracy: the reference (see `Reference`) and the new batch (None: unknown).
     reference_rows: int | None = None
     batch_rows: int | None = None
+    reference: Reference | None = None
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -137,6 +144,32 @@ class Action(StrEnum):
         return self in (Action.FINE_TUNE, Action.RETRAIN, Action.REUSE)
 
 
+class Trigger(StrEnum):
+    """Why a model is trained: an alarm (the champion lost accuracy or the data drifted), or not."""
+
+    NONE = ""
+    FIRST_MODEL = "first_model"
+    NEW_LABELS = "new_labels"
+    DRIFT = "drift"
+    # Labelled rows accumulated while stable: learning from them is not a drift alarm.
+    DATA_GROWTH = "data_growth"
+
+
+class Candidate(StrEnum):
+    """A way to train a challenger; an adaptation trains the policy's own and, within the cost
+    budget, others, and keeps the best on the same holdout rows."""
+
+    FINE_TUNE = "fine_tune"
+    RETRAIN_WINDOW = "retrain_window"
+    RETRAIN_BATCH = "retrain_batch"
+    # Every accepted batch of the champion's concept (a data-growth retrain).
+    RETRAIN_GROWN = "retrain_grown"
+
+    @property
+    def action(self) -> Action:
+        return Action.FINE_TUNE if self is Candidate.FINE_TUNE else Action.RETRAIN
+
+
 @dataclass(frozen=True)
 class Decision:
     action: Action
@@ -148,6 +181,42 @@ class Decision:
     supersedes: bool = False
     # `reuse`: the former champion put back in service.
     reuse_version: int | None = None
+    trigger: Trigger = Trigger.NONE
+
+    @property
+    def candidate(self) -> Candidate | None:
+        """The policy's own way to train for this decision (None when it trains nothing)."""
+        if self.action is Action.FINE_TUNE:
+            return Candidate.FINE_TUNE
+        if self.action is not Action.RETRAIN:
+            return None
+        if self.trigger is Trigger.DATA_GROWTH:
+            return Candidate.RETRAIN_GROWN
+        return Candidate.RETRAIN_BATCH if self.window_batches == 1 else Candidate.RETRAIN_WINDOW
+
+
+@dataclass(frozen=True)
+class Growth:
+    """Labelled rows of the concept in service: those its model learnt from, and those since."""
+
+    learned_rows: int
+    new_rows: int
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The accuracy a batch is judged against: the best that recent models showed, and on how many rows."""
+
+    accuracy: float
+    rows: int
+    version: int | None
+    # Batches behind it; 0 when it is the champion's accuracy on its own holdout rows.
+    batches: int = 0
+
+    def describe(self) -> str:
+        if not self.batches:
+            return f"{pct(self.accuracy)} (v{self.version}'s holdout)"
+        return f"{pct(self.accuracy)} (v{self.version} on {self.batches} recent batch(es))"
 
 
 @dataclass
@@ -159,6 +228,8 @@ class Champion:
     holdout_rows: int | None = None
     # The concept the version was trained on (README: lifelong learning).
     concept: int = 1
+    # Rows of its concept it learnt from (None: registered before Perennial recorded it).
+    learned_rows: int | None = None
 
 
 @dataclass
@@ -169,6 +240,46 @@ class Evaluation:
     # The challenger's forgetting on earlier windows of its concept, and how many windows that was.
     forgetting: float = 0.0
     forgetting_windows: int = 0
+
+
+@dataclass
+class CandidateResult:
+    """One candidate of an adaptation as the ledger and the MLflow run show it."""
+
+    kind: str
+    accuracy: float
+    forgetting: float
+    rows: int
+    train_seconds: float | None = None
+    train_cpu_seconds: float | None = None
+    chosen: bool = False
+
+
+@dataclass
+class Challenger:
+    """A trained candidate: how it was trained, what it learnt from, and how it did on the batch's
+    holdout rows and on the windows of earlier batches."""
+
+    kind: Candidate
+    model: Any
+    evaluation: Evaluation
+    # The concept it belongs to, its replay memory (this batch's training rows offered to it).
+    concept: int
+    memory: ReplayMemory
+    rows: TrainingRows
+    trained_on: list[str]
+    # Rows of its concept it has learnt from (a fine-tune adds the batch to its parent's).
+    learned_rows: int
+    matrix: AccuracyMatrix
+    train_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    eval_cpu_seconds: float = 0.0
+
+    def result(self, chosen: bool) -> CandidateResult:
+        return CandidateResult(self.kind.value, self.evaluation.challenger_accuracy,
+                               self.evaluation.forgetting, self.rows.rows, round(self.train_seconds, 3),
+                               round(self.train_cpu_seconds, 3), chosen)
 
 
 @dataclass
@@ -193,6 +304,8 @@ class CycleRecord:
     champion_version_after: int | None
     # The decision judged the old concept superseded (a deployed adapt run reads it from here).
     supersedes: bool = False
+    trigger: str = ""
+    champion_version_before: int | None = None
     model_version: int | None = None
     promoted: bool | None = None
     promotion: str | None = None
@@ -201,6 +314,13 @@ class CycleRecord:
     train_seconds: float | None = None
     train_cpu_seconds: float | None = None
     trained_rows: int | None = None
+    # Every candidate an adaptation trained or scored: kind, accuracy on the holdout, forgetting,
+    # training cost, rows, and which one became the challenger.
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    # Rows of its concept the model in service after this batch learnt from, and labelled rows
+    # that arrived since the last training (the data-growth retrain compares the two).
+    learned_rows: int | None = None
+    unlearned_rows: int | None = None
     # Cost of evaluating: the challenger on the holdout and on every kept window (forgetting).
     eval_seconds: float | None = None
     eval_cpu_seconds: float | None = None

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from perennial.config import PolicyConfig
-from perennial.types import Action, CycleRecord, Decision, DriftResult, ValidationResult
+from perennial.types import (
+    Action,
+    Candidate,
+    CandidateResult,
+    Champion,
+    CycleRecord,
+    Decision,
+    DriftResult,
+    Growth,
+    Reference,
+    Trigger,
+    ValidationResult,
+    pct,
+)
 
 
 def fine_tunes_since_retrain(history: Iterable[CycleRecord]) -> int:
@@ -33,8 +46,43 @@ def batches_since_adaptation(history: Iterable[CycleRecord]) -> int | None:
     return count
 
 
-def _pct(x: float) -> str:
-    return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
+def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: Champion) -> Reference:
+    """What the champion's accuracy on a new batch is judged against: the best accuracy that the
+    models in service over the last `batches` accepted batches reached on the batches they served
+    (each model's accuracy pooled over its batches, weighted by rows).
+
+    Only accuracies measured before learning from a batch count: a challenger's holdout accuracy
+    was used to promote it, so it is biased upwards. With no such batch yet (the first model has
+    served none) it is the champion's holdout accuracy. A weak retrain therefore does not lower the
+    bar: the models before it still set it, until they leave the last `batches` batches.
+    """
+    recent = {id(r) for r in [r for r in history if r.decision != Action.REJECT][-batches:]}
+    pooled: dict[int, list[float]] = {}
+    served: dict[int, int] = {}
+    previous = None
+    for record in history:
+        # Ledgers written before this field: the model in service is the one the line before left.
+        before = record.champion_version_before if record.champion_version_before is not None else previous
+        previous = record.champion_version_after
+        if id(record) not in recent or before is None or record.champion_accuracy_before is None:
+            continue
+        totals = pooled.setdefault(before, [0.0, 0.0])
+        totals[0] += record.champion_accuracy_before * record.rows
+        totals[1] += record.rows
+        served[before] = served.get(before, 0) + 1
+    if not pooled:
+        return Reference(champion.holdout_accuracy, champion.holdout_rows or 0, champion.version)
+    version, (hits, rows) = max(pooled.items(), key=lambda item: (item[1][0] / item[1][1], item[1][1]))
+    return Reference(hits / rows, int(rows), version, served[version])
+
+
+def growth_of(history: Sequence[CycleRecord], new_rows: int) -> Growth | None:
+    """Rows the model in service learnt from, and labelled rows since its training plus `new_rows`;
+    None before the first training."""
+    last = next((r for r in reversed(history) if r.learned_rows is not None), None)
+    if last is None:
+        return None
+    return Growth(last.learned_rows, (last.unlearned_rows or 0) + new_rows)
 
 
 @task(cache_policy=NO_CACHE)
@@ -45,69 +93,158 @@ def decide(
     policy: PolicyConfig,
     window_batches: int,
     since_adaptation: int | None = None,
+    growth: Growth | None = None,
 ) -> Decision:
     """Reject, do nothing, fine-tune or retrain; `drift` is None when there is no champion yet.
 
     `since_adaptation`: accepted batches since the model in service last changed, for the cooldown.
+    `growth`: labelled rows learnt and not yet learnt, for the data-growth retrain (None: off).
     """
     if not validation.success:
         return Decision(Action.REJECT, f"validation failed: {validation.summary()}")
     if drift is None:
-        return Decision(Action.RETRAIN, "no champion yet: training the first model", window_batches)
+        return Decision(Action.RETRAIN, "no champion yet: training the first model", window_batches,
+                        trigger=Trigger.FIRST_MODEL)
     if validation.new_classes:
         labels = ", ".join(validation.new_classes)
         # The label set changed: earlier windows cannot show the new labels, so a new concept starts.
         return Decision(Action.RETRAIN, f"new label(s) {labels}: a retrain is needed to learn them",
-                        window_batches, supersedes=True)
+                        window_batches, supersedes=True, trigger=Trigger.NEW_LABELS)
 
     share, drop, noise = drift.drift_share, drift.accuracy_drop, drift.accuracy_noise
-    drifted = f"{_pct(share)} of features drifted"
+    drifted = f"{pct(share)} of features drifted"
     if drop is None:
         # No accuracy to go by: feature drift alone decides.
-        return _by_share(share, drifted, fine_tunes, policy, window_batches, since_adaptation)
-    accuracy = f"accuracy {_pct(drift.reference_accuracy or 0)} -> {_pct(drift.champion_accuracy or 0)}"
+        return _by_share(share, drifted, fine_tunes, policy, window_batches, since_adaptation) \
+            or _grown(growth, policy) or Decision(Action.NOOP, f"stable: {drifted} "
+                                                  f"(< {pct(policy.drift_share_moderate)}), accuracy unknown")
+    reference = drift.reference.describe() if drift.reference else pct(drift.reference_accuracy or 0)
+    accuracy = f"accuracy {reference} -> {pct(drift.champion_accuracy or 0)}"
     if drop <= noise:
         # Small batches and holdouts measure accuracy loosely; a drop inside two standard errors is noise.
-        accuracy += f" (drop {_pct(drop)} within sampling noise ±{_pct(noise)})" if drop > 0 else ""
+        accuracy += f" (drop {pct(drop)} within sampling noise ±{pct(noise)})" if drop > 0 else ""
         drop = 0.0
     if drop >= policy.accuracy_drop_severe:
         # The old concept no longer holds: learn from this batch alone, not from a mixed window.
-        return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {_pct(drop)} >= "
-                        f"{_pct(policy.accuracy_drop_severe)}); retraining on this batch", 1, supersedes=True)
+        return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {pct(drop)} >= "
+                        f"{pct(policy.accuracy_drop_severe)}); retraining on this batch", 1, supersedes=True,
+                        trigger=Trigger.DRIFT)
     if drop >= policy.accuracy_drop_moderate and share >= policy.drift_share_severe:
-        return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {_pct(policy.drift_share_severe)}), "
-                        f"{accuracy}", window_batches)
-    if drop >= policy.accuracy_drop_moderate or (drop > 0 and share >= policy.drift_share_moderate):
-        why = (f"{drifted}, {accuracy}" if share >= policy.drift_share_moderate
-               else f"{accuracy} (drop {_pct(drop)} >= {_pct(policy.accuracy_drop_moderate)})")
-        return _fine_tune_or_retrain(why, fine_tunes, policy, window_batches, since_adaptation)
+        return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {pct(policy.drift_share_severe)}), "
+                        f"{accuracy}", window_batches, trigger=Trigger.DRIFT)
+    if drop > 0:
+        # Beyond noise the champion is worse than recent models were: always worth a cheap try.
+        if share >= policy.drift_share_moderate:
+            label, detail = "moderate drift", f"{drifted}, {accuracy}"
+        elif drop >= policy.accuracy_drop_moderate:
+            label = "moderate drift"
+            detail = f"{accuracy} (drop {pct(drop)} >= {pct(policy.accuracy_drop_moderate)})"
+        else:
+            label = "accuracy drop"
+            detail = f"{accuracy} (drop {pct(drop)} beyond sampling noise ±{pct(noise)})"
+        return _fine_tune_or_retrain(label, detail, fine_tunes, policy, window_batches, since_adaptation)
+    if grown := _grown(growth, policy):
+        return grown
     if share >= policy.drift_share_moderate:
         # Labels came with the batch and show the champion still right: moved inputs alone cost no training.
         return Decision(Action.NOOP, f"features drifted but accuracy held: {drifted}, {accuracy}")
-    return Decision(Action.NOOP, f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), "
-                    f"{accuracy} (drop {_pct(drop)} < {_pct(policy.accuracy_drop_moderate)})")
+    return Decision(Action.NOOP, f"stable: {drifted} (< {pct(policy.drift_share_moderate)}), {accuracy}")
 
 
-def _fine_tune_or_retrain(why: str, fine_tunes: int, policy: PolicyConfig, window_batches: int,
-                          since_adaptation: int | None) -> Decision:
-    """The answer to a moderate drift: watch it during the cooldown, else fine-tune, or retrain
-    once `max_fine_tunes` fine-tunes were made since the last retrain."""
+def _fine_tune_or_retrain(label: str, detail: str, fine_tunes: int, policy: PolicyConfig,
+                          window_batches: int, since_adaptation: int | None) -> Decision:
+    """The answer to a drop short of a concept change: watch it during the cooldown, else fine-tune,
+    or retrain once `max_fine_tunes` fine-tunes were made since the last retrain."""
     if since_adaptation is not None and since_adaptation < policy.cooldown_batches:
-        return Decision(Action.NOOP, f"cooldown: {why}; {since_adaptation} batch(es) since the last "
+        return Decision(Action.NOOP, f"cooldown: {detail}; {since_adaptation} batch(es) since the last "
                         f"adaptation (cooldown {policy.cooldown_batches})")
     if fine_tunes >= policy.max_fine_tunes:
-        return Decision(Action.RETRAIN, f"{why}; {fine_tunes} fine-tunes since the last retrain "
-                        f"(max {policy.max_fine_tunes})", window_batches)
-    return Decision(Action.FINE_TUNE, f"moderate drift: {why}")
+        return Decision(Action.RETRAIN, f"{label}: {detail}; {fine_tunes} fine-tunes since the last retrain "
+                        f"(max {policy.max_fine_tunes})", window_batches, trigger=Trigger.DRIFT)
+    return Decision(Action.FINE_TUNE, f"{label}: {detail}", trigger=Trigger.DRIFT)
+
+
+def _grown(growth: Growth | None, policy: PolicyConfig) -> Decision | None:
+    """A retrain on every batch of the concept once the rows not learnt reach `growth_ratio` times
+    those learnt: while stable the model keeps learning, at a cost that doubles only with the data."""
+    if growth is None or policy.growth_ratio is None or not growth.learned_rows \
+            or growth.new_rows < policy.growth_ratio * growth.learned_rows:
+        return None
+    return Decision(Action.RETRAIN, f"data growth: {growth.new_rows:,} new labelled rows since the champion "
+                    f"was trained on {growth.learned_rows:,} (>= {policy.growth_ratio:g}x); retraining on "
+                    "every batch of its concept", 0, trigger=Trigger.DATA_GROWTH)
 
 
 def _by_share(share: float, drifted: str, fine_tunes: int, policy: PolicyConfig, window_batches: int,
-              since_adaptation: int | None) -> Decision:
+              since_adaptation: int | None) -> Decision | None:
     if share >= policy.drift_share_severe:
-        return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {_pct(policy.drift_share_severe)})",
-                        window_batches)
+        return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {pct(policy.drift_share_severe)})",
+                        window_batches, trigger=Trigger.DRIFT)
     if share >= policy.drift_share_moderate:
-        return _fine_tune_or_retrain(f"{drifted}, accuracy unknown", fine_tunes, policy, window_batches,
-                                     since_adaptation)
-    return Decision(Action.NOOP,
-                    f"stable: {drifted} (< {_pct(policy.drift_share_moderate)}), accuracy unknown")
+        return _fine_tune_or_retrain("moderate drift", f"{drifted}, accuracy unknown", fine_tunes, policy,
+                                     window_batches, since_adaptation)
+    return None
+
+
+# -- Choosing by evidence --------------------------------------------------------------------------
+
+def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
+                   costs: dict[Candidate, float | None], last_winner: Candidate | None) -> list[Candidate]:
+    """The candidates an adaptation trains: the policy's own choice (or the first allowed kind in
+    its place), then others while their estimated cost fits `candidate_budget` times the own
+    choice's; the kind that won the last adaptation first, then the cheapest.
+
+    Only an alarm compares candidates: a first model, new labels and a data-growth retrain each
+    have one way to train. `costs` holds estimated CPU seconds per kind (None: not known yet,
+    taken as the own choice's cost).
+    """
+    own = decision.candidate
+    if own is None:
+        return []
+    if decision.trigger is not Trigger.DRIFT or not has_champion:
+        return [own]
+    allowed = [Candidate(k) for k in policy.candidates]
+    if own not in allowed:
+        own = allowed[0]
+    own_cost = costs.get(own) or 1.0
+
+    def cost(kind: Candidate) -> float:
+        known = costs.get(kind)
+        return own_cost if known is None else known
+
+    plan, spent = [own], 0.0
+    for kind in sorted((k for k in allowed if k is not own), key=lambda k: (k is not last_winner, cost(k))):
+        if spent + cost(kind) <= policy.candidate_budget * own_cost:
+            plan.append(kind)
+            spent += cost(kind)
+    return plan
+
+
+def last_winner(history: Iterable[CycleRecord]) -> Candidate | None:
+    """The kind of candidate that won the latest adaptation that compared several."""
+    winner = None
+    for record in history:
+        if len(record.candidates) > 1:
+            winner = next((Candidate(c["kind"]) for c in record.candidates if c.get("chosen")), winner)
+    return winner
+
+
+def estimated_costs(history: Iterable[CycleRecord],
+                    rows: dict[Candidate, int]) -> dict[Candidate, float | None]:
+    """CPU seconds each candidate would take on `rows` rows, from the cost ledger: the latest training
+    of the same kind (of any kind when there was none) scaled by rows; None before any training."""
+    per_row: dict[Candidate, float] = {}
+    latest = None
+    for record in history:
+        for tried in record.candidates:
+            if tried.get("train_cpu_seconds") is not None and tried.get("rows"):
+                latest = per_row[Candidate(tried["kind"])] = tried["train_cpu_seconds"] / tried["rows"]
+    rates = {kind: per_row.get(kind, latest) for kind in rows}
+    return {kind: None if rates[kind] is None else rates[kind] * n for kind, n in rows.items()}
+
+
+def choose(trials: Sequence[CandidateResult], forgetting_budget: float) -> int:
+    """The challenger among trained candidates: the best accuracy on the holdout rows among those
+    that forget at most the budget (all of them when none does), the cheaper on a tie."""
+    within = [i for i, t in enumerate(trials) if t.forgetting <= forgetting_budget] or range(len(trials))
+    return max(within, key=lambda i: (trials[i].accuracy, -(trials[i].train_cpu_seconds or 0.0)))

@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from perennial.config import DriftConfig
 from perennial.sampling import batch_seed, uniform_rows
 from perennial.schema import features_frame
-from perennial.types import Batch, Champion, DriftResult, FeatureDrift, Schema
+from perennial.types import Batch, Champion, DriftResult, FeatureDrift, Reference, Schema
 from tasks.evaluate import accuracy
 
 
@@ -93,11 +93,13 @@ def batch_drift(batch: Batch, reference: pd.DataFrame, schema: Schema, cfg: Drif
 
 
 @task(cache_policy=NO_CACHE)
-def measure_drift(batch: Batch, schema: Schema, champion: Champion, cfg: DriftConfig,
+def measure_drift(batch: Batch, schema: Schema, champion: Champion, reference: Reference, cfg: DriftConfig,
                   html_path: Path | None) -> DriftResult:
-    """Feature drift against the champion's reference data, and the champion's accuracy on every row."""
+    """Feature drift against the champion's reference data, and the champion's accuracy on every row
+    (to be judged against `reference`, the accuracy recent models reached)."""
     drift = batch_drift(batch, features_frame(champion.reference, schema), schema, cfg, html_path)
     drift.champion_accuracy = accuracy(champion.model, batch.frame, schema)
-    drift.reference_accuracy = champion.holdout_accuracy
-    drift.reference_rows, drift.batch_rows = champion.holdout_rows, batch.rows
+    drift.reference = reference
+    drift.reference_accuracy, drift.reference_rows = reference.accuracy, reference.rows or None
+    drift.batch_rows = batch.rows
     return drift

@@ -7,12 +7,16 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from perennial.types import Champion, CycleRecord, Decision, DriftResult
+from perennial.types import Champion, CycleRecord, Decision, DriftResult, Trigger
 
 BATCH_ARRIVED = "perennial.batch.arrived"
 BATCH_REJECTED = "perennial.batch.rejected"
 DRIFT_DETECTED = "perennial.drift.detected"
+# Labelled rows doubled while stable: a retrain that is not a drift alarm.
+DATA_GROWN = "perennial.data.grown"
 MODEL_PROMOTED = "perennial.model.promoted"
+# The events that start the `adapt` deployment.
+ADAPTATION_EVENTS = (DRIFT_DETECTED, DATA_GROWN)
 
 
 def resource_id(model: str) -> str:
@@ -33,13 +37,16 @@ def emit(event: str, model: str, payload: dict[str, Any]) -> bool:
 @task(cache_policy=NO_CACHE)
 def request_adaptation(model: str, record: CycleRecord, decision: Decision, drift: DriftResult | None,
                        champion: Champion | None) -> str:
-    """Hand the batch to the `adapt` deployment through a `perennial.drift.detected` event."""
-    sent = emit(DRIFT_DETECTED, model, {
+    """Hand the batch to the `adapt` deployment: a `perennial.drift.detected` event, or
+    `perennial.data.grown` for a data-growth retrain."""
+    event = DATA_GROWN if decision.trigger is Trigger.DATA_GROWTH else DRIFT_DETECTED
+    sent = emit(event, model, {
         "batch_ids": [record.batch],
         "drift_share": drift.drift_share if drift else None,
         "drifted_columns": drift.drifted_columns if drift else [],
         "accuracy_drop": drift.accuracy_drop if drift else None,
         "recommended_action": decision.action.value,
+        "trigger": decision.trigger.value,
         "reason": decision.reason,
         "window_batches": decision.window_batches,
         "supersedes": decision.supersedes,
@@ -48,5 +55,5 @@ def request_adaptation(model: str, record: CycleRecord, decision: Decision, drif
     })
     if not sent:
         raise RuntimeError(f"deployed mode needs a Prefect server (PREFECT_API_URL) to send "
-                           f"{DRIFT_DETECTED}; `perennial run` adapts in-process instead")
+                           f"{event}; `perennial run` adapts in-process instead")
     return "adaptation requested"

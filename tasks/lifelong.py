@@ -13,11 +13,21 @@ from sklearn.pipeline import Pipeline
 
 from perennial.config import PipelineConfig, Settings
 from perennial.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
-from perennial.sampling import batch_seed, uniform_rows
+from perennial.sampling import batch_seed, uniform_mask, uniform_rows
 from perennial.state import StateStore
-from perennial.types import Action, Batch, Champion, Decision, DriftResult, Schema, ValidationResult
+from perennial.types import (
+    Action,
+    Batch,
+    Candidate,
+    Champion,
+    Decision,
+    DriftResult,
+    Schema,
+    Trigger,
+    ValidationResult,
+)
 from tasks.evaluate import accuracy
-from tasks.load import holdout_split
+from tasks.load import holdout_split, split_holdout
 from tasks.registry import former_champions
 
 
@@ -25,6 +35,17 @@ def window_of(batch: Batch, config: PipelineConfig) -> pd.DataFrame:
     """The bounded slice of the batch's holdout rows kept to measure forgetting on."""
     _, holdout_idx = holdout_split(batch, config)
     return uniform_rows(batch.frame.iloc[holdout_idx], config.lifelong.window_rows, batch_seed(batch.id))
+
+
+def learnable_positions(batch_id: str, rows: int, config: PipelineConfig, window_kept: bool) -> np.ndarray:
+    """Rows of an earlier batch that a retrain may learn from: its training rows, and its holdout
+    rows once they served their comparison and measure no forgetting (those outside its window,
+    every one when its window was dropped from the matrix)."""
+    training = config.training
+    train_idx, holdout_idx = split_holdout(batch_id, rows, training.holdout_fraction, training.seed)
+    in_window = uniform_mask(len(holdout_idx), config.lifelong.window_rows, batch_seed(batch_id)) \
+        if window_kept else np.zeros(len(holdout_idx), dtype=bool)
+    return np.sort(np.concatenate([train_idx, holdout_idx[~in_window]]))
 
 
 @dataclass
@@ -48,11 +69,13 @@ def load_windows(store: StateStore, batch: Batch, config: PipelineConfig) -> Win
     return Windows(matrix, rows, batch.id)
 
 
-def next_concept(matrix: AccuracyMatrix, champion: Champion | None, decision: Decision) -> int:
-    """The concept a model trained under `decision` belongs to."""
+def next_concept(matrix: AccuracyMatrix, champion: Champion | None, decision: Decision,
+                 kind: Candidate) -> int:
+    """The concept a model trained as `kind` under `decision` belongs to: a new one for the policy's
+    own choice when it judged the old concept superseded, else the champion's."""
     if champion is None:
         return max(matrix.concepts(), default=0) + 1
-    if decision.supersedes:
+    if decision.supersedes and kind is decision.candidate:
         return max(matrix.concepts() | {champion.concept}) + 1
     return champion.concept
 
@@ -111,6 +134,7 @@ class Reuse:
     decision: Decision
     matrix: AccuracyMatrix
     windows: Windows
+    learned_rows: int | None = None
 
 
 @task(cache_policy=NO_CACHE)
@@ -121,8 +145,8 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
     returned? It must hold its own holdout accuracy on the batch (drop under
     `policy.accuracy_drop_moderate`), beat the champion on it by the promotion margin, and forget at
     most `lifelong.forgetting_budget` on earlier windows of its concept. The best such, or None."""
-    if champion is None or drift is None or not decision.action.adapts or not accuracy_dropped(drift) \
-            or validation.new_classes:
+    if champion is None or drift is None or decision.trigger is not Trigger.DRIFT \
+            or not accuracy_dropped(drift) or validation.new_classes:
         return None
     policy, lifelong = config.policy, config.lifelong
     windows = load_windows(store, batch, config)
@@ -142,5 +166,6 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
                   f"{candidate.holdout_accuracy:.1%}) against the champion v{champion.version}'s {now:.1%}; "
                   f"forgets {forgets:.1%} on {concept_windows(matrix)} earlier window(s) "
                   "of its concept; reinstated without training")
-        return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version), matrix, windows)
+        return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version, trigger=Trigger.DRIFT),
+                     matrix, windows, candidate.learned_rows)
     return None

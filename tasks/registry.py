@@ -9,7 +9,6 @@ from typing import Any
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sklearn.pipeline import Pipeline
 
 from perennial import families
 from perennial.config import PipelineConfig, Settings
@@ -17,6 +16,7 @@ from perennial.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.schema import features_frame
 from perennial.types import (
     Batch,
+    Challenger,
     Champion,
     Decision,
     DriftResult,
@@ -82,7 +82,8 @@ def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -
     return Champion(version=int(version.version), model=model, reference=reference,
                     holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]),
                     holdout_rows=int(version.tags.get("perennial.holdout_rows", 0)) or None,
-                    concept=int(version.tags.get("perennial.concept", 1)))
+                    concept=int(version.tags.get("perennial.concept", 1)),
+                    learned_rows=int(version.tags.get("perennial.learned_rows", 0)) or None)
 
 
 def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
@@ -152,11 +153,11 @@ def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | Non
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pipeline, batch: Batch,
-             schema: Schema, decision: Decision, evaluation: Evaluation, trained_on: list[str],
-             reference: pd.DataFrame, parent: Champion | None, memory: ReplayMemory, concept: int) -> int:
-    """Log the challenger in its cycle run and register it, with lineage and its replay memory (the
-    rows of its concept it remembers, this batch's included); once per batch."""
+def register(config: PipelineConfig, settings: Settings, run_id: str, challenger: Challenger, batch: Batch,
+             schema: Schema, decision: Decision, parent: Champion | None) -> int:
+    """Log the challenger in its cycle run and register it, with lineage, a sample of its training
+    rows as the drift reference, and its replay memory (the rows of its concept it remembers, this
+    batch's included); once per batch."""
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
@@ -164,6 +165,8 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
     existing = _existing_version(config.name, batch.id, settings)
     if existing is not None:
         return int(existing.version)
+    model, evaluation, memory = challenger.model, challenger.evaluation, challenger.memory
+    reference = challenger.rows.sample(config.drift.reference_rows, seed=0)
     example = features_frame(batch.frame.head(5), schema)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
@@ -173,7 +176,8 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
         if evaluation.champion_accuracy is not None:
             mlflow.log_metric("champion_accuracy", evaluation.champion_accuracy)
         mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
-        mlflow.log_dict({"trained_on": trained_on, "parent_version": parent.version if parent else None,
+        mlflow.log_dict({"trained_on": challenger.trained_on, "candidate": challenger.kind.value,
+                         "parent_version": parent.version if parent else None,
                          "decision": decision.action.value, "reason": decision.reason,
                          "schema": schema.to_dict()}, "lineage.json")
         with tempfile.TemporaryDirectory() as tmp:
@@ -196,12 +200,14 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, model: Pip
     tags = {
         "perennial.batch": batch.id,
         "perennial.decision": decision.action.value,
+        "perennial.candidate": challenger.kind.value,
         "perennial.reason": decision.reason[:4000],
-        "perennial.trained_on": ",".join(trained_on)[:4000],
+        "perennial.trained_on": ",".join(challenger.trained_on)[:4000],
         "perennial.parent_version": str(parent.version) if parent else "",
         "perennial.holdout_accuracy": f"{evaluation.challenger_accuracy:.6f}",
         "perennial.holdout_rows": str(evaluation.holdout_rows),
-        "perennial.concept": str(concept),
+        "perennial.concept": str(challenger.concept),
+        "perennial.learned_rows": str(challenger.learned_rows),
         "perennial.replay_rows": str(len(memory)),
         "perennial.replay_memory": f"runs:/{run_id}/{REPLAY_ARTIFACT}",
     }

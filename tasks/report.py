@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,14 +14,13 @@ from prefect.cache_policies import NO_CACHE
 from perennial.config import Settings
 from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
-from perennial.timing import Timer
 from perennial.types import (
     Batch,
+    Challenger,
     Champion,
     CycleRecord,
     Decision,
     DriftResult,
-    Evaluation,
     Promotion,
     ValidationResult,
 )
@@ -37,20 +37,27 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         drift_share=drift.drift_share if drift else None,
         champion_accuracy_before=drift.champion_accuracy if drift else None,
         decision=decision.action.value, reason=decision.reason, supersedes=decision.supersedes, run_id=run_id,
+        trigger=decision.trigger.value, champion_version_before=champion.version if champion else None,
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
     )
 
 
-def record_adaptation(record: CycleRecord, promotion: Promotion, evaluation: Evaluation, training: Timer,
-                      evaluating: Timer, trained_rows: int) -> None:
-    """An adaptation's outcome and cost on its ledger line."""
+def record_adaptation(record: CycleRecord, decision: Decision, promotion: Promotion, best: Challenger,
+                      trials: list[Challenger]) -> None:
+    """An adaptation's outcome on its ledger line: the decision as carried out, every candidate, and
+    the cost of training and evaluating them all."""
+    record.decision, record.reason = decision.action.value, decision.reason
+    record.supersedes = decision.supersedes
     record.model_version, record.promoted = promotion.version, promotion.promoted
     record.promotion, record.champion_version_after = promotion.reason, promotion.champion_version
-    record.challenger_accuracy = evaluation.challenger_accuracy
-    record.train_seconds, record.train_cpu_seconds = round(training.wall, 3), round(training.cpu, 3)
-    record.add_eval_cost(evaluating.wall, evaluating.cpu)
-    record.trained_rows = trained_rows
+    record.challenger_accuracy = best.evaluation.challenger_accuracy
+    record.candidates = [asdict(t.result(chosen=t is best)) for t in trials]
+    record.train_seconds = round(sum(t.train_seconds for t in trials), 3)
+    record.train_cpu_seconds = round(sum(t.train_cpu_seconds for t in trials), 3)
+    for t in trials:
+        record.add_eval_cost(t.eval_seconds, t.eval_cpu_seconds)
+    record.trained_rows = best.rows.rows
     record.status = "done"
 
 

@@ -1,4 +1,4 @@
-"""Adaptation: a full retrain on a window of accepted batches, or a fine-tune of the champion."""
+"""Training a candidate: a retrain on this batch or on a window of accepted batches, or a fine-tune."""
 
 from __future__ import annotations
 
@@ -17,62 +17,76 @@ from perennial.config import PipelineConfig
 from perennial.lifelong import ReplayMemory
 from perennial.sampling import batch_seed
 from perennial.schema import features_frame, labels
-from perennial.types import Action, Batch, Champion, CycleRecord, Decision, Schema, TrainingRows
-from tasks.load import holdout_split, iter_rows, read_batch, split_holdout
+from perennial.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
+from tasks.lifelong import learnable_positions
+from tasks.load import iter_rows, read_batch
 
 
 @task(cache_policy=NO_CACHE)
-def train(decision: Decision, rows: TrainingRows, champion: Champion | None, schema: Schema,
+def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
           config: PipelineConfig) -> Pipeline:
-    """A challenger trained on `rows` (the window for a retrain, the new batch for a fine-tune)."""
+    """A challenger trained on `rows`: the champion fine-tuned, or a fresh pipeline."""
     if rows.out_of_core:  # only a retrain's window is read out of core
         return families.fit_out_of_core(config.model, schema, config.training.seed, rows.chunks,
                                         config.training)
     X, y = features_frame(rows.frame, schema), labels(rows.frame, schema.target)
-    if decision.action is Action.FINE_TUNE and champion is not None:
+    if kind is Candidate.FINE_TUNE and champion is not None:
         return families.fine_tune(champion.model, X, y, config.training)
     return families.build(config.model, schema, config.training.seed).fit(X, y)
 
 
+def earlier_batches(kind: Candidate, history: list[CycleRecord], config: PipelineConfig,
+                    concept: int | None) -> list[CycleRecord]:
+    """The accepted batches before this one that a candidate learns from (besides this batch):
+    the last `window_batches - 1` for a window, every one of the concept in service for a
+    data-growth retrain, none for a fine-tune or a retrain on the batch alone."""
+    accepted = [r for r in history if r.decision != Action.REJECT and r.path]
+    if kind is Candidate.RETRAIN_WINDOW:
+        return accepted[len(accepted) - config.training.window_batches + 1:] \
+            if config.training.window_batches > 1 else []
+    if kind is Candidate.RETRAIN_GROWN:
+        return [r for r in accepted if r.concept == concept]
+    return []
+
+
+def estimated_rows(kind: Candidate, history: list[CycleRecord], config: PipelineConfig, concept: int | None,
+                   new_rows: int) -> int:
+    """Rows a candidate would train on, at most, from the ledger's row counts (to estimate its cost)."""
+    if kind is Candidate.FINE_TUNE:
+        return new_rows + round(config.lifelong.replay_ratio * new_rows)
+    earlier = earlier_batches(kind, history, config, concept)
+    return new_rows + round(sum(r.rows for r in earlier) * (1 - config.training.holdout_fraction))
+
+
 @task(cache_policy=NO_CACHE)
-def training_rows(batch: Batch, train_idx: np.ndarray, decision: Decision, history: list[CycleRecord],
-                  config: PipelineConfig, memory: ReplayMemory) -> tuple[TrainingRows, list[str]]:
-    """The rows a challenger learns from and where they came from.
+def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier: list[CycleRecord],
+                  kept_windows: set[str], config: PipelineConfig,
+                  memory: ReplayMemory) -> tuple[TrainingRows, list[str]]:
+    """The rows a candidate learns from and where they came from.
 
     A fine-tune learns from the new batch mixed with `lifelong.replay_ratio` replayed rows per new
-    row, drawn from the replay memory; a retrain from the training rows of the accepted batches
-    before it too, up to the decision's window. A retrain whose window has more rows than
-    `training.max_rows_in_memory` is read in chunks (out of core), not into one frame.
+    row, drawn from the replay memory; a retrain from the batch's training rows and, for each
+    `earlier` batch, the rows it may learn from (`learnable_positions`: its holdout rows too, once
+    they serve no comparison). A retrain with more rows than `training.max_rows_in_memory` is read
+    in chunks (out of core), not into one frame.
     """
-    if decision.action is Action.FINE_TUNE:
+    if kind is Candidate.FINE_TUNE:
         new = batch.frame.iloc[train_idx]
         replay = memory.sample(round(config.lifelong.replay_ratio * len(new)), seed=batch_seed(batch.id))
         frame = pd.concat([new, replay], ignore_index=True)
         return TrainingRows(len(frame), frame=frame), [batch.id] + ([f"replay ({len(replay)} rows)"]
                                                                     if len(replay) else [])
-    # Earlier batch files with their row counts, as the ledger recorded them when they were read.
-    counts: dict[Path, int] = {}
-    if decision.action is Action.RETRAIN and decision.window_batches > 1:
-        accepted = [r for r in history if r.decision != Action.REJECT and r.path]
-        # A batch the user removed is skipped: train on what is left.
-        window = accepted[-(decision.window_batches - 1):]
-        counts = {p: r.rows for r in window if (p := Path(r.path)).exists()}
-    earlier = list(counts)
-    sources = [p.name for p in earlier] + [batch.id]
-    training = config.training
-    if decision.action is Action.RETRAIN and batch.rows + sum(counts.values()) > training.max_rows_in_memory:
-        files = [(p, split_holdout(p.name, n, training.holdout_fraction, training.seed)[0])
-                 for p, n in counts.items()]
+    # Earlier batch files with their learnable rows, counted as the ledger recorded them when read.
+    # A batch the user removed is skipped: train on what is left.
+    present = [(p, r.rows) for r in earlier if (p := Path(r.path)).exists()]
+    files = [(p, learnable_positions(p.name, n, config, p.name in kept_windows)) for p, n in present]
+    sources = [p.name for p, _ in files] + [batch.id]
+    if batch.rows + sum(n for _, n in present) > config.training.max_rows_in_memory:
         rows = sum(len(idx) for _, idx in files) + len(train_idx)
-        chunks = partial(_window_chunks, files, batch, train_idx, config)
-        return TrainingRows(rows, chunks=chunks), sources
-    frames = []
-    for path in earlier:
-        earlier_batch = read_batch(path, config.data.format, config.data.target)
-        earlier_idx, _ = holdout_split(earlier_batch, config)
-        frames.append(earlier_batch.frame.iloc[earlier_idx])
-    frames.append(batch.frame.iloc[train_idx])
-    frame = pd.concat(frames, ignore_index=True)
+        return TrainingRows(rows, chunks=partial(_window_chunks, files, batch, train_idx, config)), sources
+    frames = [read_batch(path, config.data.format, config.data.target).frame.iloc[positions]
+              for path, positions in files]
+    frame = pd.concat([*frames, batch.frame.iloc[train_idx]], ignore_index=True)
     return TrainingRows(len(frame), frame=frame), sources
 
 

@@ -34,7 +34,7 @@ def test_served_deployments_have_names_schedules_triggers_and_queues(config):
     assert arrived.expect == {"perennial.batch.arrived"}
     assert arrived.match.root == {"prefect.resource.id": "perennial.model.loan-approval"}
     (drift,) = adapt.triggers
-    assert drift.expect == {"perennial.drift.detected"}
+    assert drift.expect == {"perennial.drift.detected", "perennial.data.grown"}
     assert drift.match.root == {"prefect.resource.id": "perennial.model.loan-approval"}
     assert drift.parameters == {
         "config_path": path,

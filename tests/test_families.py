@@ -13,10 +13,10 @@ from perennial.config import ModelConfig, PipelineConfig, TrainingConfig
 from perennial.lifelong import ReplayMemory
 from perennial.sampling import sample_rows
 from perennial.schema import features_frame, infer_schema, labels
-from perennial.types import Action, CycleRecord, Decision
+from perennial.types import Candidate, CycleRecord
 from tasks.evaluate import accuracy
 from tasks.load import iter_chunks, read_batch, split_holdout
-from tasks.train import train, training_rows
+from tasks.train import earlier_batches, train, training_rows
 
 TRAINING = TrainingConfig()
 
@@ -111,19 +111,23 @@ def test_a_retrain_on_a_window_larger_than_memory_reads_it_in_chunks(tmp_path):
                            champion_version_after=None, path=str(p)) for p in paths[:2]]
     batch = read_batch(paths[2], "auto", "label")
     train_idx, holdout_idx = split_holdout(batch.id, batch.rows, 0.25, 0)
-    decision = Decision(Action.RETRAIN, "drift", window_batches=3)
+    kind = Candidate.RETRAIN_WINDOW
+    earlier = earlier_batches(kind, history, config, None)
 
     memory = ReplayMemory.empty(5000, "label")  # a retrain does not replay
-    rows, sources = training_rows.fn(batch, train_idx, decision, history, config, memory)
-    assert rows.out_of_core and rows.rows == 3 * 4_500
+    kept = {"b0.csv", "b1.parquet"}  # their windows still measure forgetting
+    rows, sources = training_rows.fn(kind, batch, train_idx, earlier, kept, config, memory)
+    # Each earlier batch gives its 4,500 training rows and the 500 of its 1,500 holdout rows that are
+    # not in its 1,000-row window; the new batch its training rows only.
+    assert rows.out_of_core and rows.rows == 2 * (4_500 + 500) + 4_500
     assert sources == ["b0.csv", "b1.parquet", "b2.parquet"]
     # The same training rows as the in-memory path, in the same order.
     roomy = config.model_copy(update={"training": TrainingConfig()})
-    in_memory, _ = training_rows.fn(batch, train_idx, decision, history, roomy, memory)
+    in_memory, _ = training_rows.fn(kind, batch, train_idx, earlier, kept, roomy, memory)
     assert not in_memory.out_of_core
     pd.testing.assert_frame_equal(pd.concat(rows.chunks(), ignore_index=True), in_memory.frame)
     assert len(rows.sample(1_000)) == 1_000
 
     schema = infer_schema(batch.frame, "label", None)
-    model = train.fn(decision, rows, None, schema, config)
+    model = train.fn(kind, rows, None, schema, config)
     assert accuracy(model, batch.frame.iloc[holdout_idx], schema) > 0.95

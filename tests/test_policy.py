@@ -39,7 +39,7 @@ def test_no_champion_means_a_first_retrain_on_the_window():
 
 
 def test_stable_batch_is_a_noop():
-    decision = run(result=drift(0.1, before=0.88))
+    decision = run(result=drift(0.1, before=0.9))
     assert decision.action is Action.NOOP
     assert decision.reason.startswith("stable: 10% of features drifted (< 20%)")
 
