@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from perennial.config import ConfigError, Settings, load_config
+from perennial.config import ConfigError, PipelineConfig, Settings, load_config
 from perennial.lifelong import AccuracyMatrix
 from perennial.state import StateStore
 from perennial.types import CycleRecord
@@ -79,6 +79,7 @@ def _model_cell(r: CycleRecord) -> str:
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
     config = load_config(config_path)
+    check_rules_early(config)
     from flows.continuous_training import continuous_training
 
     records = continuous_training(str(config_path))
@@ -89,9 +90,24 @@ def run(config_path: Path) -> int:
     return 0
 
 
+def check_rules_early(config: PipelineConfig) -> None:
+    """Declared validation rules must name feature columns: checked before any flow run, so a mistake
+    is one line and nothing is written (each cycle checks again, e.g. in deployed runs)."""
+    from perennial.schema import check_column_rules
+    from tasks.load import next_schema
+
+    if not config.validation.columns:
+        return
+    store = StateStore(Settings().state_dir, config.name)
+    schema = next_schema(config, store.schema(), store.processed())
+    if schema is not None:
+        check_column_rules(config, schema)
+
+
 def serve(config_path: Path) -> int:
     """Serve the model's deployments from this process until interrupted."""
     config = load_config(config_path)
+    check_rules_early(config)
     from deployments.definitions import adapt_name, monitor_name
     from deployments.definitions import serve as serve_deployments
 

@@ -73,11 +73,20 @@ class TrainingRows:
 
 @dataclass
 class ValidationResult:
+    """`success`: the contract held (no rejecting failure). `failures` reject the batch; `shifts` are
+    inferred properties that moved beyond the reference (recorded, not rejecting)."""
+
     success: bool
     failures: list[str]
     expectations: int
     new_classes: tuple[str, ...] = ()
     report: dict[str, Any] = field(default_factory=dict)
+    shifts: list[str] = field(default_factory=list)
+    shifted_columns: list[str] = field(default_factory=list)
+    # Failures no release can waive (missing columns, rows without a label): the file must be fixed.
+    unusable: list[str] = field(default_factory=list)
+    # Set when the batch was released (`perennial release`): its failures were waived as shifts.
+    release_reason: str | None = None
 
     def summary(self) -> str:
         if self.success:
@@ -212,10 +221,19 @@ class CycleRecord:
     run_id: str | None = None
     quarantined_to: str | None = None
     drifted_columns: list[str] = field(default_factory=list)
+    # Validation: inferred properties that moved (not rejecting), and failures that make the file
+    # unusable until fixed (missing columns, rows without a label, unreadable): it cannot be released.
+    shifts: list[str] = field(default_factory=list)
+    shifted_columns: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
     path: str = ""
-    # "done", or "adaptation requested" while a deployed adapt run has the batch
+    # "done"; "adaptation requested" while a deployed adapt run has the batch; "released" when a user
+    # released a rejected batch (`perennial release`) for the next run to process again
     status: str = "done"
     finished_at: str = ""
+    # Why and when the batch was released; kept on the line of the run that processed it again.
+    release_reason: str | None = None
+    released_at: str | None = None
 
     def add_eval_cost(self, wall: float, cpu: float) -> None:
         self.eval_seconds = round((self.eval_seconds or 0.0) + wall, 3)

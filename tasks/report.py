@@ -39,6 +39,8 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         decision=decision.action.value, reason=decision.reason, supersedes=decision.supersedes, run_id=run_id,
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
+        shifts=validation.shifts, shifted_columns=validation.shifted_columns, unusable=validation.unusable,
+        release_reason=validation.release_reason,
     )
 
 
@@ -120,6 +122,8 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
     ]
     if record.promotion:
         lines += ["", f"**Promotion:** {record.promotion}"]
+    if record.shifts:
+        lines += ["", "**Shifted** (recorded, not rejecting):", *(f"- {shift}" for shift in record.shifts)]
     if record.drifted_columns:
         lines += ["", "Drifted columns: " + ", ".join(f"`{c}`" for c in record.drifted_columns)]
     if record.quarantined_to:
