@@ -15,11 +15,12 @@ from perennial.timing import timed
 from perennial.types import Action, BatchError, CycleRecord, ValidationResult
 from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
 from tasks.drift import measure_drift
+from tasks.evaluate import score_rejected
 from tasks.events import request_adaptation
 from tasks.lifelong import find_reusable
 from tasks.load import find_new_batches, load_batch, resolve_schema
 from tasks.registry import champion_version, load_champion, log_cycle
-from tasks.report import cycle_record, finish_cycle
+from tasks.report import cycle_record, finish_cycle, note_champion_score
 from tasks.validate import validate_batch
 
 
@@ -70,8 +71,10 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     record.add_eval_cost(searching.wall, searching.cpu)
 
     if decision.action is Action.REJECT:
+        note_champion_score(settings, record, score_rejected(champion, batch, schema))
         record.quarantined_to = str(store.quarantine(batch.path, {
-            "batch": batch.id, "failures": validation.failures, "great_expectations": validation.report}))
+            "batch": batch.id, "failures": validation.failures, "shifts": validation.shifts,
+            "great_expectations": validation.report}))
     elif decision.action is Action.NOOP:
         store.save_schema(schema)
         keep_batch(config, settings, store, batch, schema, champion, record)
@@ -98,6 +101,6 @@ def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateSt
         batch=path.name, path=str(path), rows=0, validation="unreadable", drift_share=None,
         champion_accuracy_before=None, decision=decision.action.value, reason=decision.reason,
         champion_version_after=int(champion.version) if champion else None, run_id=run_id,
-        quarantined_to=str(quarantined) if quarantined else None,
+        quarantined_to=str(quarantined) if quarantined else None, unusable=[error],
     )
     return finish_cycle(config.name, settings, store, record)

@@ -171,6 +171,23 @@ class Champion:
 
 
 @dataclass
+class ChampionScore:
+    """The champion's accuracy on a rejected batch's labelled rows: monitoring goes on when learning stops."""
+
+    version: int
+    accuracy: float | None
+    rows: int
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.accuracy is not None:
+            return f"champion v{self.version} scores {self.accuracy:.1%} on its {self.rows:,} labelled rows"
+        if self.error is None:
+            return f"champion v{self.version} not scored: no row has a label"
+        return f"champion v{self.version} could not score it ({self.error})"
+
+
+@dataclass
 class Evaluation:
     challenger_accuracy: float
     champion_accuracy: float | None

@@ -150,6 +150,15 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
         return run.info.run_id
 
 
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, reason: str) -> None:
+    """A rejected batch's run gains the champion's accuracy on it and the reason that states it."""
+    mlflow_client = client(settings)
+    if accuracy is not None:
+        mlflow_client.log_metric(run_id, "champion_accuracy_before", accuracy)
+    mlflow_client.set_tag(run_id, "perennial.reason", reason[:4000])
+
+
 def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | None:
     """A version already registered for this batch (by a run that crashed before its ledger line)."""
     found = client(settings).search_model_versions(

@@ -17,6 +17,7 @@ from perennial.timing import Timer
 from perennial.types import (
     Batch,
     Champion,
+    ChampionScore,
     CycleRecord,
     Decision,
     DriftResult,
@@ -25,7 +26,7 @@ from perennial.types import (
     ValidationResult,
 )
 from tasks import events
-from tasks.registry import log_lifelong, run_url
+from tasks.registry import log_champion_score, log_lifelong, run_url
 
 
 def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
@@ -42,6 +43,16 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         shifts=validation.shifts, shifted_columns=validation.shifted_columns, unusable=validation.unusable,
         release_reason=validation.release_reason,
     )
+
+
+def note_champion_score(settings: Settings, record: CycleRecord, score: ChampionScore | None) -> None:
+    """A rejected batch's ledger line, reason and MLflow run gain the champion's accuracy on it."""
+    if score is None:
+        return
+    record.champion_accuracy_before = score.accuracy
+    record.reason = f"{record.reason}; {score.describe()}"
+    if record.run_id:
+        log_champion_score(settings, record.run_id, score.accuracy, record.reason)
 
 
 def record_adaptation(record: CycleRecord, promotion: Promotion, evaluation: Evaluation, training: Timer,
@@ -147,7 +158,9 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
         create_link_artifact(mlflow_link, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
     if record.decision == "reject":
         events.emit(events.BATCH_REJECTED, model, {
-            "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to})
+            "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
+            "champion_accuracy": record.champion_accuracy_before,
+            "champion_version": record.champion_version_after})
     if record.promoted:
         events.emit(events.MODEL_PROMOTED, model, {
             "version": record.model_version, "batch": record.batch, "decision": record.decision,
