@@ -20,7 +20,7 @@ from tasks.events import request_adaptation
 from tasks.lifelong import find_reusable
 from tasks.load import find_new_batches, load_batch, resolve_schema
 from tasks.registry import champion_version, load_champion, log_cycle
-from tasks.report import cycle_record, finish_cycle, note_champion_score
+from tasks.report import cycle_record, finish_cycle, note_champion_score, with_release
 from tasks.validate import validate_batch
 
 
@@ -55,7 +55,8 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
         return reject_unreadable(config, settings, store, batch_path, str(exc))
     schema = resolve_schema(batch, config, store.schema())
     champion = load_champion(config, settings)
-    validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation)
+    validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation,
+                                store.release_reason(batch.id))
     drift = None
     if champion is not None and validation.success:
         drift = measure_drift(batch, schema, champion, config.drift,
@@ -66,6 +67,7 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
     decision = reuse.decision if reuse else decision
+    decision = with_release(decision, validation)
     run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
     record = cycle_record(batch, validation, drift, decision, champion, run_id)
     record.add_eval_cost(searching.wall, searching.cpu)

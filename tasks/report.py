@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +44,13 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         shifts=validation.shifts, shifted_columns=validation.shifted_columns, unusable=validation.unusable,
         release_reason=validation.release_reason,
     )
+
+
+def with_release(decision: Decision, validation: ValidationResult) -> Decision:
+    """A released batch's decision says so first: `released (<reason>): ...`."""
+    if validation.release_reason is None:
+        return decision
+    return replace(decision, reason=f"released ({validation.release_reason}): {decision.reason}")
 
 
 def note_champion_score(settings: Settings, record: CycleRecord, score: ChampionScore | None) -> None:
@@ -133,6 +141,8 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
     ]
     if record.promotion:
         lines += ["", f"**Promotion:** {record.promotion}"]
+    if record.release_reason:
+        lines += ["", f"**Released** by a user: {record.release_reason}"]
     if record.shifts:
         lines += ["", "**Shifted** (recorded, not rejecting):", *(f"- {shift}" for shift in record.shifts)]
     if record.drifted_columns:
