@@ -214,6 +214,7 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         record_adaptation,
         record_cycle,
         step_metrics,
+        with_release,
     )
     from tasks.validate import validate_batch
 
@@ -228,11 +229,13 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         batch = call(load_batch, path, config)
         schema = call(resolve_schema, batch, config, store.schema())
         champion = call(load_champion, config, settings)
-        validation = call(validate_batch, batch, schema, champion.reference, config.validation)
+        validation = call(validate_batch, batch, schema, champion.reference, config.validation,
+                          store.release_reason(batch.id))
         history = store.records()
         drift = call(measure_drift, batch, schema, champion,
                      reference_accuracy(history, config.policy.reference_batches, champion), config.drift,
                      store.report_dir(batch.id) / "drift_report.html")
+        drift.add_shifts(validation.shifted_columns)
         train_idx, holdout_idx = holdout_split(batch, config)
         decision = call(decide, validation, drift, fine_tunes_since_retrain(history), config.policy,
                         config.training.window_batches, batches_since_adaptation(history),
@@ -240,6 +243,7 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         reuse = call(find_reusable, config, settings, store, batch, schema, champion, drift, validation,
                      decision)
         assert reuse is None, "the measured batch is a retrain, not a reuse"
+        decision = with_release(decision, validation)
         run_id = call(log_cycle, config, settings, batch.id, batch.rows, validation, drift, decision)
         record = cycle_record(batch, validation, drift, decision, champion, run_id)
         # adapt_batch

@@ -21,11 +21,12 @@ from tasks.decide import (
     reference_accuracy,
 )
 from tasks.drift import measure_drift
+from tasks.evaluate import score_rejected
 from tasks.events import request_adaptation
 from tasks.lifelong import find_reusable
 from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
 from tasks.registry import champion_version, load_champion, log_cycle
-from tasks.report import cycle_record, finish_cycle
+from tasks.report import cycle_record, finish_cycle, note_champion_score, with_release
 from tasks.validate import validate_batch
 
 
@@ -60,13 +61,15 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
         return reject_unreadable(config, settings, store, batch_path, str(exc))
     schema = resolve_schema(batch, config, store.schema())
     champion = load_champion(config, settings)
-    validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation)
+    validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation,
+                                store.release_reason(batch.id))
     history = store.records()
     drift = None
     if champion is not None and validation.success:
         drift = measure_drift(batch, schema, champion,
                               reference_accuracy(history, config.policy.reference_batches, champion),
                               config.drift, store.report_dir(batch.id) / "drift_report.html")
+        drift.add_shifts(validation.shifted_columns)
     train_idx, _ = holdout_split(batch, config)
     decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
                       config.training.window_batches, batches_since_adaptation(history),
@@ -74,13 +77,16 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
     decision = reuse.decision if reuse else decision
+    decision = with_release(decision, validation)
     run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
     record = cycle_record(batch, validation, drift, decision, champion, run_id)
     record.add_eval_cost(searching.wall, searching.cpu)
 
     if decision.action is Action.REJECT:
+        note_champion_score(settings, record, score_rejected(champion, batch, schema))
         record.quarantined_to = str(store.quarantine(batch.path, {
-            "batch": batch.id, "failures": validation.failures, "great_expectations": validation.report}))
+            "batch": batch.id, "failures": validation.failures, "shifts": validation.shifts,
+            "great_expectations": validation.report}))
     elif decision.action is Action.NOOP:
         store.save_schema(schema)
         keep_batch(config, settings, store, batch, schema, champion, record)
@@ -107,6 +113,6 @@ def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateSt
         batch=path.name, path=str(path), rows=0, validation="unreadable", drift_share=None,
         champion_accuracy_before=None, decision=decision.action.value, reason=decision.reason,
         champion_version_after=int(champion.version) if champion else None, run_id=run_id,
-        quarantined_to=str(quarantined) if quarantined else None,
+        quarantined_to=str(quarantined) if quarantined else None, unusable=[error],
     )
     return finish_cycle(config.name, settings, store, record)

@@ -1,4 +1,6 @@
-"""The `perennial` command: demo, run, serve, ingest, status, bench. Heavy libraries load inside commands."""
+"""The `perennial` command: demo, run, serve, ingest, release, status, bench.
+
+Heavy libraries load inside commands."""
 
 from __future__ import annotations
 
@@ -37,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="Add a batch file atomically and announce it to the monitor.")
     ingest.add_argument("file", type=Path, help="A .csv or .parquet batch.")
     ingest.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    release = sub.add_parser("release", help="Let a rejected (quarantined) batch back into the stream: "
+                             "the next run processes it with its failures recorded as shifts.")
+    release.add_argument("batch", help="The batch's file name, as in the ledger (e.g. 2026-03.csv).")
+    release.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    release.add_argument("--reason", required=True, help="Why, e.g. 'ages above 120 are the new normal'; "
+                         "recorded on the ledger line.")
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
     status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
             from perennial.commands import ingest
 
             return ingest(args.file, args.config)
+        if args.command == "release":
+            from perennial.commands import release
+
+            return release(args.batch, args.config, args.reason)
         from perennial.commands import status
 
         return status(args.config, args.last)

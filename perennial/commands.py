@@ -1,15 +1,16 @@
-"""`perennial run` and `perennial status`, and the tables they print."""
+"""`perennial run`, `status`, `serve`, `ingest` and `release`, and the tables they print."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from perennial.config import ConfigError, Settings, load_config
+from perennial.config import ConfigError, PipelineConfig, Settings, load_config
 from perennial.lifelong import AccuracyMatrix
-from perennial.state import StateStore
+from perennial.state import RELEASED, StateStore
 from perennial.types import CycleRecord
 
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
@@ -36,11 +37,19 @@ def cycles_table(records: list[CycleRecord], title: str) -> Table:
     for r in records:
         style = _DECISION_STYLE.get(r.decision, "")
         table.add_row(r.batch, str(r.rows), _pct(r.drift_share),
-                      _pct(r.champion_accuracy_before), f"[{style}]{r.decision}[/{style}]", r.reason,
+                      _pct(r.champion_accuracy_before), f"[{style}]{r.decision}[/{style}]", _reason_cell(r),
                       _model_cell(r),
                       f"v{r.champion_version_after}" if r.champion_version_after else "-",
                       _seconds(r.train_seconds, r.train_cpu_seconds), _pct(r.forgetting))
     return table
+
+
+def _reason_cell(r: CycleRecord) -> str:
+    """The reason, with the columns validation saw shift, or the release awaiting its next run."""
+    if r.status == RELEASED:
+        return escape(f"released ({r.release_reason}), to be processed again; rejected: {r.reason}")
+    shifted = f" (shifted: {', '.join(r.shifted_columns)})" if r.shifted_columns else ""
+    return escape(r.reason + shifted)
 
 
 def _seconds(wall: float | None, cpu: float | None) -> str:
@@ -79,6 +88,7 @@ def _model_cell(r: CycleRecord) -> str:
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
     config = load_config(config_path)
+    check_rules_early(config)
     from flows.continuous_training import continuous_training
 
     records = continuous_training(str(config_path))
@@ -89,9 +99,24 @@ def run(config_path: Path) -> int:
     return 0
 
 
+def check_rules_early(config: PipelineConfig) -> None:
+    """Declared validation rules must name feature columns: checked before any flow run, so a mistake
+    is one line and nothing is written (each cycle checks again, e.g. in deployed runs)."""
+    from perennial.schema import check_column_rules
+    from tasks.load import next_schema
+
+    if not config.validation.columns:
+        return
+    store = StateStore(Settings().state_dir, config.name)
+    schema = next_schema(config, store.schema(), store.processed())
+    if schema is not None:
+        check_column_rules(config, schema)
+
+
 def serve(config_path: Path) -> int:
     """Serve the model's deployments from this process until interrupted."""
     config = load_config(config_path)
+    check_rules_early(config)
     from deployments.definitions import adapt_name, monitor_name
     from deployments.definitions import serve as serve_deployments
 
@@ -128,20 +153,61 @@ def ingest(file: Path, config_path: Path) -> int:
         os.fsync(fh.fileno())
     os.replace(partial, target)
     console.print(f"Ingested {file} -> {target}")
+    announce(config.name, {"batch": target.name, "path": str(target)})
+    return 0
 
+
+def release(batch_id: str, config_path: Path, reason: str) -> int:
+    """Let a quarantined (rejected) batch back into the stream: the next run processes it again with
+    its failures waived as shifts and its unseen labels as new classes; the reason is recorded."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from perennial.types import BatchError
+
+    config = load_config(config_path)
+    store = StateStore(Settings().state_dir, config.name)
+    record = store.record(batch_id)
+    if not reason.strip():
+        raise BatchError(f"batch {batch_id}: --reason must say why it is released")
+    if record is None:
+        raise BatchError(f"batch {batch_id}: not in the ledger of {config.name} ({store.ledger_path}); "
+                         "only a rejected batch can be released")
+    if record.status == RELEASED:
+        raise BatchError(f"batch {batch_id}: already released ({record.release_reason}); "
+                         "the next `perennial run` processes it")
+    if record.decision != "reject":
+        raise BatchError(f"batch {batch_id}: not rejected (its decision was {record.decision}: "
+                         f"{record.reason}); only a rejected batch can be released")
+    unusable = record.unusable or ([record.reason] if record.validation == "unreadable" else [])
+    if unusable:
+        raise BatchError(f"batch {batch_id}: cannot be released, no model can learn from it as it is "
+                         f"({'; '.join(unusable)}); fix the file and ingest it under a new name")
+    path = Path(record.path)
+    if not path.is_file():
+        raise BatchError(f"batch {batch_id}: file {path} is no longer there; ingest it again "
+                         f"(`perennial ingest FILE --config {config_path}`), then release it")
+    store.append(replace(record, status=RELEASED, release_reason=reason.strip(),
+                         released_at=datetime.now(UTC).isoformat(timespec="seconds")))
+    console.print(f"Released {batch_id} ({reason.strip()}); the next run processes it again")
+    announce(config.name, {"batch": batch_id, "path": str(path), "released": True})
+    return 0
+
+
+def announce(model: str, payload: dict) -> None:
+    """Emit `perennial.batch.arrived` when a Prefect server is configured, so its monitor runs."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
         console.print("No PREFECT_API_URL: no event sent; `perennial run` will pick the batch up.")
-        return 0
+        return
     from prefect.events.worker import EventsWorker
 
     from tasks.events import BATCH_ARRIVED, emit
 
-    emit(BATCH_ARRIVED, config.name, {"batch": target.name, "path": str(target)})
+    emit(BATCH_ARRIVED, model, payload)
     EventsWorker.drain_all()  # deliver before this short-lived process exits
-    console.print(f"Emitted {BATCH_ARRIVED} for perennial.model.{config.name}")
-    return 0
+    console.print(f"Emitted {BATCH_ARRIVED} for perennial.model.{model}")
 
 
 def status(config_path: Path, last: int) -> int:

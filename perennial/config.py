@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
@@ -77,7 +85,43 @@ class PolicyConfig(_Strict):
         return self
 
 
+class ColumnRule(_Strict):
+    """Bounds a user declares for one feature column: always enforced, on every value."""
+
+    min: float | None = Field(None, description="Smallest allowed value (numeric columns).")
+    max: float | None = Field(None, description="Largest allowed value (numeric columns).")
+    max_null_rate: float | None = Field(
+        None, ge=0, le=1, description="Largest allowed share of missing values."
+    )
+    categories: list[str] | None = Field(
+        None, min_length=1, description="The only allowed values (categorical columns)."
+    )
+    strict: bool | None = Field(
+        None, description="Inferred checks of this column reject (true) or are shifts (false); "
+        "unset: `validation.strict`."
+    )
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        # Categories are compared as text (a CSV's 1 and a Parquet's "1" are one category).
+        return [str(v) for v in value] if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ColumnRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must not exceed max ({self.max:g})")
+        return self
+
+
 class ValidationConfig(_Strict):
+    strict: bool = Field(
+        False, description="Inferred checks (null rate, range, categories) reject the batch instead of "
+        "being recorded as shifts."
+    )
+    columns: dict[str, ColumnRule] = Field(
+        default_factory=dict, description="Declared bounds per feature column; a broken one rejects."
+    )
     null_rate_tolerance: float = Field(
         0.05, ge=0, le=1, description="Allowed rise of a column's null rate over the reference."
     )
@@ -176,6 +220,7 @@ class PipelineConfig(_Strict):
     lifelong: LifelongConfig = Field(default_factory=LifelongConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="Folder of the config file.")
+    config_file: Path | None = Field(default=None, exclude=True, description="The config file, for errors.")
 
     def source_pattern(self) -> str:
         """The batch source as an absolute folder or glob."""
@@ -238,6 +283,6 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (name, data, model, ...)")
     try:
-        return PipelineConfig(**raw, base_dir=path.resolve().parent)
+        return PipelineConfig(**raw, base_dir=path.resolve().parent, config_file=path)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}") from None

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from perennial.config import FeatureKind
+from perennial.config import ConfigError, FeatureKind, PipelineConfig
 from perennial.types import Schema
 
 _TRUE = {"true", "1", "yes", "t", "y"}
@@ -64,3 +64,19 @@ def features_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         else:
             out[name] = column.astype(str).astype("object").where(column.notna(), np.nan)
     return pd.DataFrame(out, index=frame.index)
+
+
+def check_column_rules(config: PipelineConfig, schema: Schema) -> None:
+    """Every declared rule (`validation.columns`) names a feature column and suits its kind."""
+    where = f"{config.config_file}: " if config.config_file else ""
+    for name, rule in config.validation.columns.items():
+        key = f"key 'validation.columns.{name}'"
+        kind = schema.features.get(name)
+        if kind is None:
+            names = list(schema.features)
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise ConfigError(f"{where}{key}: not a feature column (features: {shown})")
+        if (rule.min is not None or rule.max is not None) and kind != "numeric":
+            raise ConfigError(f"{where}{key}: min/max need a numeric column, '{name}' is {kind}")
+        if rule.categories is not None and kind != "categorical":
+            raise ConfigError(f"{where}{key}: categories need a categorical column, '{name}' is {kind}")

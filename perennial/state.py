@@ -15,6 +15,8 @@ import pandas as pd
 from perennial.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.types import CycleRecord, Schema
 
+RELEASED = "released"  # ledger status of a rejected batch a user let back into the stream
+
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write a file so readers see the old content or the new, never half of it."""
@@ -45,8 +47,10 @@ class StateStore:
         self.matrix_path = self.root / "accuracy_matrix.json"
 
     # -- ledger: append-only JSON lines; a batch is in it or not, and its latest line is its state
-    # (a deployed monitor writes "adaptation requested", the adapt run later writes the outcome).
+    # (a deployed monitor writes "adaptation requested", the adapt run later writes the outcome; a
+    # user releases a rejected batch, a later run processes it again).
     def records(self) -> list[CycleRecord]:
+        """The latest line of every batch, in the order batches were processed."""
         if not self.ledger_path.exists():
             return []
         known = {f.name for f in fields(CycleRecord)}
@@ -59,11 +63,23 @@ class StateStore:
             except json.JSONDecodeError:
                 continue  # a line torn by a crash mid-append: that batch is simply not done
             record = CycleRecord(**{k: v for k, v in data.items() if k in known})
+            if record.batch in latest and latest[record.batch].status == RELEASED:
+                del latest[record.batch]  # processed again after its release: it moves to the end
             latest[record.batch] = record
         return list(latest.values())
 
     def processed(self) -> set[str]:
-        return {r.batch for r in self.records()}
+        """Batches a run must not process again: all but those released since."""
+        return {r.batch for r in self.records() if r.status != RELEASED}
+
+    def record(self, batch_id: str) -> CycleRecord | None:
+        """The latest ledger line of a batch, or None."""
+        return next((r for r in self.records() if r.batch == batch_id), None)
+
+    def release_reason(self, batch_id: str) -> str | None:
+        """Why a user released the batch, when its latest line is that release; else None."""
+        record = self.record(batch_id)
+        return record.release_reason if record is not None and record.status == RELEASED else None
 
     def append(self, record: CycleRecord) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

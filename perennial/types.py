@@ -79,11 +79,20 @@ class TrainingRows:
 
 @dataclass
 class ValidationResult:
+    """`success`: the contract held (no rejecting failure). `failures` reject the batch; `shifts` are
+    inferred properties that moved beyond the reference (recorded, not rejecting)."""
+
     success: bool
     failures: list[str]
     expectations: int
     new_classes: tuple[str, ...] = ()
     report: dict[str, Any] = field(default_factory=dict)
+    shifts: list[str] = field(default_factory=list)
+    shifted_columns: list[str] = field(default_factory=list)
+    # Failures no release can waive (missing columns, rows without a label): the file must be fixed.
+    unusable: list[str] = field(default_factory=list)
+    # Set when the batch was released (`perennial release`): its failures were waived as shifts.
+    release_reason: str | None = None
 
     def summary(self) -> str:
         if self.success:
@@ -111,10 +120,20 @@ class DriftResult:
     reference_rows: int | None = None
     batch_rows: int | None = None
     reference: Reference | None = None
+    # Columns whose inferred properties validation saw move (null rate, range, categories): drift
+    # signals too, counted in `drift_share` with the columns Evidently found drifted.
+    shifted_columns: list[str] = field(default_factory=list)
 
     @property
     def drifted_columns(self) -> list[str]:
         return [f.column for f in self.features if f.drifted]
+
+    def add_shifts(self, columns: list[str]) -> None:
+        """Count the columns validation saw shift in the drift share."""
+        self.shifted_columns = list(columns)
+        measured = {f.column for f in self.features} | set(columns)
+        moved = set(self.drifted_columns) | set(columns)
+        self.drift_share = len(moved) / len(measured) if measured else 0.0
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -233,6 +252,23 @@ class Champion:
 
 
 @dataclass
+class ChampionScore:
+    """The champion's accuracy on a rejected batch's labelled rows: monitoring goes on when learning stops."""
+
+    version: int
+    accuracy: float | None
+    rows: int
+    error: str | None = None
+
+    def describe(self) -> str:
+        if self.accuracy is not None:
+            return f"champion v{self.version} scores {self.accuracy:.1%} on its {self.rows:,} labelled rows"
+        if self.error is None:
+            return f"champion v{self.version} not scored: no row has a label"
+        return f"champion v{self.version} could not score it ({self.error})"
+
+
+@dataclass
 class Evaluation:
     challenger_accuracy: float
     champion_accuracy: float | None
@@ -332,10 +368,19 @@ class CycleRecord:
     run_id: str | None = None
     quarantined_to: str | None = None
     drifted_columns: list[str] = field(default_factory=list)
+    # Validation: inferred properties that moved (not rejecting), and failures that make the file
+    # unusable until fixed (missing columns, rows without a label, unreadable): it cannot be released.
+    shifts: list[str] = field(default_factory=list)
+    shifted_columns: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
     path: str = ""
-    # "done", or "adaptation requested" while a deployed adapt run has the batch
+    # "done"; "adaptation requested" while a deployed adapt run has the batch; "released" when a user
+    # released a rejected batch (`perennial release`) for the next run to process again
     status: str = "done"
     finished_at: str = ""
+    # Why and when the batch was released; kept on the line of the run that processed it again.
+    release_reason: str | None = None
+    released_at: str | None = None
 
     def add_eval_cost(self, wall: float, cpu: float) -> None:
         self.eval_seconds = round((self.eval_seconds or 0.0) + wall, 3)

@@ -113,6 +113,8 @@ def decide(
 
     share, drop, noise = drift.drift_share, drift.accuracy_drop, drift.accuracy_noise
     drifted = f"{pct(share)} of features drifted"
+    if drift.shifted_columns:
+        drifted += f" (shifted in validation: {', '.join(drift.shifted_columns)})"
     if drop is None:
         # No accuracy to go by: feature drift alone decides.
         return _by_share(share, drifted, fine_tunes, policy, window_batches, since_adaptation) \

@@ -1,14 +1,16 @@
-"""Challenger against champion on the same holdout rows of the new batch."""
+"""Challenger against champion on the same holdout rows of the new batch, and the champion on a
+rejected batch (monitoring goes on when learning stops)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from perennial.schema import features_frame, labels
-from perennial.types import Champion, Evaluation, Schema
+from perennial.types import Batch, Champion, ChampionScore, Evaluation, Schema
 
 
 def accuracy(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> float:
@@ -26,3 +28,27 @@ def evaluate(challenger: Pipeline, champion: Champion | None, holdout: pd.DataFr
         champion_accuracy=accuracy(champion.model, holdout, schema) if champion else None,
         holdout_rows=len(holdout),
     )
+
+
+def labelled_inputs(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows of a possibly broken batch that have a label, as model inputs and labels: a missing
+    feature column counts as all-missing values, an unparseable number as a missing one."""
+    rows = frame[frame[schema.target].notna()]
+    missing = {name: np.nan for name in schema.features if name not in rows}
+    return features_frame(rows.assign(**missing), schema), labels(rows, schema.target)
+
+
+@task(cache_policy=NO_CACHE)
+def score_rejected(champion: Champion | None, batch: Batch, schema: Schema) -> ChampionScore | None:
+    """The champion's accuracy on a rejected batch's labelled rows (an unseen label counts as wrong);
+    None without a champion. A champion that cannot predict on the batch gives no accuracy."""
+    if champion is None:
+        return None
+    X, y = labelled_inputs(batch.frame, schema)
+    if X.empty:
+        return ChampionScore(champion.version, None, 0)
+    try:
+        predicted = pd.Series(champion.model.predict(X), index=X.index).astype(str)
+    except Exception as exc:  # whatever the model raises, a rejected batch must not crash the cycle
+        return ChampionScore(champion.version, None, len(X), f"{type(exc).__name__}: {exc}".splitlines()[0])
+    return ChampionScore(champion.version, float((predicted == y).mean()), len(X))

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 
 from perennial.config import PipelineConfig
 from perennial.sampling import batch_seed
-from perennial.schema import infer_schema
+from perennial.schema import check_column_rules, infer_schema
 from perennial.types import Batch, BatchError, Schema
 
 BATCH_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -92,9 +92,25 @@ def load_batch(path: Path, config: PipelineConfig) -> Batch:
 
 @task(cache_policy=NO_CACHE)
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:
-    """The frozen schema, or one declared in config / inferred from this first batch."""
+    """The frozen schema, or one declared in config / inferred from this first batch; the declared
+    validation rules must name its features (a ConfigError otherwise, before anything is written)."""
+    schema = frozen or infer_schema(batch.frame, config.data.target, config.data.features)
+    check_column_rules(config, schema)
+    return schema
+
+
+def next_schema(config: PipelineConfig, frozen: Schema | None, processed: set[str]) -> Schema | None:
+    """The schema the next cycle will check against, found without a flow run: the frozen one, else
+    the declared or inferred one of the first new batch; None without a readable new batch."""
     if frozen is not None:
         return frozen
+    first = next(iter(find_new_batches.fn(config, processed)), None)
+    if first is None:
+        return None
+    try:
+        batch = read_batch(first, config.data.format, config.data.target)
+    except BatchError:
+        return None  # the cycle rejects it; the next batch settles the schema
     return infer_schema(batch.frame, config.data.target, config.data.features)
 
 

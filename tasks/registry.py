@@ -125,10 +125,14 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
     exp = experiment_id(config.name, settings)
     with mlflow.start_run(experiment_id=exp, run_name=f"{batch_id} {decision.action.value}") as run:
         mlflow.set_tags({"perennial.batch": batch_id, "perennial.decision": decision.action.value,
-                         "perennial.reason": decision.reason[:4000]})
+                         "perennial.reason": decision.reason[:4000],
+                         "perennial.shifted_columns": ",".join(validation.shifted_columns)[:4000]})
+        if validation.release_reason is not None:
+            mlflow.set_tag("perennial.release_reason", validation.release_reason[:4000])
         mlflow.log_params({"batch": batch_id, "decision": decision.action.value,
                            "window_batches": decision.window_batches, "family": config.model.family})
-        metrics: dict[str, float] = {"rows": rows, "validation_success": float(validation.success)}
+        metrics: dict[str, float] = {"rows": rows, "validation_success": float(validation.success),
+                                     "validation_shifts": len(validation.shifts)}
         if drift is not None:
             metrics["drift_share"] = drift.drift_share
             metrics.update({_metric_key(f.column): f.score for f in drift.features})
@@ -141,8 +145,19 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
                 mlflow.log_artifact(str(drift.report_html), "drift")
         mlflow.log_metrics(metrics)
         mlflow.log_dict({"success": validation.success, "failures": validation.failures,
+                         "shifts": validation.shifts, "shifted_columns": validation.shifted_columns,
+                         "release_reason": validation.release_reason,
                          "great_expectations": validation.report}, "validation/validation.json")
         return run.info.run_id
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, reason: str) -> None:
+    """A rejected batch's run gains the champion's accuracy on it and the reason that states it."""
+    mlflow_client = client(settings)
+    if accuracy is not None:
+        mlflow_client.log_metric(run_id, "champion_accuracy_before", accuracy)
+    mlflow_client.set_tag(run_id, "perennial.reason", reason[:4000])
 
 
 def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from perennial.types import (
     Batch,
     Challenger,
     Champion,
+    ChampionScore,
     CycleRecord,
     Decision,
     DriftResult,
@@ -25,7 +26,7 @@ from perennial.types import (
     ValidationResult,
 )
 from tasks import events
-from tasks.registry import log_lifelong, run_url
+from tasks.registry import log_champion_score, log_lifelong, run_url
 
 
 def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
@@ -40,7 +41,26 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         trigger=decision.trigger.value, champion_version_before=champion.version if champion else None,
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
+        shifts=validation.shifts, shifted_columns=validation.shifted_columns, unusable=validation.unusable,
+        release_reason=validation.release_reason,
     )
+
+
+def with_release(decision: Decision, validation: ValidationResult) -> Decision:
+    """A released batch's decision says so first: `released (<reason>): ...`."""
+    if validation.release_reason is None:
+        return decision
+    return replace(decision, reason=f"released ({validation.release_reason}): {decision.reason}")
+
+
+def note_champion_score(settings: Settings, record: CycleRecord, score: ChampionScore | None) -> None:
+    """A rejected batch's ledger line, reason and MLflow run gain the champion's accuracy on it."""
+    if score is None:
+        return
+    record.champion_accuracy_before = score.accuracy
+    record.reason = f"{record.reason}; {score.describe()}"
+    if record.run_id:
+        log_champion_score(settings, record.run_id, score.accuracy, record.reason)
 
 
 def record_adaptation(record: CycleRecord, decision: Decision, promotion: Promotion, best: Challenger,
@@ -127,6 +147,10 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
     ]
     if record.promotion:
         lines += ["", f"**Promotion:** {record.promotion}"]
+    if record.release_reason:
+        lines += ["", f"**Released** by a user: {record.release_reason}"]
+    if record.shifts:
+        lines += ["", "**Shifted** (recorded, not rejecting):", *(f"- {shift}" for shift in record.shifts)]
     if record.drifted_columns:
         lines += ["", "Drifted columns: " + ", ".join(f"`{c}`" for c in record.drifted_columns)]
     if record.quarantined_to:
@@ -150,7 +174,9 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
         create_link_artifact(mlflow_link, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
     if record.decision == "reject":
         events.emit(events.BATCH_REJECTED, model, {
-            "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to})
+            "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
+            "champion_accuracy": record.champion_accuracy_before,
+            "champion_version": record.champion_version_after})
     if record.promoted:
         events.emit(events.MODEL_PROMOTED, model, {
             "version": record.model_version, "batch": record.batch, "decision": record.decision,

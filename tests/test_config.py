@@ -58,6 +58,25 @@ def test_inconsistent_thresholds_are_refused(tmp_path):
         load_config(path)
 
 
+def test_declared_column_rules_are_checked(tmp_path):
+    base = "name: m\ndata: {source: in, target: y}\n"
+    config = load_config(write(tmp_path, base + "validation: {strict: true, columns: {region: "
+                               "{categories: [1, north]}, age: {min: 18, max: 120, strict: false}}}\n"))
+    assert config.validation.strict is True
+    assert config.validation.columns["region"].categories == ["1", "north"]  # compared as text
+    assert config.validation.columns["age"].strict is False
+    path = write(tmp_path, base + "validation: {columns: {age: {min: 120, max: 18}}}\n")
+    with pytest.raises(ConfigError, match=r"'validation.columns.age': .*min \(120\) must not exceed max"):
+        load_config(path)
+    path = write(tmp_path, base + "validation: {columns: {age: {minimum: 18}}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: unknown key 'validation.columns.age.minimum'"
+    path = write(tmp_path, base + "validation: {columns: {age: {max_null_rate: 1.5}}}\n")
+    with pytest.raises(ConfigError, match=r"key 'validation.columns.age.max_null_rate'"):
+        load_config(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")

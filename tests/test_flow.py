@@ -83,6 +83,10 @@ def test_schema_violating_batch_is_rejected_quarantined_and_changes_nothing(stre
     assert "column 'x one': values of type object, expected numbers" in broken.reason
     assert broken.model_version is None
     assert broken.champion_version_after == records["b04-shift.csv"].champion_version_after
+    # Monitoring goes on: the champion is scored on the rejected batch ('colour' counts as missing).
+    assert broken.champion_accuracy_before > 0.5
+    assert broken.reason.endswith(f"; champion v3 scores {broken.champion_accuracy_before:.1%} on its "
+                                  "1,400 labelled rows")
     quarantined = Path(broken.quarantined_to)
     assert quarantined.read_bytes() == (ws.batches / "b05-broken.csv").read_bytes()
     report = json.loads(quarantined.with_name("b05-broken.csv.validation.json").read_text())
