@@ -266,7 +266,8 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         # finish_step
         metrics = step_metrics(record, matrix, evaluation.challenger_accuracy)
         heatmap = accuracy_heatmap(matrix, store.report_dir(batch.id) / "accuracy_matrix.png")
-        call(log_lifelong, settings, record.run_id, metrics, matrix, heatmap)
+        call(log_lifelong, settings, record.run_id, metrics, matrix, heatmap,
+             {"perennial.decision": record.decision, "perennial.reason": record.reason[:4000]})
         # finish_cycle, without its run logger (there is no run)
         record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         with warnings.catch_warnings():

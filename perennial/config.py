@@ -72,7 +72,7 @@ class PolicyConfig(_Strict):
         description="Ways to train a challenger when an alarm calls for an adaptation."
     )
     candidate_budget: float = Field(
-        1.0, ge=0, description="Training an adaptation may spend on candidates besides the policy's own "
+        0.5, ge=0, description="Training an adaptation may spend on candidates besides the policy's own "
         "choice, as a multiple of that choice's cost estimated from the cost ledger (0: its choice only)."
     )
 

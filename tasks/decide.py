@@ -52,9 +52,12 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
     (each model's accuracy pooled over its batches, weighted by rows).
 
     Only accuracies measured before learning from a batch count: a challenger's holdout accuracy
-    was used to promote it, so it is biased upwards. With no such batch yet (the first model has
-    served none) it is the champion's holdout accuracy. A weak retrain therefore does not lower the
-    bar: the models before it still set it, until they leave the last `batches` batches.
+    was used to promote it, so it is biased upwards. A batch on which an alarm replaced the model
+    does not count for that model either: it measured the change, not the model's level (an alarm
+    whose challenger lost does count, so a lucky estimate cannot raise alarm after alarm). With no
+    such batch (the first model has served none) it is the champion's holdout accuracy. A weak
+    retrain therefore does not lower the bar: the models before it still set it, until they leave
+    the last `batches` batches.
     """
     recent = {id(r) for r in [r for r in history if r.decision != Action.REJECT][-batches:]}
     pooled: dict[int, list[float]] = {}
@@ -65,6 +68,8 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
         before = record.champion_version_before if record.champion_version_before is not None else previous
         previous = record.champion_version_after
         if id(record) not in recent or before is None or record.champion_accuracy_before is None:
+            continue
+        if record.trigger in (Trigger.DRIFT, Trigger.NEW_LABELS) and record.champion_version_after != before:
             continue
         totals = pooled.setdefault(before, [0.0, 0.0])
         totals[0] += record.champion_accuracy_before * record.rows
@@ -192,13 +197,15 @@ def _by_share(share: float, drifted: str, fine_tunes: int, policy: PolicyConfig,
 
 def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
                    costs: dict[Candidate, float | None], last_winner: Candidate | None) -> list[Candidate]:
-    """The candidates an adaptation trains: the policy's own choice (or the first allowed kind in
-    its place), then others while their estimated cost fits `candidate_budget` times the own
-    choice's; the kind that won the last adaptation first, then the cheapest.
+    """The candidates an adaptation trains: the policy's own choice first, then others while their
+    estimated cost fits `candidate_budget` times the own choice's, the cheapest first.
 
-    Only an alarm compares candidates: a first model, new labels and a data-growth retrain each
-    have one way to train. `costs` holds estimated CPU seconds per kind (None: not known yet,
-    taken as the own choice's cost).
+    Evidence steers the own choice: a fine-tune (the answer to a drop short of a concept change)
+    gives way to the kind that won the last comparison, so a stream that rewards retraining on
+    the window (say, a boundary that keeps moving) gets it without paying for both every time.
+    A kind the user did not allow gives way to the first allowed one. Only an alarm compares
+    candidates: a first model, new labels and a data-growth retrain each have one way to train.
+    `costs` holds estimated CPU seconds per kind (None: not known yet, taken as the own choice's).
     """
     own = decision.candidate
     if own is None:
@@ -206,6 +213,8 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
     if decision.trigger is not Trigger.DRIFT or not has_champion:
         return [own]
     allowed = [Candidate(k) for k in policy.candidates]
+    if own is Candidate.FINE_TUNE and last_winner in allowed:
+        own = last_winner
     if own not in allowed:
         own = allowed[0]
     own_cost = costs.get(own) or 1.0
@@ -215,7 +224,7 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
         return own_cost if known is None else known
 
     plan, spent = [own], 0.0
-    for kind in sorted((k for k in allowed if k is not own), key=lambda k: (k is not last_winner, cost(k))):
+    for kind in sorted((k for k in allowed if k is not own), key=cost):
         if spent + cost(kind) <= policy.candidate_budget * own_cost:
             plan.append(kind)
             spent += cost(kind)

@@ -125,6 +125,7 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
     exp = experiment_id(config.name, settings)
     with mlflow.start_run(experiment_id=exp, run_name=f"{batch_id} {decision.action.value}") as run:
         mlflow.set_tags({"perennial.batch": batch_id, "perennial.decision": decision.action.value,
+                         "perennial.trigger": decision.trigger.value,
                          "perennial.reason": decision.reason[:4000],
                          "perennial.shifted_columns": ",".join(validation.shifted_columns)[:4000]})
         if validation.release_reason is not None:
@@ -303,13 +304,15 @@ def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: 
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float],
-                 matrix: AccuracyMatrix | None, heatmap: Path | None) -> None:
-    """Cost and lifelong metrics of a cycle in its run; after a training, the accuracy matrix too."""
+def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], matrix: AccuracyMatrix | None,
+                 heatmap: Path | None, tags: dict[str, str] | None = None) -> None:
+    """Cost and lifelong metrics of a cycle in its run, with `tags`; after a training, the accuracy
+    matrix too."""
     import mlflow
 
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({k: v for k, v in metrics.items() if v is not None})
+        mlflow.set_tags(tags or {})
         if matrix is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "accuracy_matrix.csv"

@@ -89,7 +89,9 @@ def finish_step(settings: Settings, record: CycleRecord, matrix: AccuracyMatrix,
     if not record.run_id:
         return
     heatmap = accuracy_heatmap(matrix, heatmap_dir / "accuracy_matrix.png") if heatmap_dir else None
-    log_lifelong(settings, record.run_id, metrics, matrix if heatmap_dir else None, heatmap)
+    # The decision as carried out (an adaptation may keep another candidate than the policy's).
+    tags = {"perennial.decision": record.decision, "perennial.reason": record.reason[:4000]}
+    log_lifelong(settings, record.run_id, metrics, matrix if heatmap_dir else None, heatmap, tags)
 
 
 def step_metrics(record: CycleRecord, matrix: AccuracyMatrix, accuracy_reached: float | None) -> dict:
@@ -98,10 +100,12 @@ def step_metrics(record: CycleRecord, matrix: AccuracyMatrix, accuracy_reached: 
     record.concept = matrix.steps[-1].concept
     record.avg_accuracy, record.bwt = lifelong.average_accuracy, lifelong.backward_transfer
     record.forgetting = lifelong.forgetting
+    candidates = {f"candidate.{c['kind']}.{key}": c[key] for c in record.candidates
+                  for key in ("accuracy", "forgetting", "train_cpu_seconds", "rows")}
     return {"train_seconds": record.train_seconds, "train_cpu_seconds": record.train_cpu_seconds,
             "eval_seconds": record.eval_seconds, "eval_cpu_seconds": record.eval_cpu_seconds,
             "trained_rows": record.trained_rows, "accuracy_reached": accuracy_reached,
-            **lifelong.as_metrics()}
+            **lifelong.as_metrics(), **candidates}
 
 
 def accuracy_heatmap(matrix: AccuracyMatrix, path: Path) -> Path:
@@ -145,6 +149,12 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
         f"| {_fmt(record.champion_accuracy_before)} | {_fmt(record.challenger_accuracy)} "
         f"| {record.model_version or '-'} | {record.champion_version_after or '-'} |",
     ]
+    if record.candidates:
+        lines += ["", "| candidate | holdout accuracy | forgetting | rows | train s (CPU) | |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c['kind']} | {_fmt(c['accuracy'])} | {_fmt(c['forgetting'])} | {c['rows']:,} "
+                  f"| {c['train_seconds']:.2f} ({c['train_cpu_seconds']:.2f}) "
+                  f"| {'chosen' if c['chosen'] else ''} |" for c in record.candidates]
     if record.promotion:
         lines += ["", f"**Promotion:** {record.promotion}"]
     if record.release_reason:

@@ -269,8 +269,7 @@ def test_registering_the_same_batch_twice_returns_the_first_version(stream):
     config = load_config(ws.config_path)
     batch = read_batch(ws.batches / "b03-concept-change.csv", "auto", "label")
     before = len(ws.versions())
-    again = register.fn(config, ws.settings, records[batch.id].run_id, None, batch, None, None, None,
-                        [batch.id], None, None, None, 2)
+    again = register.fn(config, ws.settings, records[batch.id].run_id, None, batch, None, None, None)
     assert again == records[batch.id].model_version
     assert len(ws.versions()) == before
     assert int(champion_version(ws.name, ws.settings).version) == ws.champion()

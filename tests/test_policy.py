@@ -7,8 +7,30 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from perennial.config import PolicyConfig
-from perennial.types import Action, CycleRecord, DriftResult, ValidationResult
-from tasks.decide import batches_since_adaptation, decide, fine_tunes_since_retrain
+from perennial.types import (
+    Action,
+    Candidate,
+    CandidateResult,
+    Champion,
+    CycleRecord,
+    Decision,
+    DriftResult,
+    Growth,
+    Reference,
+    Trigger,
+    ValidationResult,
+)
+from tasks.decide import (
+    batches_since_adaptation,
+    candidate_plan,
+    choose,
+    decide,
+    estimated_costs,
+    fine_tunes_since_retrain,
+    growth_of,
+    last_winner,
+    reference_accuracy,
+)
 
 POLICY = PolicyConfig(drift_share_moderate=0.2, drift_share_severe=0.5,
                       accuracy_drop_moderate=0.05, accuracy_drop_severe=0.15, max_fine_tunes=2)
@@ -166,3 +188,161 @@ def test_reject_exactly_when_validation_fails(share, before, success):
     validation = ValidationResult(success=success, failures=[] if success else ["x"], expectations=1)
     decision = run(validation, drift(share, before=before))
     assert (decision.action is Action.REJECT) == (not success)
+
+
+# -- Keep learning while stable, judge against the best, a significant drop always acts --------------
+
+def test_a_significant_drop_below_every_threshold_still_fine_tunes():
+    # 2,000-row batch at 86% against 90% over 6,000 rows: 4 points, beyond the ±1.7 noise band,
+    # below accuracy_drop_moderate (5%), no feature drifted.
+    measured = DriftResult(features=[], drift_share=0.0, champion_accuracy=0.86, reference_accuracy=0.9,
+                           reference_rows=6000, batch_rows=2000)
+    decision = run(result=measured)
+    assert decision.action is Action.FINE_TUNE and decision.trigger is Trigger.DRIFT
+    assert decision.reason == ("accuracy drop: accuracy 90% -> 86% (drop 4% beyond sampling noise "
+                               "±1.7%)")
+    lenient = PolicyConfig(**{**POLICY.model_dump(), "accuracy_drop_moderate": 0.12})
+    assert decide.fn(VALID, measured, 0, lenient, 3).action is Action.FINE_TUNE  # whatever the thresholds
+    # Inside the band it stays noise.
+    noisy = DriftResult(features=[], drift_share=0.0, champion_accuracy=0.89, reference_accuracy=0.9,
+                        reference_rows=6000, batch_rows=2000)
+    assert run(result=noisy).action is Action.NOOP
+
+
+GROWING = PolicyConfig(**{**POLICY.model_dump(), "growth_ratio": 1.0})
+
+
+def test_labelled_rows_doubling_while_stable_retrain_on_the_concept_and_is_no_alarm():
+    decision = decide.fn(VALID, drift(0.0), 0, GROWING, 3, None, Growth(learned_rows=1500, new_rows=1500))
+    assert decision.action is Action.RETRAIN
+    assert decision.trigger is Trigger.DATA_GROWTH
+    assert decision.candidate is Candidate.RETRAIN_GROWN
+    assert decision.reason == ("data growth: 1,500 new labelled rows since the champion was trained on 1,500 "
+                               "(>= 1x); retraining on every batch of its concept")
+    assert decide.fn(VALID, drift(0.0), 0, GROWING, 3, None, Growth(1500, 1499)).action is Action.NOOP
+    off = PolicyConfig(**{**POLICY.model_dump(), "growth_ratio": None})
+    assert decide.fn(VALID, drift(0.0), 0, off, 3, None, Growth(1500, 9000)).action is Action.NOOP
+
+
+def test_an_alarm_takes_precedence_over_data_growth():
+    dropped = decide.fn(VALID, drift(0.0, before=0.8), 0, GROWING, 3, None, Growth(1500, 3000))
+    assert dropped.action is Action.FINE_TUNE and dropped.trigger is Trigger.DRIFT
+
+
+def _served(batch: str, before: int | None, after: int | None, accuracy: float | None, decision: str = "noop",
+            trigger: str = "", rows: int = 2000) -> CycleRecord:
+    return CycleRecord(batch=batch, rows=rows, validation="passed", drift_share=0.0,
+                       champion_accuracy_before=accuracy, decision=decision, reason="", trigger=trigger,
+                       champion_version_before=before, champion_version_after=after)
+
+
+CHAMPION = Champion(version=2, model=None, holdout_accuracy=0.71, reference=None, holdout_rows=500)
+
+
+def test_the_reference_is_the_best_recent_model_not_a_weak_retrain():
+    history = [
+        _served("b1", None, 1, None, "retrain", "first_model"),
+        _served("b2", 1, 1, 0.95),
+        _served("b3", 1, 1, 0.94),
+        # An alarm replaced v1: its 70% measured the change, not v1's level.
+        _served("b4", 1, 2, 0.70, "retrain", "drift"),
+        _served("b5", 2, 2, 0.72),
+    ]
+    reference = reference_accuracy(history, 6, CHAMPION)
+    assert reference == Reference(accuracy=0.945, rows=4000, version=1, batches=2)
+    assert reference.describe() == "94.5% (v1 on 2 recent batch(es))"
+    # Once v1's batches are older than the last `reference_batches`, the weak model sets the bar.
+    assert reference_accuracy(history, 2, CHAMPION) == Reference(0.72, 2000, 2, 1)
+
+
+def test_an_alarm_whose_challenger_lost_still_counts_for_the_reference():
+    history = [_served("b1", None, 1, None, "retrain", "first_model"),
+               _served("b2", 1, 1, 0.86, "fine_tune", "drift")]  # the fine-tune was not promoted
+    assert reference_accuracy(history, 6, CHAMPION) == Reference(0.86, 2000, 1, 1)
+
+
+def test_without_a_served_batch_the_reference_is_the_champion_holdout():
+    history = [_served("b1", None, 2, None, "retrain", "first_model"),
+               _served("b2", 2, 2, None, "reject", rows=0)]
+    assert reference_accuracy(history, 6, CHAMPION) == Reference(0.71, 500, 2, 0)
+
+
+def test_growth_counts_rows_since_the_last_training():
+    history = [CycleRecord(batch="b1", rows=2000, validation="passed", drift_share=None,
+                           champion_accuracy_before=None, decision="retrain", reason="",
+                           champion_version_after=1, learned_rows=1500, unlearned_rows=0),
+               CycleRecord(batch="b2", rows=2000, validation="passed", drift_share=0.0,
+                           champion_accuracy_before=0.9, decision="noop", reason="",
+                           champion_version_after=1, learned_rows=1500, unlearned_rows=1500),
+               _served("b3", 1, 1, None, "reject", rows=0)]  # a rejected batch brings no rows
+    assert growth_of(history, new_rows=1500) == Growth(learned_rows=1500, new_rows=3000)
+    assert growth_of([], new_rows=1500) is None
+
+
+# -- Choosing by evidence --------------------------------------------------------------------------
+
+ALARM = Decision(Action.FINE_TUNE, "accuracy drop", trigger=Trigger.DRIFT)
+COSTS = {Candidate.FINE_TUNE: 0.2, Candidate.RETRAIN_WINDOW: 0.3, Candidate.RETRAIN_BATCH: 0.1}
+
+
+def test_an_alarm_trains_the_policy_choice_then_the_cheapest_others_within_the_budget():
+    # Budget 0.5 of the fine-tune's 0.2 s: the 0.1 s retrain on the batch fits, the window does not.
+    assert candidate_plan(ALARM, POLICY, True, COSTS, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_BATCH]
+    generous = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 2.5})
+    assert candidate_plan(ALARM, generous, True, COSTS, None) == [
+        Candidate.FINE_TUNE, Candidate.RETRAIN_BATCH, Candidate.RETRAIN_WINDOW]
+    frugal = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 0.0})
+    assert candidate_plan(ALARM, frugal, True, COSTS, None) == [Candidate.FINE_TUNE]
+    # Unknown costs count as the own choice's: one more candidate per unit of budget.
+    assert candidate_plan(ALARM, PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 1.0}), True,
+                          {}, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_WINDOW]
+
+
+def test_the_kind_that_won_the_last_comparison_replaces_a_fine_tune_as_the_own_choice():
+    assert candidate_plan(ALARM, POLICY, True, COSTS, Candidate.RETRAIN_WINDOW) == [
+        Candidate.RETRAIN_WINDOW, Candidate.RETRAIN_BATCH]
+    # A concept change keeps its retrain on the batch alone.
+    change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
+    assert candidate_plan(change, POLICY, True, COSTS, Candidate.FINE_TUNE)[0] is Candidate.RETRAIN_BATCH
+
+
+def test_only_an_alarm_compares_candidates():
+    first = Decision(Action.RETRAIN, "first", 3, trigger=Trigger.FIRST_MODEL)
+    grown = Decision(Action.RETRAIN, "growth", 0, trigger=Trigger.DATA_GROWTH)
+    labels = Decision(Action.RETRAIN, "labels", 3, supersedes=True, trigger=Trigger.NEW_LABELS)
+    assert candidate_plan(first, POLICY, False, COSTS, None) == [Candidate.RETRAIN_WINDOW]
+    assert candidate_plan(grown, POLICY, True, COSTS, None) == [Candidate.RETRAIN_GROWN]
+    assert candidate_plan(labels, POLICY, True, COSTS, None) == [Candidate.RETRAIN_WINDOW]
+    concept_change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
+    assert concept_change.candidate is Candidate.RETRAIN_BATCH
+
+
+def test_a_kind_the_user_did_not_allow_is_replaced_by_the_first_allowed():
+    only_retrains = PolicyConfig(**{**POLICY.model_dump(), "candidates": ["retrain_window", "retrain_batch"],
+                                    "candidate_budget": 0.0})
+    assert candidate_plan(ALARM, only_retrains, True, COSTS, None) == [Candidate.RETRAIN_WINDOW]
+
+
+def test_the_challenger_is_the_best_candidate_within_the_forgetting_budget_the_cheaper_on_a_tie():
+    trials = [CandidateResult("fine_tune", 0.91, 0.08, 3000, train_cpu_seconds=0.2),
+              CandidateResult("retrain_window", 0.89, 0.01, 4500, train_cpu_seconds=0.3),
+              CandidateResult("retrain_batch", 0.89, 0.0, 1500, train_cpu_seconds=0.1)]
+    assert choose(trials, 0.05) == 2  # the fine-tune forgets too much; a tie goes to the cheaper
+    assert choose(trials, 0.10) == 0
+    assert choose(trials[:1], 0.05) == 0  # nothing within the budget: the best all the same
+
+
+def test_costs_are_estimated_from_the_ledger_and_the_last_winner_remembered():
+    def trained(batch: str, *candidates: tuple[str, int, float, bool]) -> CycleRecord:
+        return CycleRecord(batch=batch, rows=2000, validation="passed", drift_share=0.0,
+                           champion_accuracy_before=0.8, decision="retrain", reason="",
+                           champion_version_after=1,
+                           candidates=[{"kind": k, "rows": n, "train_cpu_seconds": cpu, "chosen": chosen}
+                                       for k, n, cpu, chosen in candidates])
+
+    history = [trained("b1", ("retrain_window", 1500, 0.3, True)),
+               trained("b2", ("fine_tune", 3000, 0.3, False), ("retrain_batch", 1500, 0.15, True))]
+    costs = estimated_costs(history, {Candidate.FINE_TUNE: 3000, Candidate.RETRAIN_GROWN: 6000})
+    assert costs == pytest.approx({Candidate.FINE_TUNE: 0.3, Candidate.RETRAIN_GROWN: 0.6})  # latest rate
+    assert estimated_costs([], {Candidate.FINE_TUNE: 3000}) == {Candidate.FINE_TUNE: None}
+    assert last_winner(history) is Candidate.RETRAIN_BATCH
