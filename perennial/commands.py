@@ -37,8 +37,8 @@ def cycles_table(records: list[CycleRecord], title: str) -> Table:
     for r in records:
         style = _DECISION_STYLE.get(r.decision, "")
         table.add_row(r.batch, str(r.rows), _pct(r.drift_share),
-                      _pct(r.champion_accuracy_before), f"[{style}]{r.decision}[/{style}]", _reason_cell(r),
-                      _model_cell(r),
+                      _pct(r.champion_accuracy_before), f"[{style}]{_decision_cell(r)}[/{style}]",
+                      _reason_cell(r), _model_cell(r),
                       f"v{r.champion_version_after}" if r.champion_version_after else "-",
                       _seconds(r.train_seconds, r.train_cpu_seconds), _pct(r.forgetting))
     return table
@@ -50,6 +50,11 @@ def _reason_cell(r: CycleRecord) -> str:
         return escape(f"released ({r.release_reason}), to be processed again; rejected: {r.reason}")
     shifted = f" (shifted: {', '.join(r.shifted_columns)})" if r.shifted_columns else ""
     return escape(r.reason + shifted)
+
+
+def _decision_cell(r: CycleRecord) -> str:
+    """The decision, with a data-growth retrain told apart from a retrain on an alarm."""
+    return f"{r.decision} (growth)" if r.trigger == "data_growth" else r.decision
 
 
 def _seconds(wall: float | None, cpu: float | None) -> str:

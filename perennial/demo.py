@@ -188,8 +188,10 @@ def _print_summary(console, records, seconds: float, matrix) -> None:
     versions = sum(r.model_version is not None for r in records)
     promoted = sum(bool(r.promoted) for r in records)
     scored = [r.champion_accuracy_before for r in records if r.champion_accuracy_before is not None]
+    growth = sum(r.trigger == "data_growth" for r in records)
     console.print(
         f"\nSummary: {len(records)} batches -> " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + (f" ({growth} of the retrains for data growth, not drift)" if growth else "")
         + f"; {versions} versions registered, {promoted} promoted; champion now v{champion}."
     )
     if scored:

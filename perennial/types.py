@@ -21,6 +21,12 @@ def pct(x: float) -> str:
     return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
 
 
+def sampling_noise(p1: float, n1: int, p2: float, n2: int) -> float:
+    """Two standard errors of the difference of two accuracies measured on n1 and n2 rows: a smaller
+    difference may be sampling noise."""
+    return 2 * math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
+
+
 class BatchError(ValueError):
     """A batch file cannot be used at all (unreadable, empty, wrong format)."""
 
@@ -146,8 +152,8 @@ class DriftResult:
         """Two standard errors of the drop: a smaller drop may be sampling noise of small batches."""
         if self.accuracy_drop is None or not self.reference_rows or not self.batch_rows:
             return 0.0
-        p1, p2 = self.reference_accuracy or 0.0, self.champion_accuracy or 0.0
-        return 2 * math.sqrt(p1 * (1 - p1) / self.reference_rows + p2 * (1 - p2) / self.batch_rows)
+        return sampling_noise(self.reference_accuracy or 0.0, self.reference_rows,
+                              self.champion_accuracy or 0.0, self.batch_rows)
 
 
 class Action(StrEnum):
@@ -284,11 +290,13 @@ class CandidateResult:
 
     kind: str
     accuracy: float
+    # On the earlier windows of its concept (the promotion gate's), and on every earlier window.
     forgetting: float
     rows: int
     train_seconds: float | None = None
     train_cpu_seconds: float | None = None
     chosen: bool = False
+    forgetting_all: float = 0.0
 
 
 @dataclass
@@ -315,7 +323,7 @@ class Challenger:
     def result(self, chosen: bool) -> CandidateResult:
         return CandidateResult(self.kind.value, self.evaluation.challenger_accuracy,
                                self.evaluation.forgetting, self.rows.rows, round(self.train_seconds, 3),
-                               round(self.train_cpu_seconds, 3), chosen)
+                               round(self.train_cpu_seconds, 3), chosen, self.matrix.metrics().forgetting)
 
 
 @dataclass

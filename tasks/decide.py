@@ -197,15 +197,13 @@ def _by_share(share: float, drifted: str, fine_tunes: int, policy: PolicyConfig,
 
 def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
                    costs: dict[Candidate, float | None], last_winner: Candidate | None) -> list[Candidate]:
-    """The candidates an adaptation trains: the policy's own choice first, then others while their
-    estimated cost fits `candidate_budget` times the own choice's, the cheapest first.
+    """The candidates an adaptation trains: the policy's own choice (or, if the user did not allow
+    it, the first allowed kind), then others while their estimated cost fits `candidate_budget`
+    times the own choice's: the kind that won the last comparison first, then the cheapest.
 
-    Evidence steers the own choice: a fine-tune (the answer to a drop short of a concept change)
-    gives way to the kind that won the last comparison, so a stream that rewards retraining on
-    the window (say, a boundary that keeps moving) gets it without paying for both every time.
-    A kind the user did not allow gives way to the first allowed one. Only an alarm compares
-    candidates: a first model, new labels and a data-growth retrain each have one way to train.
-    `costs` holds estimated CPU seconds per kind (None: not known yet, taken as the own choice's).
+    A concept change always trains the window too. Only an alarm compares candidates: a first
+    model, new labels and a data-growth retrain each have one way to train. `costs` holds
+    estimated CPU seconds per kind (None: not known yet, taken as the own choice's).
     """
     own = decision.candidate
     if own is None:
@@ -213,8 +211,6 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
     if decision.trigger is not Trigger.DRIFT or not has_champion:
         return [own]
     allowed = [Candidate(k) for k in policy.candidates]
-    if own is Candidate.FINE_TUNE and last_winner in allowed:
-        own = last_winner
     if own not in allowed:
         own = allowed[0]
     own_cost = costs.get(own) or 1.0
@@ -224,7 +220,13 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
         return own_cost if known is None else known
 
     plan, spent = [own], 0.0
-    for kind in sorted((k for k in allowed if k is not own), key=cost):
+    if decision.supersedes and own is Candidate.RETRAIN_BATCH and Candidate.RETRAIN_WINDOW in allowed:
+        # A severe drop is a changed concept, or inputs that moved where the model never was (a
+        # covariate shift): the window keeps what still holds and ties or wins in the second case.
+        plan.append(Candidate.RETRAIN_WINDOW)
+        spent += cost(Candidate.RETRAIN_WINDOW)
+    others = sorted((k for k in allowed if k not in plan), key=lambda k: (k is not last_winner, cost(k)))
+    for kind in others:
         if spent + cost(kind) <= policy.candidate_budget * own_cost:
             plan.append(kind)
             spent += cost(kind)
@@ -256,6 +258,9 @@ def estimated_costs(history: Iterable[CycleRecord],
 
 def choose(trials: Sequence[CandidateResult], forgetting_budget: float) -> int:
     """The challenger among trained candidates: the best accuracy on the holdout rows among those
-    that forget at most the budget (all of them when none does), the cheaper on a tie."""
+    that forget at most the budget on their concept's windows (all of them when none does); on a
+    tie the one that forgets least over every earlier window (it kept what still holds), then the
+    cheaper."""
     within = [i for i, t in enumerate(trials) if t.forgetting <= forgetting_budget] or range(len(trials))
-    return max(within, key=lambda i: (trials[i].accuracy, -(trials[i].train_cpu_seconds or 0.0)))
+    return max(within, key=lambda i: (trials[i].accuracy, -trials[i].forgetting_all,
+                                      -(trials[i].train_cpu_seconds or 0.0)))

@@ -25,6 +25,7 @@ from perennial.types import (
     Schema,
     Trigger,
     ValidationResult,
+    sampling_noise,
 )
 from tasks.evaluate import accuracy
 from tasks.load import holdout_split, split_holdout
@@ -143,8 +144,9 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
                   decision: Decision) -> Reuse | None:
     """Before training because the champion lost accuracy: has the concept of a former champion
     returned? It must hold its own holdout accuracy on the batch (drop under
-    `policy.accuracy_drop_moderate`), beat the champion on it by the promotion margin, and forget at
-    most `lifelong.forgetting_budget` on earlier windows of its concept. The best such, or None."""
+    `policy.accuracy_drop_moderate`), beat the champion on it beyond sampling noise and by the
+    promotion margin, and forget at most `lifelong.forgetting_budget` on earlier windows of its
+    concept. The best such, or None."""
     if champion is None or drift is None or decision.trigger is not Trigger.DRIFT \
             or not accuracy_dropped(drift) or validation.new_classes:
         return None
@@ -154,7 +156,9 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
     scored = []
     for candidate in former_champions(config, settings, champion.version, lifelong.reuse_candidates):
         acc = accuracy(candidate.model, batch.frame, schema)
-        if acc > now and acc >= now + policy.promotion_margin and \
+        # Better beyond sampling noise: a version that wins by a hair is not a concept returning.
+        beats = acc - now > sampling_noise(acc, batch.rows, now, batch.rows)
+        if beats and acc >= now + policy.promotion_margin and \
                 candidate.holdout_accuracy - acc < policy.accuracy_drop_moderate:
             scored.append((acc, candidate))
     for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):

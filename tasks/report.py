@@ -68,7 +68,7 @@ def record_adaptation(record: CycleRecord, decision: Decision, promotion: Promot
     """An adaptation's outcome on its ledger line: the decision as carried out, every candidate, and
     the cost of training and evaluating them all."""
     record.decision, record.reason = decision.action.value, decision.reason
-    record.supersedes = decision.supersedes
+    record.supersedes, record.trigger = decision.supersedes, decision.trigger.value
     record.model_version, record.promoted = promotion.version, promotion.promoted
     record.promotion, record.champion_version_after = promotion.reason, promotion.champion_version
     record.challenger_accuracy = best.evaluation.challenger_accuracy

@@ -93,7 +93,9 @@ def deployed(tmp_path_factory) -> Deployed:
     (root / "perennial.yaml").write_text(yaml.safe_dump({
         "name": MODEL, "data": {"source": "batches", "target": "label"},
         # Any challenger beats the champion by this margin, so only check-and-set can stop a promotion.
-        "policy": {"promotion_margin": -0.5, "drift_share_moderate": 0.2, "drift_share_severe": 0.7},
+        # One way to train per adaptation and no data-growth retrain until the last test turns it on.
+        "policy": {"promotion_margin": -0.5, "drift_share_moderate": 0.2, "drift_share_severe": 0.7,
+                   "growth_ratio": None, "candidate_budget": 0.0},
     }))
     with PrefectServer(root / "prefect-home") as server:
         env = {**quiet_env(), "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": server.api,
@@ -189,3 +191,23 @@ def test_drift_events_from_any_system_run_adapt_one_at_a_time_with_check_and_set
     assert d.champion() == won["model_version"]
     tags = d.versions()
     assert {tags[r["model_version"]]["perennial.batch"] for r in (won, lost)} == {"c.csv", "d.csv"}
+
+
+def test_a_data_growth_retrain_reaches_the_adapt_deployment_through_its_own_event(deployed: Deployed):
+    d = deployed
+    config = yaml.safe_load(d.config.read_text())
+    config["policy"]["growth_ratio"] = 0.1  # any new batch grows the data enough; each run reads the file
+    d.config.write_text(yaml.safe_dump(config))
+    before = len(d.runs(f"adapt-{MODEL}"))
+    make_batch(seed=5, flip=True).to_csv(d.root / "e.csv", index=False)  # the concept in service
+    assert d.cli("ingest", str(d.root / "e.csv"), "--config", str(d.config)).returncode == 0
+    e = wait_for(lambda: (r := d.ledger().get("e.csv")) and r["status"] == "done" and r, "e.csv adapted")
+    assert e["decision"] == "retrain" and e["trigger"] == "data_growth", e["reason"]
+    assert e["reason"].startswith("data growth: 1,050 new labelled rows")
+    assert e["promoted"] and d.versions()[e["model_version"]]["perennial.candidate"] == "retrain_grown"
+    [run] = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 1 and r, "the growth's adapt run")
+    assert run["created_by"]["type"] == "AUTOMATION" and run["parameters"]["batch_ids"] == ["e.csv"]
+    grown = wait_for(lambda: [x for x in d.http.post("/events/filter", json={"filter": {
+        "event": {"name": ["perennial.data.grown"]}, "resource": {"id": [f"perennial.model.{MODEL}"]}},
+        "limit": 10}).json()["events"]], "the perennial.data.grown event", 60)
+    assert grown[0]["payload"]["trigger"] == "data_growth" and grown[0]["payload"]["batch_ids"] == ["e.csv"]

@@ -298,12 +298,28 @@ def test_an_alarm_trains_the_policy_choice_then_the_cheapest_others_within_the_b
                           {}, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_WINDOW]
 
 
-def test_the_kind_that_won_the_last_comparison_replaces_a_fine_tune_as_the_own_choice():
-    assert candidate_plan(ALARM, POLICY, True, COSTS, Candidate.RETRAIN_WINDOW) == [
-        Candidate.RETRAIN_WINDOW, Candidate.RETRAIN_BATCH]
-    # A concept change keeps its retrain on the batch alone.
+def test_the_kind_that_won_the_last_comparison_is_tried_first_among_the_others():
+    generous = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 1.5})
+    assert candidate_plan(ALARM, generous, True, COSTS, Candidate.RETRAIN_WINDOW) == [
+        Candidate.FINE_TUNE, Candidate.RETRAIN_WINDOW]  # then 0.1 s more does not fit 0.3 s
+    assert candidate_plan(ALARM, generous, True, COSTS, None) == [
+        Candidate.FINE_TUNE, Candidate.RETRAIN_BATCH]  # the cheapest first; the window no longer fits
+    # The policy's own choice stays first: a concept change retrains on the batch alone.
     change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
     assert candidate_plan(change, POLICY, True, COSTS, Candidate.FINE_TUNE)[0] is Candidate.RETRAIN_BATCH
+
+
+def test_a_concept_change_also_trains_the_window_and_a_tie_goes_to_what_forgets_least():
+    # A severe drop may be a covariate shift into regions the model never saw: the window keeps
+    # what still holds, whatever the budget.
+    change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
+    frugal = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 0.0})
+    assert candidate_plan(change, frugal, True, COSTS, None) == [Candidate.RETRAIN_BATCH,
+                                                                 Candidate.RETRAIN_WINDOW]
+    # Seasonal rows: both are perfect on the new season; only the window still knows the old one.
+    trials = [CandidateResult("retrain_batch", 1.0, 0.0, 1500, train_cpu_seconds=0.04, forgetting_all=0.38),
+              CandidateResult("retrain_window", 1.0, 0.0, 4500, train_cpu_seconds=0.14, forgetting_all=0.0)]
+    assert choose(trials, 0.05) == 1
 
 
 def test_only_an_alarm_compares_candidates():
