@@ -1,7 +1,8 @@
-"""Adaptation: train a challenger for a batch, compare, register, promote (check-and-set).
+"""Adaptation: train the candidates for a batch, keep the best, compare it with the champion,
+register, promote (check-and-set).
 
 `training_cycle` calls `adapt_batch` in-process (embedded mode); on a Prefect server the `adapt`
-flow runs it when a `perennial.drift.detected` event arrives (deployed mode).
+flow runs it when a `perennial.drift.detected` or `perennial.data.grown` event arrives (deployed mode).
 """
 
 from __future__ import annotations

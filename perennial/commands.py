@@ -62,10 +62,13 @@ def _seconds(wall: float | None, cpu: float | None) -> str:
 
 
 def cost_summary(records: list[CycleRecord]) -> str:
-    """Totals of the cost ledger: training and evaluation seconds, rows trained on."""
+    """Totals of the cost ledger: adaptations and the candidates they trained, training and evaluation
+    seconds, rows the kept models were trained on."""
     trained = [r for r in records if r.train_seconds is not None]
-    return (f"Cost ledger: {len(trained)} training(s), {sum(r.train_seconds for r in trained):.1f} s wall / "
-            f"{sum(r.train_cpu_seconds or 0 for r in trained):.1f} s CPU on "
+    candidates = sum(max(1, len(r.candidates)) for r in trained)
+    return (f"Cost ledger: {len(trained)} adaptation(s) training {candidates} candidate(s), "
+            f"{sum(r.train_seconds for r in trained):.1f} s wall / "
+            f"{sum(r.train_cpu_seconds or 0 for r in trained):.1f} s CPU, the models kept trained on "
             f"{sum(r.trained_rows or 0 for r in trained):,} rows; evaluation "
             f"{sum(r.eval_seconds or 0 for r in records):.1f} s wall / "
             f"{sum(r.eval_cpu_seconds or 0 for r in records):.1f} s CPU; "

@@ -60,6 +60,15 @@ def make_batch(rows: int = ROWS, *, seed: int, theta: float = 10.0, shift: float
     return frame
 
 
+def with_nulls(frame, columns, percent):
+    """`percent`% of the rows (every row whose index ends in 00-`percent`-1) missing in `columns`."""
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = frame[column].astype("float64").fillna(0.0)
+        frame.loc[frame.index % 100 < percent, column] = None
+    return frame
+
+
 @dataclass
 class Workspace:
     """A monitored folder, its config, and Perennial's state for one test."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_batch
+from conftest import make_batch, with_nulls
 from perennial.config import ConfigError, DriftConfig, ValidationConfig, load_config
 from perennial.schema import check_column_rules, features_frame, infer_schema
 from perennial.types import Batch
@@ -54,15 +54,6 @@ def test_each_kind_of_violation_is_named():
     assert any(s.startswith("column 'x-two': 33.4% of values outside the reference range [0.008, 9.968] "
                             "widened by 50% to [-4.972, 14.95], at most 5.0% allowed") for s in result.shifts)
     assert result.shifted_columns == ["x-two", "noise"]
-
-
-def with_nulls(frame, columns, percent):
-    """`percent`% of the rows (every row whose index ends in 00-`percent`-1) missing in `columns`."""
-    frame = frame.copy()
-    for column in columns:
-        frame[column] = frame[column].astype("float64").fillna(0.0)
-        frame.loc[frame.index % 100 < percent, column] = None
-    return frame
 
 
 NULLY_REFERENCE = with_nulls(REFERENCE, ["noise", "x one"], 15)

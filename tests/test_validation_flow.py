@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_batch, new_workspace
+from conftest import make_batch, new_workspace, with_nulls
 from perennial.cli import main
 
 
@@ -28,15 +28,6 @@ def events(name: str, model: str, count: int) -> list[dict]:
             if len(payloads) >= count or time.monotonic() > deadline:
                 return payloads
             time.sleep(0.5)
-
-
-def with_nulls(frame, columns, percent):
-    """`percent`% of the rows missing in `columns` (every row whose index ends in 00 to percent-1)."""
-    frame = frame.copy()
-    for column in columns:
-        frame[column] = frame[column].astype("float64").fillna(0.0)
-        frame.loc[frame.index % 100 < percent, column] = None
-    return frame
 
 
 def test_a_null_rate_rise_at_a_concept_change_is_a_shift_and_the_batch_is_learnt(tmp_path, monkeypatch,
