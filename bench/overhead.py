@@ -250,8 +250,9 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         schema = schema.with_classes(validation.new_classes)
         history = [r for r in store.records() if r.batch != batch.id]
         windows = load_windows(store, batch, config)
-        trials = [train_candidate(kind, config, store, batch, schema, decision, champion, history, windows,
-                                  train_idx, holdout_idx, call=call)
+        in_service = store.replay(config.lifelong.replay_rows, config.data.target)
+        trials = [train_candidate(kind, config, in_service, batch, schema, decision, champion, history,
+                                  windows, train_idx, holdout_idx, call=call)
                   for kind in candidates_for(decision, history, config, champion, len(train_idx))]
         best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
         decision = chosen_decision(decision, best, trials)
@@ -261,7 +262,8 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         call(record_step, store, config, windows, best.matrix, promotion.champion_version, best.memory)
         store.save_schema(schema)
         record_adaptation(record, decision, promotion, best, trials)
-        record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history), 0
+        record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history,
+                                                                   champion), 0
         matrix, evaluation = best.matrix, best.evaluation
         # finish_step
         metrics = step_metrics(record, matrix, evaluation.challenger_accuracy)

@@ -26,7 +26,7 @@ from bench.strategies import Step, baselines, batch_file, holdout, holdout_accur
 from perennial.config import PipelineConfig
 from perennial.lifelong import backward_transfer, forgetting
 from perennial.schema import features_frame, infer_schema, labels
-from perennial.types import Schema
+from perennial.types import Schema, Trigger
 
 PERENNIAL = "perennial"
 GROWTH = "growth"
@@ -113,7 +113,7 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
                 else holdout_accuracies(model(after), holdouts[: i + 1], schema)
             )
             # A data-growth retrain is not a drift alarm: counted apart, never a detection.
-            action = GROWTH if record.trigger == "data_growth" else record.decision
+            action = GROWTH if record.trigger == Trigger.DATA_GROWTH else record.decision
             steps.append(Step(predictions, action, record.train_cpu_seconds or 0.0, row))
     return steps, records
 

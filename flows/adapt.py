@@ -16,6 +16,7 @@ import numpy as np
 from prefect import flow
 
 from perennial.config import PipelineConfig, Settings, load_config
+from perennial.lifelong import ReplayMemory
 from perennial.state import StateStore
 from perennial.timing import timed
 from perennial.types import (
@@ -26,6 +27,7 @@ from perennial.types import (
     Champion,
     CycleRecord,
     Decision,
+    Growth,
     Promotion,
     Schema,
     Trigger,
@@ -59,8 +61,9 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
     history = [r for r in store.records() if r.batch != batch.id]
     train_idx, holdout_idx = holdout_split(batch, config)
     windows = load_windows(store, batch, config)
+    in_service = store.replay(config.lifelong.replay_rows, config.data.target)
     plan = candidates_for(decision, history, config, champion, len(train_idx))
-    trials = [train_candidate(kind, config, store, batch, schema, decision, champion, history, windows,
+    trials = [train_candidate(kind, config, in_service, batch, schema, decision, champion, history, windows,
                               train_idx, holdout_idx) for kind in plan]
     best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
     decision = chosen_decision(decision, best, trials)
@@ -70,12 +73,12 @@ def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
     if not promotion.promoted and champion is not None:  # the champion stays in service
         matrix = score_windows(champion.model, windows, schema, champion.concept)
         if best.concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
-            learnt = remember(concept_memory(store, config, champion, champion.concept), batch, train_idx,
-                              config)
+            learnt = remember(in_service, batch, train_idx, config)
     record_step(store, config, windows, matrix, promotion.champion_version, learnt)
     store.save_schema(schema)
     record_adaptation(record, decision, promotion, best, trials)
-    record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history), 0
+    record.learned_rows = learned_after(decision, promotion, best, history, champion)
+    record.unlearned_rows = 0
     finish_step(settings, record, matrix, best.evaluation.challenger_accuracy, store.report_dir(batch.id))
 
 
@@ -85,8 +88,12 @@ def candidates_for(decision: Decision, history: list[CycleRecord], config: Pipel
     the last winner first), each cost estimated from the cost ledger."""
     concept = champion.concept if champion else None
     rows = {kind: estimated_rows(kind, history, config, concept, new_rows) for kind in Candidate}
-    return candidate_plan(decision, config.policy, champion is not None, estimated_costs(history, rows),
+    plan = candidate_plan(decision, config.policy, champion is not None, estimated_costs(history, rows),
                           last_winner(history))
+    if config.training.window_batches == 1 and Candidate.RETRAIN_BATCH in plan:
+        # A window of one batch is the batch alone: the same rows, trained once.
+        plan = [kind for kind in plan if kind is not Candidate.RETRAIN_WINDOW]
+    return plan
 
 
 def run_task(task: Any, *args: Any) -> Any:
@@ -94,16 +101,18 @@ def run_task(task: Any, *args: Any) -> Any:
     return task(*args)
 
 
-def train_candidate(kind: Candidate, config: PipelineConfig, store: StateStore, batch: Batch, schema: Schema,
+def train_candidate(kind: Candidate, config: PipelineConfig, in_service: ReplayMemory, batch: Batch,
+                    schema: Schema,
                     decision: Decision, champion: Champion | None, history: list[CycleRecord],
                     windows: Windows, train_idx: np.ndarray, holdout_idx: np.ndarray,
                     call: Callable[..., Any] = run_task) -> Challenger:
     """Train one candidate and measure it on the batch's holdout rows and on the earlier windows.
 
-    `call(task, *args)` runs each task (the benchmark's plain mode calls their functions directly).
+    `in_service`: the replay memory of the champion's concept. `call(task, *args)` runs each task (the
+    benchmark's plain mode calls their functions directly).
     """
     concept = next_concept(windows.matrix, champion, decision, kind)
-    memory = concept_memory(store, config, champion, concept)
+    memory = concept_memory(in_service, config, champion, concept)
     earlier = earlier_batches(kind, history, config, champion.concept if champion else None)
     kept = {w.batch for w in windows.matrix.windows}
     rows, trained_on = call(training_rows, kind, batch, train_idx, earlier, kept, config, memory)
@@ -141,13 +150,13 @@ def champion_learned_rows(history: list[CycleRecord], champion: Champion | None)
     return (champion.learned_rows or 0) if champion else 0
 
 
-def learned_after(decision: Decision, promotion: Promotion, best: Challenger,
-                  history: list[CycleRecord]) -> int:
+def learned_after(decision: Decision, promotion: Promotion, best: Challenger, history: list[CycleRecord],
+                  champion: Champion | None) -> int:
     """Rows the model in service after an adaptation learnt from; a data-growth attempt that was not
     promoted counts as learnt too, so the next one waits for the data to double again."""
     if promotion.promoted or decision.trigger is Trigger.DATA_GROWTH:
         return best.learned_rows
-    return champion_learned_rows(history, None)
+    return champion_learned_rows(history, champion)
 
 
 def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch,
@@ -167,15 +176,16 @@ def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, b
 
 
 def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-               champion: Champion, record: CycleRecord) -> None:
-    """No adaptation: the batch still joins the windows and the champion's replay memory."""
+               champion: Champion, record: CycleRecord, growth: Growth | None) -> None:
+    """No adaptation: the batch still joins the windows and the champion's replay memory; its
+    training rows count as not learnt yet (`growth`, as the policy saw it, this batch included)."""
     train_idx, _ = holdout_split(batch, config)
     windows = load_windows(store, batch, config)
     with timed() as evaluating:
         matrix = score_windows(champion.model, windows, schema, champion.concept)
     memory = remember(store.replay(config.lifelong.replay_rows, config.data.target), batch, train_idx, config)
     record_step(store, config, windows, matrix, champion.version, memory)
-    if growth := growth_of([r for r in store.records() if r.batch != batch.id], new_rows=len(train_idx)):
+    if growth is not None:
         record.learned_rows, record.unlearned_rows = growth.learned_rows, growth.new_rows
     record.add_eval_cost(evaluating.wall, evaluating.cpu)
     finish_step(settings, record, matrix, record.champion_accuracy_before, None)

@@ -71,9 +71,9 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
                               config.drift, store.report_dir(batch.id) / "drift_report.html")
         drift.add_shifts(validation.shifted_columns)
     train_idx, _ = holdout_split(batch, config)
+    growth = growth_of(history, new_rows=len(train_idx))
     decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
-                      config.training.window_batches, batches_since_adaptation(history),
-                      growth_of(history, new_rows=len(train_idx)))
+                      config.training.window_batches, batches_since_adaptation(history), growth)
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
     decision = reuse.decision if reuse else decision
@@ -89,7 +89,7 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
             "great_expectations": validation.report}))
     elif decision.action is Action.NOOP:
         store.save_schema(schema)
-        keep_batch(config, settings, store, batch, schema, champion, record)
+        keep_batch(config, settings, store, batch, schema, champion, record, growth)
     elif decision.action is Action.REUSE:
         reuse_batch(config, settings, store, batch, reuse, champion, record)
     elif mode == "deployed":

@@ -11,7 +11,7 @@ from rich.table import Table
 from perennial.config import ConfigError, PipelineConfig, Settings, load_config
 from perennial.lifelong import AccuracyMatrix
 from perennial.state import RELEASED, StateStore
-from perennial.types import CycleRecord
+from perennial.types import CycleRecord, Trigger
 
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
 console = Console(width=max(Console().width, 160))
@@ -54,7 +54,7 @@ def _reason_cell(r: CycleRecord) -> str:
 
 def _decision_cell(r: CycleRecord) -> str:
     """The decision, with a data-growth retrain told apart from a retrain on an alarm."""
-    return f"{r.decision} (growth)" if r.trigger == "data_growth" else r.decision
+    return f"{r.decision} (growth)" if r.trigger == Trigger.DATA_GROWTH else r.decision
 
 
 def _seconds(wall: float | None, cpu: float | None) -> str:

@@ -181,6 +181,7 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
 
 def _print_summary(console, records, seconds: float, matrix) -> None:
     from perennial.commands import cost_summary, lifelong_summary
+    from perennial.types import Trigger
 
     counts = {d: sum(r.decision == d for r in records)
               for d in ("reject", "noop", "fine_tune", "retrain", "reuse")}
@@ -188,7 +189,7 @@ def _print_summary(console, records, seconds: float, matrix) -> None:
     versions = sum(r.model_version is not None for r in records)
     promoted = sum(bool(r.promoted) for r in records)
     scored = [r.champion_accuracy_before for r in records if r.champion_accuracy_before is not None]
-    growth = sum(r.trigger == "data_growth" for r in records)
+    growth = sum(r.trigger == Trigger.DATA_GROWTH for r in records)
     console.print(
         f"\nSummary: {len(records)} batches -> " + ", ".join(f"{k} {v}" for k, v in counts.items())
         + (f" ({growth} of the retrains for data growth, not drift)" if growth else "")

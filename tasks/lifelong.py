@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 
 from perennial.config import PipelineConfig, Settings
 from perennial.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
-from perennial.sampling import batch_seed, uniform_mask, uniform_rows
+from perennial.sampling import batch_seed, uniform_mask
 from perennial.state import StateStore
 from perennial.types import (
     Action,
@@ -32,10 +32,15 @@ from tasks.load import holdout_split, split_holdout
 from tasks.registry import former_champions
 
 
+def window_mask(batch_id: str, holdout_rows: int, config: PipelineConfig) -> np.ndarray:
+    """Which of a batch's holdout rows form its window: a bounded uniform slice, seeded by the batch."""
+    return uniform_mask(holdout_rows, config.lifelong.window_rows, batch_seed(batch_id))
+
+
 def window_of(batch: Batch, config: PipelineConfig) -> pd.DataFrame:
     """The bounded slice of the batch's holdout rows kept to measure forgetting on."""
     _, holdout_idx = holdout_split(batch, config)
-    return uniform_rows(batch.frame.iloc[holdout_idx], config.lifelong.window_rows, batch_seed(batch.id))
+    return batch.frame.iloc[holdout_idx[window_mask(batch.id, len(holdout_idx), config)]]
 
 
 def learnable_positions(batch_id: str, rows: int, config: PipelineConfig, window_kept: bool) -> np.ndarray:
@@ -44,8 +49,8 @@ def learnable_positions(batch_id: str, rows: int, config: PipelineConfig, window
     every one when its window was dropped from the matrix)."""
     training = config.training
     train_idx, holdout_idx = split_holdout(batch_id, rows, training.holdout_fraction, training.seed)
-    in_window = uniform_mask(len(holdout_idx), config.lifelong.window_rows, batch_seed(batch_id)) \
-        if window_kept else np.zeros(len(holdout_idx), dtype=bool)
+    in_window = window_mask(batch_id, len(holdout_idx), config) if window_kept \
+        else np.zeros(len(holdout_idx), dtype=bool)
     return np.sort(np.concatenate([train_idx, holdout_idx[~in_window]]))
 
 
@@ -107,13 +112,14 @@ def record_step(store: StateStore, config: PipelineConfig, windows: Windows, mat
     store.save_replay(memory)
 
 
-def concept_memory(store: StateStore, config: PipelineConfig, champion: Champion | None,
+def concept_memory(in_service: ReplayMemory, config: PipelineConfig, champion: Champion | None,
                    concept: int) -> ReplayMemory:
-    """The replay memory a model of `concept` learns with: the one in service, or an empty one
-    for a new concept (the old memory stays with the old versions, for reuse)."""
+    """The replay memory a model of `concept` learns with: the one in service (read once per cycle by
+    the caller), or an empty one for a new concept (the old memory stays with the old versions, for
+    reuse)."""
     if champion is None or concept != champion.concept:
         return ReplayMemory.empty(config.lifelong.replay_rows, config.data.target)
-    return store.replay(config.lifelong.replay_rows, config.data.target)
+    return in_service
 
 
 def remember(memory: ReplayMemory, batch: Batch, train_idx: np.ndarray,
