@@ -60,7 +60,7 @@ TASK_STAGES = {
     "load_champion": "MLflow logging", "log_cycle": "MLflow logging", "register": "MLflow logging",
     "promote": "MLflow logging", "log_lifelong": "MLflow logging",
     "publish_cycle": "Prefect artifacts and events",
-    "record_cycle": "ledger", "record_step": "ledger",
+    "record_cycle": "ledger", "record_intent": "ledger",
 }
 REST = "Prefect orchestration + flow body (wall - tasks)"
 STAGES = list(dict.fromkeys(TASK_STAGES.values())) + [REST]
@@ -203,7 +203,8 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
     from tasks.lifelong import (
         find_reusable,
         load_windows,
-        record_step,
+        memory_in_service,
+        step_change,
     )
     from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
     from tasks.registry import load_champion, log_cycle, log_lifelong, promote, register, run_url
@@ -213,6 +214,7 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         publish_cycle,
         record_adaptation,
         record_cycle,
+        record_intent,
         step_metrics,
         with_release,
     )
@@ -246,11 +248,12 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         decision = with_release(decision, validation)
         run_id = call(log_cycle, config, settings, batch.id, batch.rows, validation, drift, decision)
         record = cycle_record(batch, validation, drift, decision, champion, run_id)
+        call(record_intent, store, record)
         # adapt_batch
         schema = schema.with_classes(validation.new_classes)
         history = [r for r in store.records() if r.batch != batch.id]
         windows = load_windows(store, batch, config)
-        in_service = store.replay(config.lifelong.replay_rows, config.data.target)
+        in_service = memory_in_service(store, config, settings, champion)
         trials = [train_candidate(kind, config, in_service, batch, schema, decision, champion, history,
                                   windows, train_idx, holdout_idx, call=call)
                   for kind in candidates_for(decision, history, config, champion, len(train_idx))]
@@ -259,8 +262,7 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         version = call(register, config, settings, record.run_id, best, batch, schema, decision, champion)
         promotion = call(promote, config, settings, version, best.evaluation, champion, champion.version)
         assert promotion.promoted, promotion.reason
-        call(record_step, store, config, windows, best.matrix, promotion.champion_version, best.memory)
-        store.save_schema(schema)
+        change = step_change(config, windows, best.matrix, promotion.champion_version, best.memory, schema)
         record_adaptation(record, decision, promotion, best, trials)
         record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history,
                                                                    champion), 0
@@ -276,7 +278,7 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
             # Prefect still takes artifacts made outside a run, with a FutureWarning.
             warnings.simplefilter("ignore", FutureWarning)
             call(publish_cycle, config.name, record, drift, run_url(settings, record.run_id))
-        call(record_cycle, store, record)
+        call(record_cycle, store, record, change)
     return wall.wall, dict(call.seconds), record, {}
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import flow
+from prefect import flow, get_run_logger
 
+from perennial import failpoints
 from perennial.config import PipelineConfig, Settings, load_config
 from perennial.lifelong import ReplayMemory
-from perennial.state import StateStore
+from perennial.state import REQUESTED, StateChange, StateStore
 from perennial.timing import timed
 from perennial.types import (
-    Action,
     Batch,
     Candidate,
     Challenger,
@@ -41,45 +41,49 @@ from tasks.lifelong import (
     concept_memory,
     concept_windows,
     load_windows,
+    memory_in_service,
     next_concept,
-    record_step,
     remember,
     score_windows,
+    step_change,
 )
 from tasks.load import holdout_split, load_batch
-from tasks.registry import load_champion, promote, register, reinstate, replay_memory
+from tasks.registry import load_version, promote, register, reinstate, replay_memory
 from tasks.report import finish_cycle, finish_step, record_adaptation
 from tasks.train import earlier_batches, estimated_rows, train, training_rows
 
 
 def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
                 decision: Decision, champion: Champion | None, expected_champion: int | None,
-                record: CycleRecord) -> None:
+                record: CycleRecord) -> StateChange:
     """Train the candidates the policy and the cost budget allow, keep the best on the batch's holdout
     rows among those within the forgetting budget, register it with its replay memory, promote it
-    (check-and-set) or not."""
+    (check-and-set) or not; returns what the cycle keeps. Registering and promoting are idempotent,
+    so a resumed cycle ends with the same version and alias."""
     history = [r for r in store.records() if r.batch != batch.id]
     train_idx, holdout_idx = holdout_split(batch, config)
     windows = load_windows(store, batch, config)
-    in_service = store.replay(config.lifelong.replay_rows, config.data.target)
+    in_service = memory_in_service(store, config, settings, champion)
     plan = candidates_for(decision, history, config, champion, len(train_idx))
     trials = [train_candidate(kind, config, in_service, batch, schema, decision, champion, history, windows,
                               train_idx, holdout_idx) for kind in plan]
     best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
     decision = chosen_decision(decision, best, trials)
     version = register(config, settings, record.run_id, best, batch, schema, decision, champion)
+    failpoints.reached("registered")
     promotion = promote(config, settings, version, best.evaluation, champion, expected_champion)
+    failpoints.reached("promoted")
     matrix, learnt = best.matrix, best.memory
     if not promotion.promoted and champion is not None:  # the champion stays in service
         matrix = score_windows(champion.model, windows, schema, champion.concept)
         if best.concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
             learnt = remember(in_service, batch, train_idx, config)
-    record_step(store, config, windows, matrix, promotion.champion_version, learnt)
-    store.save_schema(schema)
+    change = step_change(config, windows, matrix, promotion.champion_version, learnt, schema)
     record_adaptation(record, decision, promotion, best, trials)
     record.learned_rows = learned_after(decision, promotion, best, history, champion)
     record.unlearned_rows = 0
     finish_step(settings, record, matrix, best.evaluation.challenger_accuracy, store.report_dir(batch.id))
+    return change
 
 
 def candidates_for(decision: Decision, history: list[CycleRecord], config: PipelineConfig,
@@ -160,66 +164,88 @@ def learned_after(decision: Decision, promotion: Promotion, best: Challenger, hi
 
 
 def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch,
-                reuse: Reuse, champion: Champion, record: CycleRecord) -> None:
+                reuse: Reuse, champion: Champion, record: CycleRecord) -> StateChange | None:
     """Put a former champion back in service, with the replay memory it was registered with."""
     decision, matrix = reuse.decision, reuse.matrix
     version = decision.reuse_version or 0
     promotion = reinstate(config, settings, version, decision.reason, champion.version)
+    failpoints.reached("promoted")
     train_idx, _ = holdout_split(batch, config)
     memory = remember(replay_memory(config, settings, version), batch, train_idx, config)
-    if promotion.promoted:
-        record_step(store, config, reuse.windows, matrix, version, memory)
+    change = step_change(config, reuse.windows, matrix, version, memory) if promotion.promoted else None
     record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
     record.champion_version_after = promotion.champion_version
     record.learned_rows, record.unlearned_rows = reuse.learned_rows, 0
     finish_step(settings, record, matrix, matrix.steps[-1].accuracy[batch.id], None)
+    return change
 
 
 def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-               champion: Champion, record: CycleRecord, growth: Growth | None) -> None:
+               champion: Champion, record: CycleRecord, growth: Growth | None) -> StateChange:
     """No adaptation: the batch still joins the windows and the champion's replay memory; its
     training rows count as not learnt yet (`growth`, as the policy saw it, this batch included)."""
     train_idx, _ = holdout_split(batch, config)
     windows = load_windows(store, batch, config)
     with timed() as evaluating:
         matrix = score_windows(champion.model, windows, schema, champion.concept)
-    memory = remember(store.replay(config.lifelong.replay_rows, config.data.target), batch, train_idx, config)
-    record_step(store, config, windows, matrix, champion.version, memory)
+    memory = remember(memory_in_service(store, config, settings, champion), batch, train_idx, config)
+    change = step_change(config, windows, matrix, champion.version, memory, schema)
     if growth is not None:
         record.learned_rows, record.unlearned_rows = growth.learned_rows, growth.new_rows
     record.add_eval_cost(evaluating.wall, evaluating.cpu)
     finish_step(settings, record, matrix, record.champion_accuracy_before, None)
+    return change
 
 
 @flow(name="adapt")
 def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
           window_batches: int = 1, champion_version: int = 0) -> list[CycleRecord]:
-    """Fine-tune or retrain on batches the monitor flagged; `champion_version` 0 means none.
+    """Carry out the adaptations the monitor requested (`perennial.drift.detected` or
+    `perennial.data.grown`); `champion_version` 0 means none.
 
-    Whether the old concept is superseded is what the monitor decided for the batch (its ledger
-    line); an adaptation another system asks for stays in the champion's concept.
+    The ledger, not the event, says what to do: a batch is adapted only while its latest line is the
+    monitor's request, and only as requested (action and champion); anything else -- a redelivered
+    event, a forged one -- is refused with the reason in the run's log, and changes nothing.
     """
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)
-    expected = champion_version or None
-    records = {r.batch: r for r in store.records()}
+    logger = get_run_logger()
     done = []
-    for batch_id in batch_ids:
-        record = records.get(batch_id)
-        # Only batches the monitor validated can train; any system may ask for them (README: events).
-        if record is None:
-            raise ValueError(f"batch {batch_id} has not been monitored yet: `perennial ingest` it first")
-        if record.decision == Action.REJECT:
-            raise ValueError(f"batch {batch_id} was rejected ({record.reason}); it cannot train a model")
-        # Registration is once per batch, so a redelivered event adds no second version. What set
-        # the adaptation off is the monitor's (its ledger line); another system's request is an alarm.
-        decision = Decision(Action(mode), reason, window_batches,
-                            supersedes=record.supersedes and mode == Action.RETRAIN,
-                            trigger=Trigger(record.trigger) if record.trigger else Trigger.DRIFT)
-        record.decision, record.reason = decision.action.value, decision.reason
-        batch = load_batch(Path(record.path), config)
-        champion = load_champion(config, settings)
-        adapt_batch(config, settings, store, batch, store.schema(), decision, champion, expected, record)
-        done.append(finish_cycle(config.name, settings, store, record))
+    with store.lock(settings.lock_wait_seconds, holder=f"adapt of {config.name}"):
+        store.check()
+        for batch_id in batch_ids:
+            record = store.record(batch_id)
+            refusal = refusal_of(batch_id, record, mode, champion_version)
+            if refusal:
+                logger.warning("adaptation of %s refused: %s", batch_id, refusal)
+                continue
+            done.append(adapt_requested(config, settings, store, record))
     return done
+
+
+def refusal_of(batch_id: str, record: CycleRecord | None, mode: str, champion_version: int) -> str | None:
+    """Why an adaptation asked for must not run, or None when it is the one the monitor requested."""
+    if record is None:
+        return f"batch {batch_id} has not been monitored (not in the ledger)"
+    if record.status != REQUESTED:
+        outcome = f", v{record.model_version}" if record.model_version else ""
+        return (f"batch {batch_id} is not awaiting an adaptation (its decision: {record.decision}{outcome}, "
+                f"{record.status}); a redelivered or forged event changes nothing")
+    if mode != record.decision:
+        return f"the monitor requested {record.decision} for batch {batch_id}, not {mode!r}"
+    if champion_version != (record.champion_version_before or 0):
+        return (f"the monitor requested it against champion v{record.champion_version_before or 0}, "
+                f"not v{champion_version}")
+    return None
+
+
+def adapt_requested(config: PipelineConfig, settings: Settings, store: StateStore,
+                    record: CycleRecord) -> CycleRecord:
+    """Carry out an adaptation the monitor recorded as requested, against the champion it decided
+    against (check-and-set); its ledger line becomes the outcome."""
+    batch = load_batch(Path(record.path), config)
+    champion = load_version(config, settings, record.champion_version_before)
+    change = adapt_batch(config, settings, store, batch, store.schema(), record.recorded_decision(),
+                         champion, record.champion_version_before, record)
+    return finish_cycle(config.name, settings, store, record, None, change)

@@ -8,11 +8,25 @@ from typing import Literal
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.adapt import adapt_batch, keep_batch, reuse_batch
+from flows.adapt import adapt_batch, adapt_requested, keep_batch, reuse_batch
 from perennial.config import PipelineConfig, Settings, load_config
-from perennial.state import StateStore
+from perennial.state import REQUESTED, StateChange, StateStore
 from perennial.timing import timed
-from perennial.types import Action, BatchError, CycleRecord, ValidationResult
+from perennial.types import (
+    Action,
+    Batch,
+    BatchError,
+    Champion,
+    CycleRecord,
+    Decision,
+    DriftResult,
+    Growth,
+    OutageError,
+    RegistryError,
+    Schema,
+    StateError,
+    ValidationResult,
+)
 from tasks.decide import (
     batches_since_adaptation,
     decide,
@@ -23,26 +37,49 @@ from tasks.decide import (
 from tasks.drift import measure_drift
 from tasks.evaluate import score_rejected
 from tasks.events import request_adaptation
-from tasks.lifelong import find_reusable
+from tasks.lifelong import Reuse, find_reusable, resumed_reuse
 from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
-from tasks.registry import champion_version, load_champion, log_cycle
-from tasks.report import cycle_record, finish_cycle, note_champion_score, with_release
+from tasks.registry import champion_version, load_champion, load_version, log_cycle
+from tasks.report import cycle_record, finish_cycle, note_champion_score, record_intent, with_release
 from tasks.validate import validate_batch
 
 
 @flow(name="continuous-training")
 def continuous_training(config_path: str,
                         mode: Literal["embedded", "deployed"] = "embedded") -> list[CycleRecord]:
-    """Process every batch the ledger does not list yet, oldest name first.
+    """Process every batch the ledger does not list yet, oldest name first, holding the model's lock.
 
-    Embedded: adapt in this run. Deployed: emit `perennial.drift.detected` and let the `adapt`
-    deployment do it, one adaptation at a time.
+    Embedded: adapt in this run (and finish adaptations a deployed run left requested). Deployed:
+    emit `perennial.drift.detected` and let the `adapt` deployment do it, one adaptation at a time.
     """
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)
-    return [training_cycle(config, settings, path, mode)
-            for path in find_new_batches(config, store.processed())]
+    wait = settings.lock_wait_seconds if mode == "deployed" else 0.0
+    with store.lock(wait, holder=f"monitor of {config.name}"):
+        store.check()
+        records = [] if mode == "deployed" else [
+            adapt_requested(config, settings, store, r) for r in store.records() if r.status == REQUESTED]
+        return records + [guarded_cycle(config, settings, store, path, mode)
+                          for path in find_new_batches(config, store.processed())]
+
+
+def guarded_cycle(config: PipelineConfig, settings: Settings, store: StateStore, path: Path,
+                  mode: str) -> CycleRecord:
+    """A cycle; when it fails the same way twice on a batch, the batch is quarantined with the error
+    and the stream goes on (an outage, a held lock or an untrusted registry are never the batch's
+    fault: they fail the run and the batch waits)."""
+    try:
+        return training_cycle(config, settings, path, mode)
+    except (StateError, RegistryError, OutageError):
+        raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        if not store.note_failure(path.name, error):
+            raise
+        return reject_unreadable(config, settings, store, path,
+                                 f"its cycle failed twice the same way ({error}); quarantined so the "
+                                 "batches after it go on")
 
 
 def _cycle_name() -> str:
@@ -53,14 +90,17 @@ def _cycle_name() -> str:
 def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
                    mode: str = "embedded") -> CycleRecord:
     """Load -> validate -> detect drift -> decide (or reuse a former champion) -> adapt -> evaluate
-    -> register -> promote."""
+    -> register -> promote. A batch whose cycle crashed after deciding carries out that decision."""
     store = StateStore(settings.state_dir, config.name)
     try:
         batch = load_batch(batch_path, config)
     except BatchError as exc:
         return reject_unreadable(config, settings, store, batch_path, str(exc))
+    intent = store.intent(batch.id)
     schema = resolve_schema(batch, config, store.schema())
-    champion = load_champion(config, settings)
+    # A resumed cycle is judged against the champion it decided against, even if it promoted since.
+    champion = load_version(config, settings, intent.champion_version_before) if intent \
+        else load_champion(config, settings)
     validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation,
                                 store.release_reason(batch.id))
     history = store.records()
@@ -72,33 +112,48 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
         drift.add_shifts(validation.shifted_columns)
     train_idx, _ = holdout_split(batch, config)
     growth = growth_of(history, new_rows=len(train_idx))
-    decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
-                      config.training.window_batches, batches_since_adaptation(history), growth)
-    with timed() as searching:  # scoring former champions is evaluation cost
-        reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
-    decision = reuse.decision if reuse else decision
-    decision = with_release(decision, validation)
-    run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
-    record = cycle_record(batch, validation, drift, decision, champion, run_id)
-    record.add_eval_cost(searching.wall, searching.cpu)
-
+    if intent is None:
+        decision, reuse, record = decide_cycle(config, settings, store, batch, schema, champion, validation,
+                                               drift, history, growth)
+    else:
+        decision = intent.recorded_decision()
+        reuse = resumed_reuse(config, settings, store, batch, schema, decision)
+        record = cycle_record(batch, validation, drift, decision, champion, intent.run_id or "")
+    change = None
     if decision.action is Action.REJECT:
         note_champion_score(settings, record, score_rejected(champion, batch, schema))
         record.quarantined_to = str(store.quarantine(batch.path, {
             "batch": batch.id, "failures": validation.failures, "shifts": validation.shifts,
             "great_expectations": validation.report}))
     elif decision.action is Action.NOOP:
-        store.save_schema(schema)
-        keep_batch(config, settings, store, batch, schema, champion, record, growth)
+        change = keep_batch(config, settings, store, batch, schema, champion, record, growth)
     elif decision.action is Action.REUSE:
-        reuse_batch(config, settings, store, batch, reuse, champion, record)
+        change = reuse_batch(config, settings, store, batch, reuse, champion, record)
     elif mode == "deployed":
-        store.save_schema(schema.with_classes(validation.new_classes))
+        change = StateChange(schema=schema.with_classes(validation.new_classes))
         record.status = request_adaptation(config.name, record, decision, drift, champion)
     else:
-        adapt_batch(config, settings, store, batch, schema.with_classes(validation.new_classes), decision,
-                    champion, champion.version if champion else None, record)
-    return finish_cycle(config.name, settings, store, record, drift)
+        change = adapt_batch(config, settings, store, batch, schema.with_classes(validation.new_classes),
+                             decision, champion, champion.version if champion else None, record)
+    return finish_cycle(config.name, settings, store, record, drift, change)
+
+
+def decide_cycle(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
+                 champion: Champion | None, validation: ValidationResult, drift: DriftResult | None,
+                 history: list[CycleRecord],
+                 growth: Growth | None) -> tuple[Decision, Reuse | None, CycleRecord]:
+    """Decide (a former champion first, when its concept returned), open the batch's MLflow run and
+    record the decision as the batch's intent before anything else changes."""
+    decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
+                      config.training.window_batches, batches_since_adaptation(history), growth)
+    with timed() as searching:  # scoring former champions is evaluation cost
+        reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
+    decision = with_release(reuse.decision if reuse else decision, validation)
+    run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
+    record = cycle_record(batch, validation, drift, decision, champion, run_id)
+    record.add_eval_cost(searching.wall, searching.cpu)
+    record_intent(store, record)
+    return decision, reuse, record
 
 
 def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateStore, path: Path,

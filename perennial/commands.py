@@ -97,14 +97,37 @@ def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
     config = load_config(config_path)
     check_rules_early(config)
-    from flows.continuous_training import continuous_training
+    store = StateStore(Settings().state_dir, config.name)
+    with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
+        store.check()
+        from flows.continuous_training import continuous_training
 
-    records = continuous_training(str(config_path))
+        hide_user_error_tracebacks()
+        records = continuous_training(str(config_path))
     if not records:
         console.print(f"No new batches for [bold]{config.name}[/] in {config.source_pattern()}")
         return 0
     console.print(cycles_table(records, f"{config.name}: {len(records)} new batch(es)"))
     return 0
+
+
+def hide_user_error_tracebacks() -> None:
+    """Prefect logs a failed run's exception with its traceback; for our own errors (a held lock, a
+    corrupt state file, an untrusted version, an outage) the message is all a user needs, and the
+    CLI prints it."""
+    import logging
+
+    from perennial.types import USER_ERRORS
+
+    def one_line(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], (ConfigError, *USER_ERRORS)):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("prefect")]
+    for handler in {h for logger in [logging.getLogger("prefect"), *loggers] for h in logger.handlers}:
+        handler.addFilter(one_line)
 
 
 def check_rules_early(config: PipelineConfig) -> None:
@@ -195,8 +218,11 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
     if not path.is_file():
         raise BatchError(f"batch {batch_id}: file {path} is no longer there; ingest it again "
                          f"(`perennial ingest FILE --config {config_path}`), then release it")
-    store.append(replace(record, status=RELEASED, release_reason=reason.strip(),
-                         released_at=datetime.now(UTC).isoformat(timespec="seconds")))
+    with store.lock(holder="perennial release"):
+        if store.record(batch_id) != record:
+            raise BatchError(f"batch {batch_id}: processed meanwhile; run `perennial status` and try again")
+        store.append(replace(record, status=RELEASED, release_reason=reason.strip(),
+                             released_at=datetime.now(UTC).isoformat(timespec="seconds")))
     console.print(f"Released {batch_id} ({reason.strip()}); the next run processes it again")
     announce(config.name, {"batch": batch_id, "path": str(path), "released": True})
     return 0

@@ -239,6 +239,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("PERENNIAL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
 
+    lock_wait_seconds: float = Field(
+        default=600.0, ge=0, description="How long a deployed monitor or adapt run waits for another "
+        "cycle of its model to finish (`perennial run` does not wait: it says who holds the lock)."
+    )
+
     def tracking_uri(self) -> str:
         """The configured MLflow URI, or a SQLite file under the state folder."""
         if self.mlflow_tracking_uri:

@@ -31,6 +31,25 @@ class BatchError(ValueError):
     """A batch file cannot be used at all (unreadable, empty, wrong format)."""
 
 
+class StateError(ValueError):
+    """Perennial's state folder cannot serve: its lock is held by another cycle, or a state file is
+    corrupt (the message names it)."""
+
+
+class RegistryError(ValueError):
+    """A registered model version is not one Perennial saved and will not be loaded (no code from
+    the registry)."""
+
+
+class OutageError(RuntimeError):
+    """An outside service (the MLflow tracking server) is unreachable or refuses the credentials;
+    nothing was written."""
+
+
+# Errors whose message is all a user needs: the CLI prints them on one line, without a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (BatchError, StateError, RegistryError, OutageError)
+
+
 @dataclass(frozen=True)
 class Schema:
     """Feature columns with their kinds, the target and the known labels; frozen after batch one."""
@@ -382,13 +401,22 @@ class CycleRecord:
     shifted_columns: list[str] = field(default_factory=list)
     unusable: list[str] = field(default_factory=list)
     path: str = ""
-    # "done"; "adaptation requested" while a deployed adapt run has the batch; "released" when a user
+    # "done"; "started" from the decision until the cycle's state is committed (a rerun resumes it);
+    # "adaptation requested" while a deployed adapt run has the batch; "released" when a user
     # released a rejected batch (`perennial release`) for the next run to process again
     status: str = "done"
+    # The rest of the decision, so a resumed cycle carries out the same one.
+    window_batches: int = 1
+    reuse_version: int | None = None
     finished_at: str = ""
     # Why and when the batch was released; kept on the line of the run that processed it again.
     release_reason: str | None = None
     released_at: str | None = None
+
+    def recorded_decision(self) -> Decision:
+        """The decision this line records, for a run that carries it out (a resumed or deployed one)."""
+        return Decision(Action(self.decision), self.reason, self.window_batches or 1, self.supersedes,
+                        self.reuse_version, Trigger(self.trigger))
 
     def add_eval_cost(self, wall: float, cpu: float) -> None:
         self.eval_seconds = round((self.eval_seconds or 0.0) + wall, 3)

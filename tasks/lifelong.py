@@ -3,6 +3,7 @@ reuse of a former champion when its concept returns (README: lifelong learning).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from perennial.config import PipelineConfig, Settings
 from perennial.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
 from perennial.sampling import batch_seed, uniform_mask
-from perennial.state import StateStore
+from perennial.state import StateChange, StateStore
 from perennial.types import (
     Action,
     Batch,
@@ -29,7 +30,7 @@ from perennial.types import (
 )
 from tasks.evaluate import accuracy
 from tasks.load import holdout_split, split_holdout
-from tasks.registry import former_champions
+from tasks.registry import former_champions, load_version, replay_memory
 
 
 def window_mask(batch_id: str, holdout_rows: int, config: PipelineConfig) -> np.ndarray:
@@ -99,17 +100,26 @@ def concept_windows(matrix: AccuracyMatrix) -> int:
     return len(matrix.concept_columns(matrix.steps[-1].concept)) - 1
 
 
-@task(cache_policy=NO_CACHE)
-def record_step(store: StateStore, config: PipelineConfig, windows: Windows, matrix: AccuracyMatrix,
-                version: int | None, memory: ReplayMemory) -> None:
-    """Keep the batch's window, the matrix row of the model now in service and the replay memory of
-    its concept; the oldest windows beyond `lifelong.max_windows` are dropped."""
+def step_change(config: PipelineConfig, windows: Windows, matrix: AccuracyMatrix, version: int | None,
+                memory: ReplayMemory, schema: Schema | None = None) -> StateChange:
+    """What the cycle keeps (committed with its ledger line): the batch's window, the matrix row of
+    the model now in service and the replay memory of its concept; the oldest windows beyond
+    `lifelong.max_windows` are dropped."""
     matrix.steps[-1].version = version
     dropped = matrix.keep_last(config.lifelong.max_windows)
-    store.save_window(windows.batch_id, windows.current)
-    store.save_matrix(matrix)
-    store.drop_windows(dropped)
-    store.save_replay(memory)
+    return StateChange(schema=schema, matrix=matrix, window=windows.current, dropped=dropped, replay=memory)
+
+
+def memory_in_service(store: StateStore, config: PipelineConfig, settings: Settings,
+                      champion: Champion | None) -> ReplayMemory:
+    """The replay memory of the concept in service; a lost file is restored from the champion's
+    version, which holds a copy as it was registered (rows kept since are not in it)."""
+    capacity, target = config.lifelong.replay_rows, config.data.target
+    if store.has_replay() or champion is None or not store.matrix().steps:
+        return store.replay(capacity, target)
+    logging.getLogger(__name__).warning(
+        "%s is missing: restored the replay memory from v%d's copy", store.replay_path, champion.version)
+    return replay_memory(config, settings, champion.version)
 
 
 def concept_memory(in_service: ReplayMemory, config: PipelineConfig, champion: Champion | None,
@@ -179,3 +189,14 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
         return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version, trigger=Trigger.DRIFT),
                      matrix, windows, candidate.learned_rows)
     return None
+
+
+def resumed_reuse(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
+                  decision: Decision) -> Reuse | None:
+    """The reuse a crashed cycle decided, scored again (None when the decision is not a reuse)."""
+    if decision.action is not Action.REUSE or decision.reuse_version is None:
+        return None
+    version = load_version.fn(config, settings, decision.reuse_version)
+    windows = load_windows(store, batch, config)
+    matrix = score_windows.fn(version.model, windows, schema, version.concept)
+    return Reuse(decision, matrix, windows, version.learned_rows)

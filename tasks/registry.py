@@ -67,6 +67,14 @@ def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None
     return None if version is None else _loaded(config, version)
 
 
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def load_version(config: PipelineConfig, settings: Settings, version: int | None) -> Champion | None:
+    """A registered version as the champion a cycle decided against (None: there was none)."""
+    if version is None:
+        return None
+    return _loaded(config, client(settings).get_model_version(config.name, str(version)))
+
+
 def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -> Champion:
     """A registered version as our own type: model, holdout accuracy, reference rows, concept;
     without `with_reference` the reference is left empty (not downloaded)."""
@@ -253,6 +261,9 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
     mlflow_client = client(settings)
     margin, budget = config.policy.promotion_margin, config.lifelong.forgetting_budget
     current = _alias_version(mlflow_client, config.name, CHAMPION)
+    if current == version and expected != version:  # promoted by this cycle before a crash: resumed
+        tags = mlflow_client.get_model_version(config.name, str(version)).tags
+        return Promotion(version, True, tags.get("perennial.promotion", "promoted"), version)
     if current != expected:
         promoted = False
         reason = (f"not promoted: the champion moved from {f'v{expected}' if expected else 'none'} to "
@@ -273,6 +284,8 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
         reason = (f"not promoted: challenger {evaluation.challenger_accuracy:.1%} < champion "
                   f"v{champion.version} {evaluation.champion_accuracy:.1%} + margin {margin:.1%} on "
                   f"{evaluation.holdout_rows} holdout rows")
+    # Tags first, alias last: a crash in between leaves the alias where it was, and the rerun
+    # reaches the same verdict.
     for key, value in {"perennial.promoted": str(promoted).lower(), "perennial.promotion": reason}.items():
         mlflow_client.set_model_version_tag(config.name, str(version), key, value)
     if promoted:
@@ -295,6 +308,8 @@ def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: 
     """Put a former champion back in service (`reuse`), check-and-set like `promote`."""
     mlflow_client = client(settings)
     current = _alias_version(mlflow_client, config.name, CHAMPION)
+    if current == version and expected != version:  # reinstated by this cycle before a crash: resumed
+        return Promotion(version, True, reason, version)
     if current != expected:
         return Promotion(version, False, f"not reinstated: the champion moved from v{expected} to "
                          f"v{current} meanwhile; it is not overwritten", current or 0)

@@ -11,9 +11,10 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from perennial import failpoints
 from perennial.config import Settings
 from perennial.lifelong import AccuracyMatrix
-from perennial.state import StateStore
+from perennial.state import STARTED, StateChange, StateStore
 from perennial.types import (
     Batch,
     Challenger,
@@ -38,6 +39,7 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         drift_share=drift.drift_share if drift else None,
         champion_accuracy_before=drift.champion_accuracy if drift else None,
         decision=decision.action.value, reason=decision.reason, supersedes=decision.supersedes, run_id=run_id,
+        window_batches=decision.window_batches, reuse_version=decision.reuse_version,
         trigger=decision.trigger.value, champion_version_before=champion.version if champion else None,
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
@@ -194,16 +196,23 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
 
 
 @task(cache_policy=NO_CACHE)
-def record_cycle(store: StateStore, record: CycleRecord) -> None:
-    """Append the batch to the processed-batch ledger; from here on it is never processed again."""
-    store.append(record)
+def record_intent(store: StateStore, record: CycleRecord) -> None:
+    """Record the decision before any side effect: a run after a crash resumes it, not decides again."""
+    store.append(replace(record, status=STARTED))
+    failpoints.reached("decided")
+
+
+@task(cache_policy=NO_CACHE)
+def record_cycle(store: StateStore, record: CycleRecord, change: StateChange | None) -> None:
+    """Commit the cycle's state with its ledger line; from here on the batch is never processed again."""
+    store.commit(record, change)
 
 
 def finish_cycle(model: str, settings: Settings, store: StateStore, record: CycleRecord,
-                 drift: DriftResult | None = None) -> CycleRecord:
-    """Publish the cycle's artifacts and events, then write its ledger line."""
+                 drift: DriftResult | None = None, change: StateChange | None = None) -> CycleRecord:
+    """Publish the cycle's artifacts and events, then commit its state and ledger line."""
     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     publish_cycle(model, record, drift, run_url(settings, record.run_id) if record.run_id else None)
-    record_cycle(store, record)
+    record_cycle(store, record, change)
     get_run_logger().info("%s -> %s (%s): %s", record.batch, record.decision, record.status, record.reason)
     return record

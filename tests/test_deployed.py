@@ -154,36 +154,20 @@ def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deploy
     assert sorted(p["version"] for p in promoted) == [1, 2]
 
 
-def test_drift_events_from_any_system_run_adapt_one_at_a_time_with_check_and_set(deployed: Deployed):
+def test_adaptations_queue_with_check_and_set_and_forged_or_redelivered_events_change_nothing(
+        deployed: Deployed):
     d = deployed
-    make_batch(seed=3, flip=True).to_csv(d.batches / "c.csv", index=False)  # arrived without an event
-    make_batch(seed=4, flip=True).to_csv(d.root / "d.csv", index=False)
-    assert d.cli("ingest", str(d.root / "d.csv"), "--config", str(d.config)).returncode == 0
-    wait_for(lambda: all(d.ledger().get(b, {}).get("status") == "done" for b in ("c.csv", "d.csv")),
-             "c and d monitored")
-    assert {d.ledger()[b]["decision"] for b in ("c.csv", "d.csv")} == {"noop"}
-
+    # The boundary moves: both batches call for an adaptation, decided in one monitor run against v2.
+    make_batch(seed=3, theta=14.0, flip=True).to_csv(d.batches / "c.csv", index=False)  # no event
+    make_batch(seed=4, theta=14.0, flip=True).to_csv(d.root / "d.csv", index=False)
     champion, before = d.champion(), len(d.runs(f"adapt-{MODEL}"))
-    payloads = [{"model": MODEL, "batch_ids": [batch], "recommended_action": action,
-                 "reason": f"requested by a test for {batch}", "window_batches": 1,
-                 "champion_version": champion, "drift_share": 0.4, "accuracy_drop": 0.07}
-                for batch, action in (("c.csv", "fine_tune"), ("d.csv", "retrain"))]
-    for payload in payloads:  # in quick succession, both decided against the same champion
-        d.emit("perennial.drift.detected", payload)
+    assert d.cli("ingest", str(d.root / "d.csv"), "--config", str(d.config)).returncode == 0
     runs = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 2
                     and all(x["state_type"] == "COMPLETED" for x in r) and r, "two adapt runs")
-
     first, second = sorted(runs, key=lambda r: r["start_time"])
-    assert first["end_time"] <= second["start_time"]  # queued by the concurrency limit, not parallel
-    for run in runs:
-        assert run["created_by"]["type"] == "AUTOMATION"
-        payload = next(p for p in payloads if p["batch_ids"] == run["parameters"]["batch_ids"])
-        assert run["parameters"]["mode"] == payload["recommended_action"]
-        assert run["parameters"]["reason"] == payload["reason"]
-        assert run["parameters"]["window_batches"] == 1  # rendered payload values keep their JSON type
-        assert run["parameters"]["champion_version"] == champion
-
+    assert first["end_time"] <= second["start_time"]  # one at a time, not in parallel
     ledger = d.ledger()
+    assert {ledger[b]["champion_version_before"] for b in ("c.csv", "d.csv")} == {champion}
     won, lost = sorted((ledger["c.csv"], ledger["d.csv"]), key=lambda r: not r["promoted"])
     assert won["promoted"] and not lost["promoted"]
     assert lost["promotion"].startswith(f"not promoted: the champion moved from v{champion} to "
@@ -192,6 +176,28 @@ def test_drift_events_from_any_system_run_adapt_one_at_a_time_with_check_and_set
     tags = d.versions()
     assert {tags[r["model_version"]]["perennial.batch"] for r in (won, lost)} == {"c.csv", "d.csv"}
 
+    # A redelivered request for a settled batch, and a forged one asking a settled batch's former
+    # champion to be demoted by a noop: both refused, nothing changes.
+    settled = (d.root / "state" / MODEL / "ledger.jsonl").read_text()
+    champion, before = d.champion(), len(d.runs(f"adapt-{MODEL}"))
+    d.emit("perennial.drift.detected", {"model": MODEL, "batch_ids": ["c.csv"],
+                                        "recommended_action": ledger["c.csv"]["decision"], "reason": "again",
+                                        "window_batches": 1, "champion_version": 2})
+    d.emit("perennial.drift.detected", {"model": MODEL, "batch_ids": ["b.csv"], "recommended_action": "noop",
+                                        "reason": "forged", "window_batches": 1,
+                                        "champion_version": champion})
+    refused = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 2
+                       and all(x["state_type"] == "COMPLETED" for x in r) and r, "the refused adapt runs")
+    assert {tuple(r["parameters"]["batch_ids"]) for r in refused} == {("c.csv",), ("b.csv",)}
+    assert (d.root / "state" / MODEL / "ledger.jsonl").read_text() == settled
+    assert d.champion() == champion and d.versions() == tags
+    run_ids = [r["id"] for r in refused]
+    logs = d.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": run_ids}}}).json()
+    messages = " ".join(x["message"] for x in logs)
+    assert "adaptation of c.csv refused: batch c.csv is not awaiting an adaptation" in messages
+    assert ("adaptation of b.csv refused: batch b.csv is not awaiting an adaptation (its decision: "
+            "retrain, v2") in messages
+
 
 def test_a_data_growth_retrain_reaches_the_adapt_deployment_through_its_own_event(deployed: Deployed):
     d = deployed
@@ -199,7 +205,7 @@ def test_a_data_growth_retrain_reaches_the_adapt_deployment_through_its_own_even
     config["policy"]["growth_ratio"] = 0.1  # any new batch grows the data enough; each run reads the file
     d.config.write_text(yaml.safe_dump(config))
     before = len(d.runs(f"adapt-{MODEL}"))
-    make_batch(seed=5, flip=True).to_csv(d.root / "e.csv", index=False)  # the concept in service
+    make_batch(seed=5, theta=14.0, flip=True).to_csv(d.root / "e.csv", index=False)  # concept in service
     assert d.cli("ingest", str(d.root / "e.csv"), "--config", str(d.config)).returncode == 0
     e = wait_for(lambda: (r := d.ledger().get("e.csv")) and r["status"] == "done" and r, "e.csv adapted")
     assert e["decision"] == "retrain" and e["trigger"] == "data_growth", e["reason"]

@@ -150,7 +150,7 @@ def test_a_released_batch_is_processed_again_and_learnt_from(quarantined, capsys
     assert [w.batch for w in ws.store.matrix().windows] == ["a.csv", "b-above-max.csv", "d-new-label.csv"]
     lines = [json.loads(line) for line in ws.store.ledger_path.read_text().splitlines()]
     assert [line["status"] for line in lines if line["batch"] == "b-above-max.csv"] == [
-        "done", "released", "done"]
+        "started", "done", "released", "started", "done"]
     assert ws.run() == []
 
 
