@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     from perennial.config import ConfigError
-    from perennial.types import BatchError
+    from perennial.types import BatchError, OutageError
 
     try:
         if args.command == "demo":
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         from perennial.commands import status
 
         return status(args.config, args.last)
-    except (ConfigError, BatchError) as exc:
+    except (ConfigError, BatchError, OutageError) as exc:
         print(f"perennial: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

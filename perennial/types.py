@@ -396,3 +396,8 @@ class CycleRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class OutageError(RuntimeError):
+    """MLflow cannot be used right now (unreachable, or it refused the credentials): nothing about
+    the batch is wrong, so a later run processes it."""
