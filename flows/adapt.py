@@ -48,7 +48,7 @@ from tasks.lifelong import (
     step_change,
 )
 from tasks.load import holdout_split, load_batch
-from tasks.registry import load_version, promote, register, reinstate, replay_memory
+from tasks.registry import check_reachable, load_version, promote, register, reinstate, replay_memory
 from tasks.report import finish_cycle, finish_step, record_adaptation
 from tasks.train import earlier_batches, estimated_rows, train, training_rows
 
@@ -214,6 +214,7 @@ def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
     done = []
     with store.lock(settings.lock_wait_seconds, holder=f"adapt of {config.name}"):
         store.check()
+        check_reachable(settings)
         for batch_id in batch_ids:
             record = store.record(batch_id)
             refusal = refusal_of(batch_id, record, mode, champion_version)

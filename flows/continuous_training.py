@@ -39,7 +39,7 @@ from tasks.evaluate import score_rejected
 from tasks.events import request_adaptation
 from tasks.lifelong import Reuse, find_reusable, resumed_reuse
 from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
-from tasks.registry import champion_version, load_champion, load_version, log_cycle
+from tasks.registry import champion_version, check_reachable, load_champion, load_version, log_cycle
 from tasks.report import cycle_record, finish_cycle, note_champion_score, record_intent, with_release
 from tasks.validate import validate_batch
 
@@ -58,6 +58,7 @@ def continuous_training(config_path: str,
     wait = settings.lock_wait_seconds if mode == "deployed" else 0.0
     with store.lock(wait, holder=f"monitor of {config.name}"):
         store.check()
+        check_reachable(settings)
         records = [] if mode == "deployed" else [
             adapt_requested(config, settings, store, r) for r in store.records() if r.status == REQUESTED]
         return records + [guarded_cycle(config, settings, store, path, mode)
@@ -149,7 +150,8 @@ def decide_cycle(config: PipelineConfig, settings: Settings, store: StateStore, 
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
     decision = with_release(reuse.decision if reuse else decision, validation)
-    run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision)
+    run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision,
+                       store.attempt(batch.id))
     record = cycle_record(batch, validation, drift, decision, champion, run_id)
     record.add_eval_cost(searching.wall, searching.cpu)
     record_intent(store, record)
@@ -161,7 +163,7 @@ def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateSt
     """A batch that cannot even be read is rejected and quarantined like an invalid one."""
     validation = ValidationResult(success=False, failures=[error], expectations=0)
     decision = decide.fn(validation, None, 0, config.policy, config.training.window_batches)
-    run_id = log_cycle(config, settings, path.name, 0, validation, None, decision)
+    run_id = log_cycle(config, settings, path.name, 0, validation, None, decision, store.attempt(path.name))
     champion = champion_version(config.name, settings)
     quarantined = store.quarantine(path, {"batch": path.name, "failures": [error]}) if path.exists() else None
     record = CycleRecord(

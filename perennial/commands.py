@@ -96,6 +96,10 @@ def _model_cell(r: CycleRecord) -> str:
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
     config = load_config(config_path)
+    from tasks.registry import check_reachable
+
+    # Before the flow: an outage is one line and leaves nothing behind, not retries and a traceback.
+    check_reachable(Settings())
     check_rules_early(config)
     store = StateStore(Settings().state_dir, config.name)
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
@@ -248,8 +252,9 @@ def status(config_path: Path, last: int) -> int:
     """The champion, every registered version with its aliases, and the latest decisions."""
     config = load_config(config_path)
     settings = Settings()
-    from tasks.registry import registered_versions
+    from tasks.registry import check_reachable, registered_versions
 
+    check_reachable(settings, then=None)
     versions = registered_versions(config.name, settings)
     champion = next((v for v in versions if "champion" in v["aliases"]), None)
     if champion is None:

@@ -238,6 +238,14 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("PERENNIAL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
+    # MLflow's own defaults (7 retries with backoff up to 2 min, 120 s timeout) made a run against a
+    # server that is down retry for 12 minutes; these bound each request to an HTTP server.
+    mlflow_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a failed MLflow HTTP request (after 0, 2, 4, ... s)."
+    )
+    mlflow_timeout_seconds: int = Field(
+        default=10, ge=1, description="Seconds an MLflow HTTP request waits to connect, and for each answer."
+    )
 
     lock_wait_seconds: float = Field(
         default=600.0, ge=0, description="How long a deployed monitor or adapt run waits for another "
@@ -249,6 +257,12 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
+
+    def mlflow_http_env(self) -> dict[str, str]:
+        """MLflow's own environment variables for the retry and timeout limits above."""
+        return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.mlflow_retries),
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.mlflow_timeout_seconds)}
 
     def artifact_location(self) -> str | None:
         """Where a new experiment stores artifacts: beside a SQLite store, or the server's default."""

@@ -57,7 +57,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def batch_key(batch_id: str) -> str:
-    """A batch's name as a short hex key: safe in file names and in outside queries."""
+    """A batch's name as a short hex key: safe in file names and in MLflow search filters (a quote in
+    `o'brien.csv` broke the filter, and every later batch with it)."""
     return hashlib.sha256(batch_id.encode()).hexdigest()[:32]
 
 

@@ -42,8 +42,8 @@ class RegistryError(ValueError):
 
 
 class OutageError(RuntimeError):
-    """An outside service (the MLflow tracking server) is unreachable or refuses the credentials;
-    nothing was written."""
+    """MLflow cannot be used right now (unreachable, or it refused the credentials): nothing about
+    the batch is wrong, so a later run processes it."""
 
 
 # Errors whose message is all a user needs: the CLI prints them on one line, without a traceback.

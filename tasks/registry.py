@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 from prefect import task
@@ -14,6 +20,7 @@ from perennial import families
 from perennial.config import PipelineConfig, Settings
 from perennial.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.schema import features_frame
+from perennial.state import batch_key
 from perennial.types import (
     Batch,
     Challenger,
@@ -21,6 +28,7 @@ from perennial.types import (
     Decision,
     DriftResult,
     Evaluation,
+    OutageError,
     Promotion,
     Schema,
     ValidationResult,
@@ -31,30 +39,148 @@ REFERENCE_ARTIFACT = "reference/reference.parquet"
 REPLAY_ARTIFACT = "replay/memory.parquet"
 
 
+# Values this process put in MLflow's environment variables, to tell them from the user's own.
+_HTTP_ENV_SET: dict[str, str] = {}
+
+
 def client(settings: Settings):
-    """An MLflow client on the configured store; also points the fluent API there."""
+    """An MLflow client on the configured store; also points the fluent API there and bounds its
+    HTTP retries and timeouts (unless the user set MLflow's variables for them)."""
     import mlflow
 
+    for key, value in settings.mlflow_http_env().items():
+        # MLflow reads these on every request, so they also cover fluent calls and model loading.
+        if key not in os.environ or os.environ[key] == _HTTP_ENV_SET.get(key):
+            os.environ[key] = _HTTP_ENV_SET[key] = value
     mlflow.set_tracking_uri(settings.tracking_uri())
     return mlflow.MlflowClient(settings.tracking_uri())
+
+
+def _safe_uri(uri: str) -> str:
+    """The tracking URI without credentials a user may have put in it, for messages."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """An exception and everything behind it: causes, contexts, and what urllib3 keeps in `reason`
+    and in the arguments of the errors it wraps."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def outage(exc: Exception, settings: Settings) -> OutageError | None:
+    """`exc` as an OutageError naming the tracking URI when it is one (unreachable, or credentials
+    refused), else None: other errors (a missing model, a bad request) are not outages."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    uri = _safe_uri(settings.tracking_uri())
+    status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
+    if status in (401, 403):
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        if not user:
+            who = "no credentials were sent" if status == 401 else "anonymous access is not allowed"
+        elif not os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+            who = f"user '{user}' without MLFLOW_TRACKING_PASSWORD"
+        else:
+            who = f"user '{user}' not accepted" if status == 401 else f"user '{user}' lacks permission"
+        todo = "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server"
+        if status == 403:
+            todo += " with access to this model, or grant this user access"
+        return OutageError(f"MLflow at {uri}: credentials refused (HTTP {status}, {who}); {todo}")
+    # What client() set, or the user's own values of MLflow's variables.
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_retries))
+    timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", str(settings.mlflow_timeout_seconds))
+    chain = list(_chain(exc))
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in str(exc):
+        why = "connection refused"
+    elif any(isinstance(e, requests.exceptions.Timeout | TimeoutError) for e in chain):
+        why = f"no answer within {timeout} s"
+    elif any("NameResolution" in type(e).__name__ for e in chain):
+        why = "host name not found"
+    elif any(isinstance(e, requests.exceptions.RetryError) for e in chain):
+        code = re.search(r"too many (\d{3}) error responses", str(exc))
+        return OutageError(f"MLflow at {uri} is unavailable (it kept answering HTTP "
+                           f"{code.group(1) if code else '5xx'}, after {retries} retries)")
+    elif any(isinstance(e, requests.exceptions.ConnectionError) for e in chain):
+        why = "connection failed"
+    else:
+        return None
+    return OutageError(f"MLflow at {uri} is unreachable ({why}, after {retries} retries)")
+
+
+@contextmanager
+def outages(settings: Settings) -> Iterator[None]:
+    """MLflow errors that are outages raised as OutageError; others as they are."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        error = outage(exc, settings)
+        if error is None:
+            raise
+        raise error from exc
+
+
+NOTHING_WRITTEN = "nothing was written — the batches will be processed on the next run"
+
+
+def check_reachable(settings: Settings, then: str | None = NOTHING_WRITTEN) -> None:
+    """One cheap call to an MLflow server before anything is written; raises OutageError (ending in
+    `then`) when it cannot be used. A local store (SQLite, files) is not checked."""
+    from mlflow.exceptions import MlflowException
+
+    uri = settings.tracking_uri()
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return
+    suffix = f"; {then}" if then else ""
+    # The error says how many retries failed: a warning line per retry would only be noise.
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    level = pool_log.level
+    pool_log.setLevel(logging.ERROR)
+    try:
+        client(settings).search_experiments(max_results=1)
+    except MlflowException as exc:
+        error = outage(exc, settings)
+        if error is None:
+            # Answering, but not as an MLflow server we can use (e.g. a wrong URL answering 404).
+            first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            error = OutageError(f"MLflow at {_safe_uri(uri)} cannot be used ({first})")
+        raise OutageError(f"{error}{suffix}") from exc
+    finally:
+        pool_log.setLevel(level)
 
 
 def experiment_id(name: str, settings: Settings) -> str:
     """The model's experiment, created on first use beside the SQLite store when there is one."""
     mlflow_client = client(settings)
-    experiment = mlflow_client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow_client.create_experiment(name, artifact_location=settings.artifact_location())
+    with outages(settings):
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return mlflow_client.create_experiment(name, artifact_location=settings.artifact_location())
 
 
 def champion_version(name: str, settings: Settings) -> Any | None:
-    """The registry's champion version, or None when there is none yet."""
+    """The registry's champion version, or None when there is none yet; an outage raises."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client(settings).get_model_version_by_alias(name, CHAMPION)
+        with outages(settings):
+            return client(settings).get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
+        # No model yet, or (the SQL store's way of saying it) no such alias yet.
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
@@ -98,6 +224,7 @@ def former_champions(config: PipelineConfig, settings: Settings, current: int | 
                      limit: int) -> list[Champion]:
     """Versions that were champion once (newest first, at most `limit`), the current one excluded;
     for scoring, so without their reference data (the next cycle loads it if one is reinstated)."""
+    # The name may sit in a filter: PipelineConfig.name's pattern allows no quote.
     found = client(settings).search_model_versions(
         f"name = '{config.name}' AND tags.`perennial.promoted` = 'true'")
     former = sorted((v for v in found if int(v.version) != current), key=lambda v: -int(v.version))
@@ -126,20 +253,34 @@ def _metric_key(column: str) -> str:
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: int,
-              validation: ValidationResult, drift: DriftResult | None, decision: Decision) -> str:
-    """One MLflow run per batch: decision, drift metrics, validation result and drift report."""
+              validation: ValidationResult, drift: DriftResult | None, decision: Decision,
+              attempt: int = 0) -> str:
+    """One MLflow run per batch and attempt (times the batch was released before): decision, drift
+    metrics, validation result and drift report. A rerun after a crash reuses the attempt's run."""
     import mlflow
 
     exp = experiment_id(config.name, settings)
-    with mlflow.start_run(experiment_id=exp, run_name=f"{batch_id} {decision.action.value}") as run:
-        mlflow.set_tags({"perennial.batch": batch_id, "perennial.decision": decision.action.value,
+    key = {"perennial.batch": batch_id, "perennial.batch_key": batch_key(batch_id),
+           "perennial.attempt": str(int(attempt))}
+    with outages(settings):
+        found = client(settings).search_runs(
+            [exp], filter_string=f"tags.`perennial.batch_key` = '{key['perennial.batch_key']}' AND "
+            f"tags.`perennial.attempt` = '{key['perennial.attempt']}'", max_results=1)
+    name = f"{batch_id} {decision.action.value}"
+    # The key tags go in with the new run, so a crash at any later point still finds it.
+    start = (mlflow.start_run(run_id=found[0].info.run_id, run_name=name) if found
+             else mlflow.start_run(experiment_id=exp, run_name=name, tags=key))
+    with start as run:
+        mlflow.set_tags({**key, "perennial.decision": decision.action.value,
                          "perennial.trigger": decision.trigger.value,
                          "perennial.reason": decision.reason[:4000],
                          "perennial.shifted_columns": ",".join(validation.shifted_columns)[:4000]})
         if validation.release_reason is not None:
             mlflow.set_tag("perennial.release_reason", validation.release_reason[:4000])
-        mlflow.log_params({"batch": batch_id, "decision": decision.action.value,
-                           "window_batches": decision.window_batches, "family": config.model.family})
+        params = {"batch": batch_id, "decision": decision.action.value,
+                  "window_batches": decision.window_batches, "family": config.model.family}
+        # Params cannot change once logged; a reused run's tags carry the rerun's decision.
+        mlflow.log_params({k: v for k, v in params.items() if not found or k not in found[0].data.params})
         metrics: dict[str, float] = {"rows": rows, "validation_success": float(validation.success),
                                      "validation_shifts": len(validation.shifts)}
         if drift is not None:
@@ -171,9 +312,27 @@ def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, 
 
 def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | None:
     """A version already registered for this batch (by a run that crashed before its ledger line)."""
-    found = client(settings).search_model_versions(
-        f"name = '{name}' AND tags.`perennial.batch` = '{batch_id}'")
+    mlflow_client = client(settings)
+    with outages(settings):
+        found = mlflow_client.search_model_versions(
+            f"name = '{name}' AND tags.`perennial.batch_key` = '{batch_key(batch_id)}'")
+        if not found:
+            # Versions registered before the batch_key tag existed: their readable tag, compared here.
+            found = [v for v in _versions(mlflow_client, name)
+                     if "perennial.batch_key" not in v.tags and v.tags.get("perennial.batch") == batch_id]
     return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def _versions(mlflow_client: Any, name: str) -> list[Any]:
+    """Every version of a registered model, page after page."""
+    # The name may sit in a filter: PipelineConfig.name's pattern allows no quote.
+    versions, token = [], None
+    while True:
+        page = mlflow_client.search_model_versions(f"name = '{name}'", page_token=token)
+        versions.extend(page)
+        token = page.token
+        if not token:
+            return versions
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
@@ -223,6 +382,7 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
             raise
     tags = {
         "perennial.batch": batch.id,
+        "perennial.batch_key": batch_key(batch.id),
         "perennial.decision": decision.action.value,
         "perennial.candidate": challenger.kind.value,
         "perennial.reason": decision.reason[:4000],
@@ -342,22 +502,33 @@ def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:
 
     try:
         aliases = mlflow_client.get_registered_model(name).aliases
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        # No model yet means no alias; an outage must not read as "no champion" (a challenger would
+        # become champion by default).
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
     return int(aliases[alias]) if alias in aliases else None
 
 
 def registered_versions(name: str, settings: Settings) -> list[dict[str, Any]]:
-    """Every version of the model with its aliases and Perennial tags, newest first."""
+    """Every version of the model with its aliases and Perennial tags, newest first; none when the
+    model is not registered yet. An outage raises: it is no empty registry."""
+    from mlflow.exceptions import MlflowException
+
     mlflow_client = client(settings)
     try:
-        aliases = mlflow_client.get_registered_model(name).aliases
-    except Exception:
-        return []
+        with outages(settings):
+            aliases = mlflow_client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
     by_version: dict[str, list[str]] = {}
     for alias, v in aliases.items():
         by_version.setdefault(str(v), []).append(alias)
-    versions = mlflow_client.search_model_versions(f"name = '{name}'")
+    with outages(settings):
+        versions = _versions(mlflow_client, name)
     return [
         {"version": int(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
          "run_id": v.run_id, **{k.removeprefix("perennial."): val for k, val in v.tags.items()

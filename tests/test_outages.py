@@ -1,0 +1,238 @@
+"""MLflow down or refusing, and batch names MLflow's filters cannot hold: one clear line, nothing
+written, nothing registered twice."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import make_batch, new_workspace
+from perennial.cli import main
+from perennial.local_server import BIN, free_port, quiet_env, stop
+
+# Measured: a CLI call failing on an unreachable MLflow ends in 15-20 s on 2 busy cores (mostly
+# imports; the 2 retries take ~3 s). MLflow's own defaults took 12.5 minutes.
+DOES_NOT_HANG = 180
+NOTHING_WRITTEN = "nothing was written — the batches will be processed on the next run"
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_unreachable_mlflow_is_one_line_exit_2_quickly_and_nothing_is_written(tmp_path, monkeypatch,
+                                                                              command):
+    ws = new_workspace(tmp_path, monkeypatch)
+    ws.add("a.csv", make_batch(seed=1))
+    before = _snapshot(ws.batches)
+    uri = f"http://127.0.0.1:{free_port()}"  # bound and released: nothing listens there
+    env = {**quiet_env(), "PERENNIAL_STATE_DIR": str(tmp_path / "state"),
+           "PERENNIAL_MLFLOW_TRACKING_URI": uri, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "OMP_NUM_THREADS": "1"}
+    # A process of its own, as a user runs it, so a hang can be stopped (with its children).
+    proc = subprocess.Popen([str(BIN / "perennial"), command, "--config", str(ws.config_path)], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=DOES_NOT_HANG)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        pytest.fail(f"`perennial {command}` still running after {DOES_NOT_HANG} s with MLflow down")
+    expected = f"perennial: error: MLflow at {uri} is unreachable (connection refused, after 2 retries)"
+    if command == "run":
+        expected += f"; {NOTHING_WRITTEN}"
+    assert (proc.returncode, err.strip(), out) == (2, expected, "")
+    assert not (tmp_path / "state").exists()
+    assert _snapshot(ws.batches) == before
+
+
+def test_mlflow_http_limits_come_from_settings_unless_the_user_set_mlflows_own(tmp_path, monkeypatch):
+    from tasks.registry import client
+
+    ws = new_workspace(tmp_path, monkeypatch)
+    monkeypatch.setenv("PERENNIAL_MLFLOW_TIMEOUT_SECONDS", "3")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")  # the user's own
+    client(ws.settings)
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "3"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+
+
+# -- a basic-auth MLflow server -------------------------------------------------------------------
+
+
+class AuthServer:
+    def __init__(self, url: str, password: str) -> None:
+        self.url, self.password = url, password
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory) -> AuthServer:
+    """`mlflow server --app-name basic-auth` on 127.0.0.1 with its user store and data in tmp."""
+    root = tmp_path_factory.mktemp("mlflow-auth")
+    (root / "basic_auth.ini").write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'users.db'}\nadmin_username = admin\n")
+    password = secrets.token_urlsafe(16)
+    port = free_port()
+    env = {**quiet_env(), "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
+           "MLFLOW_AUTH_ADMIN_PASSWORD": password, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+           # Lean: one worker and no job consumers (~500 MB instead of ~3 GB).
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = open(root / "server.log", "w")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port",
+         str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--default-artifact-root", str(root / "artifacts")],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180  # measured 19 s on 2 busy cores
+        while True:
+            assert proc.poll() is None, f"mlflow server exited; see {root / 'server.log'}"
+            assert time.monotonic() < deadline, f"mlflow server not healthy; see {root / 'server.log'}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        yield AuthServer(f"http://127.0.0.1:{port}", password)
+    finally:
+        stop(proc)
+        log.close()
+
+
+def _against(server: AuthServer, tmp_path, monkeypatch, user: str | None, password: str | None):
+    ws = new_workspace(tmp_path, monkeypatch)
+    monkeypatch.setenv("PERENNIAL_MLFLOW_TRACKING_URI", server.url)
+    for var, value in {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}.items():
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    return ws
+
+
+REFUSED = {
+    "no credentials": (None, None, "no credentials were sent"),
+    "wrong password": ("admin", "not-the-password", "user 'admin' not accepted"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_refused_credentials_are_one_line_exit_2_and_never_an_empty_registry(auth_server, tmp_path,
+                                                                             monkeypatch, capsys,
+                                                                             command, case):
+    user, password, who = REFUSED[case]
+    ws = _against(auth_server, tmp_path, monkeypatch, user, password)
+    ws.add("a.csv", make_batch(seed=1))
+    assert main([command, "--config", str(ws.config_path)]) == 2
+    out, err = capsys.readouterr()
+    expected = (f"perennial: error: MLflow at {auth_server.url}: credentials refused (HTTP 401, {who}); "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server")
+    if command == "run":
+        expected += f"; {NOTHING_WRITTEN}"
+    assert (err.strip(), out) == (expected, "")
+    assert not (tmp_path / "state").exists()
+
+
+def test_the_registry_never_reads_refused_credentials_as_no_model(auth_server, tmp_path, monkeypatch):
+    from perennial.types import OutageError
+    from tasks.registry import champion_version, registered_versions
+
+    ws = _against(auth_server, tmp_path, monkeypatch, None, None)
+    for read in (registered_versions, champion_version):
+        with pytest.raises(OutageError, match=r"credentials refused \(HTTP 401, no credentials were sent\)"):
+            read(ws.name, ws.settings)
+
+
+def test_right_credentials_run_and_status_work(auth_server, tmp_path, monkeypatch, capsys, prefect_server):
+    ws = _against(auth_server, tmp_path, monkeypatch, "admin", auth_server.password)
+    assert main(["status", "--config", str(ws.config_path)]) == 0
+    assert f"test-model: no champion yet ({auth_server.url})" in capsys.readouterr().out
+
+    ws.add("a.csv", make_batch(seed=1))
+    assert main(["run", "--config", str(ws.config_path)]) == 0
+    assert main(["status", "--config", str(ws.config_path)]) == 0
+    assert "test-model: champion v1" in capsys.readouterr().out
+
+
+# -- batch names with quotes ----------------------------------------------------------------------
+
+
+def _key(batch_id: str) -> str:
+    return hashlib.sha256(batch_id.encode()).hexdigest()[:32]
+
+
+def _runs(ws) -> list:
+    from tasks.registry import client, experiment_id
+
+    return client(ws.settings).search_runs([experiment_id(ws.name, ws.settings)])
+
+
+def test_batch_names_with_quotes_are_processed_once_and_found_again(workspace):
+    from perennial.config import load_config
+    from tasks.load import read_batch
+    from tasks.registry import register
+
+    ws = workspace
+    first, second = "o'brien.csv", 'o\'connor "2".csv'
+    ws.add(first, make_batch(seed=1))
+    ws.add(second, make_batch(seed=2, flip=True))  # a concept change: a second version
+    records = {r.batch: r for r in ws.run()}
+    assert [records[b].decision for b in (first, second)] == ["retrain", "retrain"]
+    versions = {v["batch"]: v for v in ws.versions()}
+    assert versions[first]["version"] == 1 and versions[first]["batch_key"] == _key(first)
+    assert versions[second]["version"] == 2
+
+    assert ws.run() == []
+    assert len(ws.versions()) == 2 and len(_runs(ws)) == 2
+    # A rerun after a crash between registration and the ledger line: the first version, no new one.
+    batch = read_batch(ws.batches / first, "auto", "label")
+    config = load_config(ws.config_path)
+    assert register.fn(config, ws.settings, records[first].run_id, None, batch, None, None, None) == 1
+    assert len(ws.versions()) == 2
+
+
+def test_versions_registered_before_the_batch_key_tag_are_still_found(tmp_path, monkeypatch):
+    from tasks.registry import _existing_version, client
+
+    ws = new_workspace(tmp_path, monkeypatch)
+    mlflow_client = client(ws.settings)
+    mlflow_client.create_registered_model(ws.name)
+    for batch in ("o'brien.csv", "other.csv"):  # as older Perennial tagged them: the name only
+        mlflow_client.create_model_version(ws.name, source=tmp_path.as_uri(), tags={"perennial.batch": batch})
+    assert int(_existing_version(ws.name, "o'brien.csv", ws.settings).version) == 1
+    assert _existing_version(ws.name, "new.csv", ws.settings) is None
+
+
+def test_logging_a_cycle_twice_for_one_batch_attempt_reuses_its_run(tmp_path, monkeypatch):
+    from perennial.config import load_config
+    from perennial.types import Action, Decision, ValidationResult
+    from tasks.registry import client, log_cycle
+
+    ws = new_workspace(tmp_path, monkeypatch)
+    config = load_config(ws.config_path)
+    batch = "o'brien.csv"
+    rejected = ValidationResult(success=False, failures=["column 'age': above 120"], expectations=3)
+    passed = ValidationResult(success=True, failures=[], expectations=3)
+    first = log_cycle.fn(config, ws.settings, batch, 10, rejected, None, Decision(Action.REJECT, "invalid"))
+    # The rerun after a crash right after logging: the same run, with the rerun's decision.
+    again = log_cycle.fn(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"))
+    assert again == first and len(_runs(ws)) == 1
+    run = client(ws.settings).get_run(first)
+    assert run.data.tags["perennial.decision"] == "noop" and run.data.tags["perennial.batch"] == batch
+    assert run.data.metrics["validation_success"] == 1.0
+
+    released = log_cycle.fn(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"),
+                            attempt=1)
+    assert released != first and len(_runs(ws)) == 2
