@@ -396,3 +396,8 @@ class CycleRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class RegistryError(ValueError):
+    """A registered model version Perennial will not load: not a skops model it saved, or one holding
+    types it does not trust (loading it could run code from the registry)."""
