@@ -68,12 +68,10 @@ class Result:
 
 def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]]:
     """Feed the batches one by one to the continuous-training flow; return what the models in service did."""
-    import mlflow
-
     from flows.continuous_training import continuous_training
     from perennial.config import Settings
     from perennial.state import StateStore
-    from tasks.registry import client
+    from tasks.registry import client, load_model
 
     workdir = root / scenario.name
     inbox = workdir / "batches"
@@ -93,7 +91,8 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
 
         def model(version: int) -> Any:
             if version not in models:
-                models[version] = mlflow.sklearn.load_model(f"models:/bench-{scenario.name}/{version}")
+                # As the flow loads it: the pipeline that takes features_frame(...) output.
+                models[version] = load_model(f"bench-{scenario.name}", version)
             return models[version]
 
         schema = infer_schema(scenario.batches[0], TARGET, None)

@@ -15,21 +15,27 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from perennial.config import ModelConfig, TrainingConfig
+from perennial.inputs import ModelInputs
 from perennial.sampling import sample_rows
 from perennial.schema import features_frame, labels
 from perennial.types import Schema
 
+# Our conversion of raw columns, logged in front of every pipeline (perennial.inputs).
+INPUTS_TYPE = f"{ModelInputs.__module__}.{ModelInputs.__qualname__}"
 # Types skops must be told to trust when MLflow saves each family (checked with
 # skops.io.get_untrusted_types on fitted pipelines); everything else is trusted by default.
 TRUSTED_TYPES: dict[str, list[str]] = {
-    "sgd": ["numpy.dtype"],
+    "sgd": ["numpy.dtype", INPUTS_TYPE],
     "hgb": [
         "functools.partial",
         "numpy.dtype",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
         "sklearn.utils.validation.check_array",
+        INPUTS_TYPE,
     ],
 }
+# What Perennial trusts when it loads a registered version, whatever its MLmodel file lists.
+ALL_TRUSTED_TYPES: list[str] = sorted({t for types in TRUSTED_TYPES.values() for t in types})
 
 
 def build(model: ModelConfig, schema: Schema, seed: int) -> Pipeline:

@@ -1,16 +1,13 @@
-"""Schema inference and the one conversion from a raw batch to model inputs."""
+"""Schema inference, and the conversion of a raw batch to model inputs (perennial.inputs)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
 from perennial.config import ConfigError, FeatureKind, PipelineConfig
+from perennial.inputs import ModelInputs
 from perennial.types import Schema
-
-_TRUE = {"true", "1", "yes", "t", "y"}
-_FALSE = {"false", "0", "no", "f", "n"}
 
 
 def infer_kind(series: pd.Series) -> FeatureKind:
@@ -42,28 +39,10 @@ def labels(frame: pd.DataFrame, target: str) -> pd.Series:
     return series.astype(str)
 
 
-def _as_boolean(series: pd.Series) -> pd.Series:
-    def convert(value: object) -> float:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return np.nan
-        text = str(value).strip().lower()
-        return 1.0 if text in _TRUE else 0.0 if text in _FALSE else np.nan
-
-    return series.map(convert).astype("float64")
-
-
 def features_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Model inputs in schema order: numbers as float, booleans as 0/1, categories as strings."""
-    out = {}
-    for name, kind in schema.features.items():
-        column = frame[name]
-        if kind == "numeric":
-            out[name] = pd.to_numeric(column, errors="coerce").astype("float64")
-        elif kind == "boolean":
-            out[name] = _as_boolean(column)
-        else:
-            out[name] = column.astype(str).astype("object").where(column.notna(), np.nan)
-    return pd.DataFrame(out, index=frame.index)
+    """Model inputs in schema order: numbers as float, booleans as 0/1, categories as strings; a
+    column the frame lacks is missing in every row."""
+    return ModelInputs(schema.features).transform(frame)
 
 
 def check_column_rules(config: PipelineConfig, schema: Schema) -> None:

@@ -37,8 +37,8 @@ class StateError(ValueError):
 
 
 class RegistryError(ValueError):
-    """A registered model version is not one Perennial saved and will not be loaded (no code from
-    the registry)."""
+    """A registered model version Perennial will not load: not a skops model it saved, or one holding
+    types it does not trust (loading it could run code from the registry)."""
 
 
 class OutageError(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +17,9 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from perennial import families
+from perennial import families, inputs, trusted
 from perennial.config import PipelineConfig, Settings
 from perennial.lifelong import AccuracyMatrix, ReplayMemory
-from perennial.schema import features_frame
 from perennial.state import batch_key
 from perennial.types import (
     Batch,
@@ -30,6 +30,7 @@ from perennial.types import (
     Evaluation,
     OutageError,
     Promotion,
+    RegistryError,
     Schema,
     ValidationResult,
 )
@@ -186,14 +187,26 @@ def champion_version(name: str, settings: Settings) -> Any | None:
         raise
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def _not_refused(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed load unless the version was refused or MLflow is out (its client already
+    retried): a retry would end the same way."""
+    try:
+        state.result()
+    except (RegistryError, OutageError):
+        return False
+    except Exception:
+        pass
+    return True
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_not_refused)
 def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None:
     """The champion model with its holdout accuracy and reference data."""
     version = champion_version(config.name, settings)
     return None if version is None else _loaded(config, version)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_not_refused)
 def load_version(config: PipelineConfig, settings: Settings, version: int | None) -> Champion | None:
     """A registered version as the champion a cycle decided against (None: there was none)."""
     if version is None:
@@ -206,7 +219,7 @@ def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -
     without `with_reference` the reference is left empty (not downloaded)."""
     import mlflow
 
-    model = mlflow.sklearn.load_model(f"models:/{config.name}/{version.version}")
+    model = load_model(config.name, version.version)
     reference = pd.DataFrame()
     if with_reference:
         with tempfile.TemporaryDirectory() as tmp:
@@ -220,6 +233,21 @@ def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -
                     learned_rows=int(version.tags.get("perennial.learned_rows", 0)) or None)
 
 
+def load_model(name: str, version: str | int) -> Any:
+    """A registered version's pipeline, if it is a skops model of our own types (else RegistryError);
+    never through MLflow's loader, which trusts what the version's MLmodel file says."""
+    import mlflow
+
+    where = f"model {name} v{version}"
+    # Where the version's files are (a logged model's folder in MLflow 3), resolved once for both.
+    uri = mlflow.MlflowClient().get_model_version_download_uri(name, str(version)).rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        mlmodel = mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=tmp)
+        trusted.check_flavor(Path(mlmodel), where)
+        path = mlflow.artifacts.download_artifacts(f"{uri}/{trusted.MODEL_FILE}", dst_path=tmp)
+        return trusted.load_skops(Path(path), where)
+
+
 def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
                      limit: int) -> list[Champion]:
     """Versions that were champion once (newest first, at most `limit`), the current one excluded;
@@ -228,7 +256,24 @@ def former_champions(config: PipelineConfig, settings: Settings, current: int | 
     found = client(settings).search_model_versions(
         f"name = '{config.name}' AND tags.`perennial.promoted` = 'true'")
     former = sorted((v for v in found if int(v.version) != current), key=lambda v: -int(v.version))
-    return [_loaded(config, v, with_reference=False) for v in former[:limit]]
+    loaded = []
+    for v in former[:limit]:
+        try:
+            loaded.append(_loaded(config, v, with_reference=False))
+        except RegistryError as exc:
+            _warn(f"former champion skipped: {exc}")
+    return loaded
+
+
+def _warn(message: str) -> None:
+    """A warning in the flow run's log, or Python's outside a run."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        get_run_logger().warning(message)
+    except MissingContextError:
+        logging.getLogger(__name__).warning(message)
 
 
 def replay_memory(config: PipelineConfig, settings: Settings, version: int) -> ReplayMemory:
@@ -343,14 +388,15 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
     batch's included); once per batch."""
     import mlflow
     from mlflow.exceptions import MlflowException
-    from mlflow.models import infer_signature
 
     existing = _existing_version(config.name, batch.id, settings)
     if existing is not None:
         return int(existing.version)
     model, evaluation, memory = challenger.model, challenger.evaluation, challenger.memory
     reference = challenger.rows.sample(config.drift.reference_rows, seed=0)
-    example = features_frame(batch.frame.head(5), schema)
+    # Logged taking the user's columns as a batch file has them (served with `mlflow models serve`).
+    served, raw = inputs.with_inputs(model, schema.features), batch.frame[list(schema.features)]
+    example = raw.head(5)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
                             "holdout_rows": evaluation.holdout_rows,
@@ -370,10 +416,12 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
             path = Path(tmp) / "memory.parquet"
             memory.frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), "replay")
-        info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(example, model.predict(example)),
-            input_example=example, pip_requirements=_requirements(),
-            skops_trusted_types=families.TRUSTED_TYPES[config.model.family])
+        with tempfile.TemporaryDirectory() as code:
+            info = mlflow.sklearn.log_model(
+                served, name="model", signature=_signature(raw, served.predict(example)),
+                input_example=example, pip_requirements=_requirements(),
+                skops_trusted_types=families.TRUSTED_TYPES[config.model.family],
+                code_paths=[_inputs_code(Path(code))])
     mlflow_client = client(settings)
     try:
         mlflow_client.create_registered_model(config.name)
@@ -398,6 +446,38 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
     version = mlflow_client.create_model_version(
         config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)
     return int(version.version)
+
+
+def _signature(raw: pd.DataFrame, predictions: Any) -> Any:
+    """Raw feature columns as MLflow types (inferred on a sample: on 1M rows it takes 9 s), optional
+    where the batch has nulls."""
+    import warnings
+
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, DataType
+    from mlflow.types.schema import Schema as ColumnSchema
+
+    with warnings.catch_warnings():  # its hint on integer columns, which may have nulls one day
+        warnings.simplefilter("ignore", UserWarning)
+        inferred = infer_signature(raw.sample(min(len(raw), 1000), random_state=0), predictions)
+    columns = []
+    for spec in inferred.inputs.inputs:
+        nulls = bool(raw[spec.name].isna().any())
+        # MLflow's scoring server casts a request to the declared types first: a boolean column's
+        # nulls would become False (astype(bool)); declared `any`, they stay missing (mlflow#25593).
+        kind = AnyType() if nulls and spec.type == DataType.boolean else spec.type
+        columns.append(ColSpec(kind, spec.name, required=not nulls))
+    return ModelSignature(ColumnSchema(columns), inferred.outputs)
+
+
+def _inputs_code(folder: Path) -> str:
+    """A `perennial` package holding only perennial.inputs, for `code_paths`: a served model imports
+    its conversion from there (MLflow puts the folder first on sys.path) with no Perennial installed."""
+    package = folder / "perennial"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    shutil.copyfile(inputs.__file__, package / "inputs.py")
+    return str(package)
 
 
 def _requirements() -> list[str]:

@@ -1,0 +1,59 @@
+"""Loading registered models without running code from the registry.
+
+MLflow's own loader takes the serialization format and the skops trusted types from the version's
+MLmodel file, which anyone who can write to the registry controls: a pickle there runs its payload.
+Perennial reads the flavor itself and loads only skops files, trusting only the types of its own
+families.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import yaml
+from sklearn.pipeline import Pipeline
+
+from perennial.families import ALL_TRUSTED_TYPES
+from perennial.inputs import without_inputs
+from perennial.types import RegistryError
+
+# The one file MLflow's sklearn flavor writes for `serialization_format: skops`.
+MODEL_FILE = "model.skops"
+REFUSAL = "Perennial loads only the skops models it saved (refusing to run code from the registry)"
+
+
+def check_flavor(mlmodel: Path, where: str) -> None:
+    """The MLmodel file describes a skops-saved scikit-learn model in MODEL_FILE, or RegistryError."""
+    try:
+        flavor = (yaml.safe_load(mlmodel.read_text()) or {}).get("flavors", {}).get("sklearn")
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{where}: unreadable MLmodel file ({type(exc).__name__}); {REFUSAL}") from None
+    if not isinstance(flavor, dict):
+        raise RegistryError(f"{where}: not a scikit-learn model; {REFUSAL}")
+    # MLflow loads a flavor without the key as pickle.
+    saved_as = flavor.get("serialization_format", "pickle")
+    if saved_as != "skops":
+        raise RegistryError(f"{where}: saved as {saved_as}; {REFUSAL}")
+    if flavor.get("pickled_model") != MODEL_FILE:
+        raise RegistryError(f"{where}: model file {flavor.get('pickled_model')!r} instead of "
+                            f"{MODEL_FILE!r}; {REFUSAL}")
+
+
+def load_skops(path: Path, where: str) -> Pipeline:
+    """The pipeline Perennial calls (see `without_inputs`) from a skops file holding only our types."""
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        model = sio.load(path, trusted=ALL_TRUSTED_TYPES)
+    except zipfile.BadZipFile:
+        raise RegistryError(f"{where}: {MODEL_FILE} is not a skops file; {REFUSAL}") from None
+    except UntrustedTypesFoundException:
+        # Found again only to name them: skops checks before it builds anything.
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(ALL_TRUSTED_TYPES))
+        raise RegistryError(f"{where}: holds types Perennial does not trust ({', '.join(untrusted)}); "
+                            f"{REFUSAL}") from None
+    if not isinstance(model, Pipeline):
+        raise RegistryError(f"{where}: a {type(model).__name__}, not a scikit-learn Pipeline; {REFUSAL}")
+    return without_inputs(model)
