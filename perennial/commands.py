@@ -162,12 +162,12 @@ def serve(config_path: Path) -> int:
 
 
 def ingest(file: Path, config_path: Path) -> int:
-    """Copy a batch into the source folder atomically, then emit `perennial.batch.arrived`."""
-    import os
-    import shutil
+    """Copy a batch into the source folder atomically, then emit `perennial.batch.arrived`.
 
+    The name must be one the monitor will process: not hidden, no control characters, a batch
+    suffix, and new to this model (not in its ledger, quarantine or folder). The one exception is a
+    rejected batch whose file left the folder, brought back unchanged so it can be released."""
     from perennial.types import BatchError
-    from tasks.load import BATCH_SUFFIXES
 
     config = load_config(config_path)
     folder = Path(config.source_pattern())
@@ -176,20 +176,87 @@ def ingest(file: Path, config_path: Path) -> int:
                           f"(got {config.data.source!r})")
     if not file.is_file():
         raise BatchError(f"batch file {file}: not found")
-    if file.suffix.lower() not in BATCH_SUFFIXES:
-        raise BatchError(f"batch file {file}: expected one of {', '.join(sorted(BATCH_SUFFIXES))}")
+    store = StateStore(Settings().state_dir, config.name)
+    rejected = check_ingest_name(file, store)
     target = folder / file.name
-    if target.exists():
-        raise BatchError(f"batch file {target}: a batch of that name already arrived; rename the new one")
-    # Hidden while copying (the monitor skips dot-files), then renamed in one step.
-    partial = folder / f".{file.name}.partial"
-    shutil.copyfile(file, partial)
-    with open(partial, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(partial, target)
+    if target.exists():  # early, to spare a copy; `copy_exclusively` is what guarantees it
+        raise BatchError(already_arrived(target))
+    copy_exclusively(file, target)
     console.print(f"Ingested {file} -> {target}")
+    if rejected is not None:
+        console.print(escape(f"It was rejected before ({rejected.reason}); " + (
+            "it is released: the next run processes it" if rejected.status == RELEASED else
+            f"`perennial release {file.name} --config {config_path} --reason ...` lets it back in")))
     announce(config.name, {"batch": target.name, "path": str(target)})
     return 0
+
+
+def check_ingest_name(file: Path, store: StateStore) -> CycleRecord | None:
+    """A name the monitor would skip, or one this model has already seen, raises BatchError; the
+    ledger line of a rejected batch brought back unchanged is returned (it can then be released)."""
+    import filecmp
+
+    from perennial.types import BatchError
+    from tasks.load import BATCH_SUFFIXES
+
+    name = file.name
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        raise BatchError(f"batch file {str(file)!r}: its name has control characters; rename it")
+    if name.startswith("."):
+        raise BatchError(f"batch file {file}: names starting with '.' are skipped by the monitor "
+                         "(they mark files being written); rename it")
+    if file.suffix.lower() not in BATCH_SUFFIXES:
+        raise BatchError(f"batch file {file}: expected one of {', '.join(sorted(BATCH_SUFFIXES))}")
+    record = store.record(name)
+    quarantined = store.quarantine_dir / name
+    if record is not None and record.decision == "reject" and quarantined.is_file() \
+            and filecmp.cmp(file, quarantined, shallow=False):
+        return record  # `perennial release` asks for this when the file has left the folder
+    if record is not None:
+        raise BatchError(f"batch file {file}: {name} was already processed ({record.decision}; "
+                         "`perennial status` shows it), a batch of that name would be skipped; "
+                         "ingest it under a new name")
+    if quarantined.exists():
+        raise BatchError(f"batch file {file}: {name} is in quarantine ({store.quarantine_dir}); "
+                         "ingest it under a new name")
+    return None
+
+
+def already_arrived(target: Path) -> str:
+    return f"batch file {target}: a batch of that name already arrived; ingest the new one under a new name"
+
+
+def copy_exclusively(file: Path, target: Path) -> None:
+    """Copy to a hidden partial file of its own (the monitor skips dot-files), sync it, then link it
+    to the target name: the link fails if that name exists, even one that appeared a moment ago, so
+    no batch is ever replaced. The partial file never outlives this call."""
+    import os
+    import secrets
+    import shutil
+
+    from perennial.types import BatchError
+
+    def cannot_copy(exc: OSError) -> BatchError:  # disk full, permissions, no hard links there
+        return BatchError(f"batch file {file}: cannot be copied to {target} ({exc.strerror or exc})")
+
+    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    try:
+        # Its own (no two ingests share a partial file), with the permissions the umask gives.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise cannot_copy(exc) from None
+    try:
+        with os.fdopen(fd, "wb") as out, open(file, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(partial, target)
+    except FileExistsError:
+        raise BatchError(already_arrived(target)) from None
+    except OSError as exc:
+        raise cannot_copy(exc) from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def release(batch_id: str, config_path: Path, reason: str) -> int:

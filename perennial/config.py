@@ -38,6 +38,15 @@ class DataConfig(_Strict):
         default=None,
         description="Feature columns and kinds; inferred from the first batch and frozen if unset.",
     )
+    # Limits on a new batch file, checked before pandas parses it: a hostile or broken file is
+    # rejected with a clear error instead of holding the monitor for minutes (README: input limits).
+    max_file_mb: float = Field(2048, gt=0, description="Largest batch file accepted, in MB (2^20 bytes).")
+    max_columns: int = Field(
+        2000, ge=1, description="Most columns a batch file may have (counted in its header or schema)."
+    )
+    max_parse_seconds: float = Field(
+        600, gt=0, description="Longest a batch file may take to parse; checked between chunks."
+    )
 
 
 class ModelConfig(_Strict):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import glob
+import io
+import math
+import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from perennial.config import PipelineConfig
+from perennial.config import DataConfig, PipelineConfig
 from perennial.sampling import batch_seed
 from perennial.schema import check_column_rules, infer_schema
 from perennial.types import Batch, BatchError, Schema
@@ -42,11 +50,52 @@ def batch_format(path: Path, file_format: str) -> str:
     return BATCH_SUFFIXES.get(path.suffix.lower(), "csv") if file_format == "auto" else file_format
 
 
-def read_batch(path: Path, file_format: str, target: str) -> Batch:
-    """Read a CSV or Parquet batch; a file that cannot serve raises BatchError naming it."""
+MB = 1 << 20
+# Header bytes read per allowed column: a longer header is never read whole (names average under
+# 1 KB). A 400 KB header of 200,000 columns kept pandas busy for more than 10 minutes.
+HEADER_BYTES_PER_COLUMN = 1024
+# Cells per parsed CSV chunk, as pandas' own low-memory parser uses: the parse deadline is checked
+# every fraction of a second and the frame equals a whole-file read (measured: same speed).
+CHUNK_CELLS = 1 << 20
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What a new batch file may be before it is parsed: size, columns, parse time (`data.max_*`)."""
+
+    max_file_mb: float
+    max_columns: int
+    max_parse_seconds: float
+
+    @classmethod
+    def of(cls, data: DataConfig) -> InputLimits:
+        return cls(data.max_file_mb, data.max_columns, data.max_parse_seconds)
+
+
+def read_batch(path: Path, file_format: str, target: str, limits: InputLimits | None = None) -> Batch:
+    """Read a CSV or Parquet batch; a file that cannot serve raises BatchError naming it.
+
+    Args:
+        path: The batch file.
+        file_format: `auto`, `csv` or `parquet`.
+        target: The label column, which must be present.
+        limits: A new file's limits, checked before pandas parses anything; None for a file that was
+            accepted before (it is read as it was then, whatever the limits are now).
+    """
     fmt = batch_format(path, file_format)
+    deadline = Deadline.start(path, limits.max_parse_seconds if limits else math.inf)
+    max_columns = limits.max_columns if limits else None
     try:
-        frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+        if limits is not None:
+            check_size(path, limits.max_file_mb)
+        if fmt == "parquet":
+            check_columns(path, pq.read_schema(path).names, max_columns)
+            frame = parse_parquet(path, deadline)
+        else:
+            columns = check_columns(path, csv_header(path, max_columns), max_columns)
+            frame = parse_csv(path, len(columns), deadline)
+    except BatchError:
+        raise
     except FileNotFoundError:
         raise BatchError(f"batch file {path}: not found") from None
     except Exception as exc:  # pandas and pyarrow raise many types for a damaged file
@@ -58,6 +107,118 @@ def read_batch(path: Path, file_format: str, target: str) -> Batch:
         columns = ", ".join(map(str, frame.columns[:20]))
         raise BatchError(f"batch file {path}: target column '{target}' missing (found: {columns})")
     return Batch(id=path.name, path=path, frame=frame)
+
+
+def check_size(path: Path, max_file_mb: float) -> None:
+    """The file's size from stat, before anything is read."""
+    size = path.stat().st_size
+    if size > max_file_mb * MB:
+        shown = f"{size / MB:,.1f} MB" if size >= MB else f"{size:,} bytes"
+        raise BatchError(f"batch file {path}: {shown}, more than data.max_file_mb ({max_file_mb:g})")
+
+
+def first_row(lines: io.TextIOBase) -> list[str]:
+    """The first non-blank CSV record, where pandas finds the header; [] when there is none."""
+    return next((row for row in csv.reader(lines) if row), [])
+
+
+def csv_header(path: Path, max_columns: int | None) -> list[str]:
+    """The column names on a CSV's first line, read without pandas; [] when there are none or the
+    file is not UTF-8 text (pandas reports those). With `max_columns`, at most
+    `HEADER_BYTES_PER_COLUMN` bytes per column are read and a longer header is rejected unread."""
+    if max_columns is None:
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                return first_row(fh)
+        except (UnicodeDecodeError, csv.Error):
+            return []
+    budget = HEADER_BYTES_PER_COLUMN * (max_columns + 1)
+    with open(path, "rb") as fh:
+        head = fh.read(budget)
+    whole_file = len(head) < budget
+    try:
+        # Incremental: a character cut at the end of the budget is no decoding error.
+        buffer = io.StringIO(codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=whole_file),
+                             newline="")
+        names = first_row(buffer)
+    except UnicodeDecodeError:
+        return []
+    except csv.Error as exc:  # e.g. a name longer than the csv module's field limit
+        if whole_file:
+            return []
+        raise BatchError(f"batch file {path}: header not readable in its first {budget:,} bytes ({exc}); "
+                         f"data.max_columns ({max_columns:,}) allows {HEADER_BYTES_PER_COLUMN:,} bytes "
+                         "per column") from None
+    if whole_file or buffer.getvalue()[:buffer.tell()].endswith(("\n", "\r")):
+        return names
+    if len(names) > max_columns:
+        raise BatchError(f"batch file {path}: at least {len(names):,} columns, more than "
+                         f"data.max_columns ({max_columns:,})")
+    raise BatchError(f"batch file {path}: header line longer than {budget:,} bytes; data.max_columns "
+                     f"({max_columns:,}) allows {HEADER_BYTES_PER_COLUMN:,} bytes per column")
+
+
+def check_columns(path: Path, names: list[str], max_columns: int | None) -> list[str]:
+    """The header's names, when they are within `data.max_columns` and none repeats: pandas would
+    rename a repeated one silently (`salary.1`)."""
+    if max_columns is not None and len(names) > max_columns:
+        raise BatchError(f"batch file {path}: {len(names):,} columns, more than "
+                         f"data.max_columns ({max_columns:,})")
+    # Unnamed columns are no repeat: pandas names each by its position ("Unnamed: 3").
+    repeated = [(name, n) for name, n in Counter(names).items() if n > 1 and name != ""]
+    if repeated:
+        shown = ", ".join(f"'{name}' ({n}x)" for name, n in repeated[:10])
+        more = f" and {len(repeated) - 10:,} more" if len(repeated) > 10 else ""
+        raise BatchError(f"batch file {path}: repeated column name(s) {shown}{more}; "
+                         "every column needs its own name")
+    return names
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When parsing a file must stop: `data.max_parse_seconds` after its reading began."""
+
+    path: Path
+    seconds: float
+    at: float
+
+    @classmethod
+    def start(cls, path: Path, seconds: float) -> Deadline:
+        return cls(path, seconds, time.monotonic() + seconds)
+
+    def check(self, rows: int) -> None:
+        """Called between chunks: a parse cannot be stopped inside one."""
+        if time.monotonic() > self.at:
+            raise BatchError(f"batch file {self.path}: not parsed within data.max_parse_seconds "
+                             f"({self.seconds:g} s); stopped after {rows:,} rows")
+
+
+def parse_csv(path: Path, columns: int, deadline: Deadline) -> pd.DataFrame:
+    """A CSV read in chunks of about `CHUNK_CELLS` cells, stopped when the deadline passes."""
+    chunks: list[pd.DataFrame] = []
+    with pd.read_csv(path, chunksize=max(1, CHUNK_CELLS // max(1, columns))) as reader:
+        while True:
+            deadline.check(sum(map(len, chunks)))
+            try:
+                chunks.append(next(reader))
+            except StopIteration:
+                break
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+
+def parse_parquet(path: Path, deadline: Deadline) -> pd.DataFrame:
+    """A Parquet file read batch by batch, stopped when the deadline passes; the same frame as
+    `pd.read_parquet` (the stored Arrow schema restores index and dtypes)."""
+    batches: list[pa.RecordBatch] = []
+    with pq.ParquetFile(path) as file:
+        reader = file.iter_batches()
+        while True:
+            deadline.check(sum(b.num_rows for b in batches))
+            try:
+                batches.append(next(reader))
+            except StopIteration:
+                break
+        return pa.Table.from_batches(batches, schema=file.schema_arrow).to_pandas()
 
 
 def iter_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -86,8 +247,8 @@ def iter_rows(path: Path, file_format: str, positions: np.ndarray, chunk_rows: i
 
 @task(cache_policy=NO_CACHE)
 def load_batch(path: Path, config: PipelineConfig) -> Batch:
-    """Read one batch file."""
-    return read_batch(path, config.data.format, config.data.target)
+    """Read one batch file within the configured input limits."""
+    return read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data))
 
 
 @task(cache_policy=NO_CACHE)
@@ -108,7 +269,7 @@ def next_schema(config: PipelineConfig, frozen: Schema | None, processed: set[st
     if first is None:
         return None
     try:
-        batch = read_batch(first, config.data.format, config.data.target)
+        batch = read_batch(first, config.data.format, config.data.target, InputLimits.of(config.data))
     except BatchError:
         return None  # the cycle rejects it; the next batch settles the schema
     return infer_schema(batch.frame, config.data.target, config.data.features)
