@@ -64,27 +64,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def start_flow_server(config: Path | None = None) -> None:
-    """Without a Prefect server configured, start the temporary one this command's flows run on,
-    in a child that dies with this process (Prefect's own outlives a SIGKILL). The config is checked
-    first: a mistake in it is one line, with no server started."""
-    from perennial.config import load_config
-    from perennial.local_server import temporary_server
-
-    if config is not None:
-        load_config(config)
-    server = temporary_server()
-    if server is None:
-        return
-    print(f"Starting a temporary Prefect server on {server.api.removesuffix('/api')} for this command "
-          "(set PREFECT_API_URL to use yours)", file=sys.stderr)
-    # The flow's libraries load (~7 s) while the server starts: the commands import them only
-    # just before their first flow run, which needs the server.
-    import flows.continuous_training  # noqa: F401
-
-    server.wait()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for key, value in QUIET_ENV.items():
@@ -102,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             workdir = (args.workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
             (workdir / "prefect").mkdir(parents=True, exist_ok=True)
             os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+            from perennial.commands import start_flow_server
+
             start_flow_server()
             return run_demo(workdir, args.rows)
         if args.command == "bench":
@@ -111,12 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from perennial.commands import run
 
-            start_flow_server(args.config)
             return run(args.config)
         if args.command == "serve":
             # A triggered run should start within seconds, not at the runner's default 10 s poll.
             os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
-            from perennial.commands import serve
+            from perennial.commands import serve, start_flow_server
 
             start_flow_server(args.config)
             return serve(args.config)

@@ -93,6 +93,28 @@ def _model_cell(r: CycleRecord) -> str:
     return f"v{r.model_version} " + ("promoted" if r.promoted else "kept as challenger")
 
 
+def start_flow_server(config: Path | None = None) -> None:
+    """Without a Prefect server configured, start the temporary one this command's flows run on,
+    in a child that dies with this process (Prefect's own outlives a SIGKILL). The config is checked
+    first: a mistake in it is one line, with no server started."""
+    import sys
+
+    from perennial.local_server import temporary_server
+
+    if config is not None:
+        load_config(config)
+    server = temporary_server()
+    if server is None:
+        return
+    print(f"Starting a temporary Prefect server on {server.api.removesuffix('/api')} for this command "
+          "(set PREFECT_API_URL to use yours)", file=sys.stderr)
+    # The flow's libraries load (~7 s) while the server starts: the commands import them only
+    # just before their first flow run, which needs the server.
+    import flows.continuous_training  # noqa: F401
+
+    server.wait()
+
+
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
     config = load_config(config_path)
@@ -104,6 +126,7 @@ def run(config_path: Path) -> int:
     store = StateStore(Settings().state_dir, config.name)
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
         store.check()
+        start_flow_server()
         from flows.continuous_training import continuous_training
 
         hide_user_error_tracebacks()

@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from perennial.config import PolicyConfig
+from perennial.state import REQUESTED
 from perennial.types import (
     Action,
     Candidate,
@@ -53,11 +54,11 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
 
     Only accuracies measured before learning from a batch count: a challenger's holdout accuracy
     was used to promote it, so it is biased upwards. A batch on which an alarm replaced the model
-    does not count for that model either: it measured the change, not the model's level (an alarm
-    whose challenger lost does count, so a lucky estimate cannot raise alarm after alarm). With no
-    such batch (the first model has served none) it is the champion's holdout accuracy. A weak
-    retrain therefore does not lower the bar: the models before it still set it, until they leave
-    the last `batches` batches.
+    does not count for that model either, nor one whose alarm a deployed `adapt` run has yet to act
+    on: it measured the change, not the model's level (an alarm whose challenger lost does count, so
+    a lucky estimate cannot raise alarm after alarm). With no such batch (the first model has served
+    none) it is the champion's holdout accuracy. A weak retrain therefore does not lower the bar: the
+    models before it still set it, until they leave the last `batches` batches.
     """
     recent = {id(r) for r in [r for r in history if r.decision != Action.REJECT][-batches:]}
     pooled: dict[int, list[float]] = {}
@@ -69,8 +70,9 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
         previous = record.champion_version_after
         if id(record) not in recent or before is None or record.champion_accuracy_before is None:
             continue
-        if record.trigger in (Trigger.DRIFT, Trigger.NEW_LABELS) and record.champion_version_after != before:
-            continue
+        if record.trigger in (Trigger.DRIFT, Trigger.NEW_LABELS) and (
+                record.champion_version_after != before or record.status == REQUESTED):
+            continue  # the alarm replaced the model, or (deployed) its adaptation is still to come
         totals = pooled.setdefault(before, [0.0, 0.0])
         totals[0] += record.champion_accuracy_before * record.rows
         totals[1] += record.rows

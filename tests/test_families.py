@@ -10,6 +10,7 @@ import skops.io as sio
 from conftest import make_batch
 from perennial import families
 from perennial.config import ModelConfig, PipelineConfig, TrainingConfig
+from perennial.inputs import with_inputs
 from perennial.lifelong import ReplayMemory
 from perennial.sampling import sample_rows
 from perennial.schema import features_frame, infer_schema, labels
@@ -48,13 +49,16 @@ def test_fine_tune_adapts_to_a_moved_boundary_and_leaves_the_champion_as_it_was(
 
 
 @pytest.mark.parametrize("family", ["sgd", "hgb"])
-def test_declared_trusted_types_cover_what_skops_needs(family):
+def test_declared_trusted_types_cover_what_skops_needs_also_with_the_input_conversion(family):
     frame = make_batch(seed=1)
     schema = infer_schema(frame, "label", None)
     model = families.build(ModelConfig(family=family), schema, seed=0)
     model.fit(features_frame(frame, schema), labels(frame, "label"))
-    untrusted = set(sio.get_untrusted_types(data=sio.dumps(model)))
-    assert untrusted <= set(families.TRUSTED_TYPES[family])
+    served = with_inputs(model, schema.features)  # as registered: it takes the user's raw columns
+    for saved in (model, served):
+        assert set(sio.get_untrusted_types(data=sio.dumps(saved))) <= set(families.TRUSTED_TYPES[family])
+    raw = frame.drop(columns=["label"])
+    assert list(served.predict(raw)) == list(model.predict(features_frame(frame, schema)))
 
 
 def test_a_sample_drawn_chunk_by_chunk_is_uniform_whatever_the_chunk_sizes():

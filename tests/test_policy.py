@@ -261,6 +261,15 @@ def test_an_alarm_whose_challenger_lost_still_counts_for_the_reference():
     assert reference_accuracy(history, 6, CHAMPION) == Reference(0.86, 2000, 1, 1)
 
 
+def test_a_deployed_alarm_awaiting_its_adaptation_does_not_set_the_reference():
+    # The monitor judged b2 a concept change and handed it to `adapt`; b3 is judged before that
+    # adaptation ran, against v1's level, not against the changed batch.
+    requested = _served("b2", 1, 1, 0.69, "retrain", "drift")
+    requested.status = "adaptation requested"
+    history = [_served("b1", None, 1, None, "retrain", "first_model"), requested]
+    assert reference_accuracy(history, 6, CHAMPION) == Reference(0.71, 500, 2, 0)
+
+
 def test_without_a_served_batch_the_reference_is_the_champion_holdout():
     history = [_served("b1", None, 2, None, "retrain", "first_model"),
                _served("b2", 2, 2, None, "reject", rows=0)]
