@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,6 +90,7 @@ class StateStore:
         self.lock_path = self.root / "cycle.lock"
         self.staged_dir = self.root / "staged"
         self.failures_path = self.root / "failures.json"
+        self._parsed: tuple[tuple[int, int, int], list[CycleRecord]] | None = None
 
     # -- one cycle at a time: an advisory lock the kernel releases when its holder dies (kill -9
     # included), so a dead holder never blocks the next run
@@ -151,8 +152,14 @@ class StateStore:
     def _lines(self) -> list[CycleRecord]:
         """Every ledger line; a line torn by a crash mid-append (the last, unterminated) is dropped
         with a warning, any other unreadable line is a StateError naming the file and line."""
-        if not self.ledger_path.exists():
+        try:
+            stat = self.ledger_path.stat()
+        except FileNotFoundError:
             return []
+        # A cycle asks several times; parsed once per version of the file (every write changes its size).
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if self._parsed is not None and self._parsed[0] == version:
+            return [replace(r) for r in self._parsed[1]]  # copies: callers fill in records they get
         try:
             text = self.ledger_path.read_bytes().decode("utf-8", errors="replace")
         except OSError as exc:
@@ -174,7 +181,8 @@ class StateStore:
                 raise StateError(f"{self.ledger_path}: line {number} is not a ledger record "
                                  f"({str(exc).splitlines()[0][:120]}); restore the file from a backup "
                                  "or remove that line (its batch is then processed again)") from None
-        return records
+        self._parsed = (version, records)
+        return [replace(r) for r in records]
 
     def _latest(self) -> tuple[dict[str, CycleRecord], set[str]]:
         """The latest finished line of every batch, in processing order, and the batches whose
@@ -225,6 +233,7 @@ class StateStore:
     def append(self, record: CycleRecord) -> None:
         """Add a line, after mending a tail an interrupted write left (so the new line stays whole)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._parsed = None  # besides its size, a write may leave the file's coarse mtime unchanged
         self._mend_tail()
         line = json.dumps(record.to_dict(), default=str) + "\n"
         with open(self.ledger_path, "a", encoding="utf-8") as fh:
@@ -326,9 +335,6 @@ class StateStore:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise self._corrupt(self.schema_path, f"not a schema: {exc!r}") from None
 
-    def save_schema(self, schema: Schema) -> None:
-        write_atomically(self.schema_path, _schema_json(schema))
-
     # -- quarantine: a copy of the rejected file beside its validation report
     def quarantine(self, batch_path: Path, report: dict) -> Path:
         target = self.quarantine_dir / batch_path.name
@@ -358,9 +364,6 @@ class StateStore:
         except Exception as exc:  # pyarrow raises many types for a damaged file
             raise self._corrupt(self.replay_path, str(exc).splitlines()[0][:160] if str(exc) else
                                 type(exc).__name__) from None
-
-    def save_replay(self, memory: ReplayMemory) -> None:
-        write_atomically(self.replay_path, _parquet(memory.frame))
 
     def matrix(self) -> AccuracyMatrix:
         data = self._read_json(self.matrix_path, None)

@@ -193,11 +193,16 @@ def test_adaptations_queue_with_check_and_set_and_forged_or_redelivered_events_c
     assert (d.root / "state" / MODEL / "ledger.jsonl").read_text() == settled
     assert d.champion() == champion and d.versions() == tags
     run_ids = [r["id"] for r in refused]
-    logs = d.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": run_ids}}}).json()
-    messages = " ".join(x["message"] for x in logs)
-    assert "adaptation of c.csv refused: batch c.csv is not awaiting an adaptation" in messages
+
+    def messages() -> str | None:  # run logs reach the server in batches, after the run's state
+        logs = d.http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": run_ids}}}).json()
+        text = " ".join(x["message"] for x in logs)
+        return text if text.count(" refused: ") == 2 else None
+
+    text = wait_for(messages, "both refusals in the runs' logs", 60)
+    assert "adaptation of c.csv refused: batch c.csv is not awaiting an adaptation" in text
     assert ("adaptation of b.csv refused: batch b.csv is not awaiting an adaptation (its decision: "
-            "retrain, v2") in messages
+            "retrain, v2") in text
 
 
 def test_a_data_growth_retrain_reaches_the_adapt_deployment_through_its_own_event(deployed: Deployed):
