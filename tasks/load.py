@@ -9,9 +9,10 @@ import io
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -186,38 +187,33 @@ class Deadline:
     def start(cls, path: Path, seconds: float) -> Deadline:
         return cls(path, seconds, time.monotonic() + seconds)
 
-    def check(self, rows: int) -> None:
-        """Called between chunks: a parse cannot be stopped inside one."""
-        if time.monotonic() > self.at:
-            raise BatchError(f"batch file {self.path}: not parsed within data.max_parse_seconds "
-                             f"({self.seconds:g} s); stopped after {rows:,} rows")
+    def gather(self, parts: Iterator[Any], rows_of: Callable[[Any], int]) -> list[Any]:
+        """Every part a reader yields, the deadline checked before each: a parse cannot be stopped
+        inside one."""
+        gathered, rows = [], 0
+        while True:
+            if time.monotonic() > self.at:
+                raise BatchError(f"batch file {self.path}: not parsed within data.max_parse_seconds "
+                                 f"({self.seconds:g} s); stopped after {rows:,} rows")
+            part = next(parts, None)
+            if part is None:
+                return gathered
+            gathered.append(part)
+            rows += rows_of(part)
 
 
 def parse_csv(path: Path, columns: int, deadline: Deadline) -> pd.DataFrame:
     """A CSV read in chunks of about `CHUNK_CELLS` cells, stopped when the deadline passes."""
-    chunks: list[pd.DataFrame] = []
     with pd.read_csv(path, chunksize=max(1, CHUNK_CELLS // max(1, columns))) as reader:
-        while True:
-            deadline.check(sum(map(len, chunks)))
-            try:
-                chunks.append(next(reader))
-            except StopIteration:
-                break
+        chunks = deadline.gather(reader, len)
     return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
 
 
 def parse_parquet(path: Path, deadline: Deadline) -> pd.DataFrame:
     """A Parquet file read batch by batch, stopped when the deadline passes; the same frame as
     `pd.read_parquet` (the stored Arrow schema restores index and dtypes)."""
-    batches: list[pa.RecordBatch] = []
     with pq.ParquetFile(path) as file:
-        reader = file.iter_batches()
-        while True:
-            deadline.check(sum(b.num_rows for b in batches))
-            try:
-                batches.append(next(reader))
-            except StopIteration:
-                break
+        batches = deadline.gather(file.iter_batches(), lambda batch: batch.num_rows)
         return pa.Table.from_batches(batches, schema=file.schema_arrow).to_pandas()
 
 

@@ -500,8 +500,8 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
     """
     mlflow_client = client(settings)
     margin, budget = config.policy.promotion_margin, config.lifelong.forgetting_budget
-    current = _alias_version(mlflow_client, config.name, CHAMPION)
-    if current == version and expected != version:  # promoted by this cycle before a crash: resumed
+    current, done = _champion_claim(mlflow_client, config.name, version, expected)
+    if done:
         tags = mlflow_client.get_model_version(config.name, str(version)).tags
         return Promotion(version, True, tags.get("perennial.promotion", "promoted"), version)
     if current != expected:
@@ -536,6 +536,15 @@ def promote(config: PipelineConfig, settings: Settings, version: int, evaluation
                      champion_version=version if promoted else current)
 
 
+def _champion_claim(mlflow_client: Any, name: str, version: int,
+                    expected: int | None) -> tuple[int | None, bool]:
+    """Check-and-set of `champion`: the version it is on now, and whether it is already on `version`
+    while the decision expected another (this cycle moved it before a crash: it is resumed, done).
+    The caller moves it only when it is still on `expected`."""
+    current = _alias_version(mlflow_client, name, CHAMPION)
+    return current, current == version and expected != version
+
+
 def _make_champion(mlflow_client: Any, name: str, version: int) -> None:
     mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
     if _alias_version(mlflow_client, name, CHALLENGER) == version:
@@ -547,8 +556,8 @@ def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: 
               expected: int | None) -> Promotion:
     """Put a former champion back in service (`reuse`), check-and-set like `promote`."""
     mlflow_client = client(settings)
-    current = _alias_version(mlflow_client, config.name, CHAMPION)
-    if current == version and expected != version:  # reinstated by this cycle before a crash: resumed
+    current, done = _champion_claim(mlflow_client, config.name, version, expected)
+    if done:
         return Promotion(version, True, reason, version)
     if current != expected:
         return Promotion(version, False, f"not reinstated: the champion moved from v{expected} to "
@@ -577,33 +586,30 @@ def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], mat
                 mlflow.log_artifact(str(heatmap), "lifelong")
 
 
-def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:
+def _aliases(mlflow_client: Any, name: str) -> dict[str, str]:
+    """The model's aliases; none when it is not registered yet. Any other error raises: an outage
+    must not read as "no champion" (a challenger would become champion by default)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        aliases = mlflow_client.get_registered_model(name).aliases
+        return dict(mlflow_client.get_registered_model(name).aliases)
     except MlflowException as exc:
-        # No model yet means no alias; an outage must not read as "no champion" (a challenger would
-        # become champion by default).
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
+            return {}
         raise
+
+
+def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:
+    aliases = _aliases(mlflow_client, name)
     return int(aliases[alias]) if alias in aliases else None
 
 
 def registered_versions(name: str, settings: Settings) -> list[dict[str, Any]]:
     """Every version of the model with its aliases and Perennial tags, newest first; none when the
     model is not registered yet. An outage raises: it is no empty registry."""
-    from mlflow.exceptions import MlflowException
-
     mlflow_client = client(settings)
-    try:
-        with outages(settings):
-            aliases = mlflow_client.get_registered_model(name).aliases
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return []
-        raise
+    with outages(settings):
+        aliases = _aliases(mlflow_client, name)
     by_version: dict[str, list[str]] = {}
     for alias, v in aliases.items():
         by_version.setdefault(str(v), []).append(alias)
