@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perennial.timing import timed  # noqa: F401  (re-exported for the parts)
+from perennial.core.timing import timed  # noqa: F401  (re-exported for the parts)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from perennial.local_server import BIN, PrefectServer, quiet_env, stop
-from perennial.streams import sea
+from perennial.app.local_server import BIN, PrefectServer, quiet_env, stop
+from perennial.app.streams import sea
 
 MODEL = "latency-model"
 

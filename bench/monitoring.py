@@ -52,11 +52,11 @@ def measure(kind: str, batch_path: Path, reference_path: Path) -> dict[str, Any]
     import great_expectations  # noqa: F401
     from scipy.stats import ks_2samp
 
-    from perennial.config import DriftConfig, ValidationConfig
-    from perennial.schema import features_frame, infer_schema
-    from tasks.drift import batch_drift, evidently_drift
-    from tasks.load import read_batch
-    from tasks.validate import run_suite
+    from perennial.adapters.batch_files import read_batch
+    from perennial.adapters.evidently import batch_drift, evidently_drift
+    from perennial.adapters.great_expectations import run_suite
+    from perennial.core.config import DriftConfig, ValidationConfig
+    from perennial.core.schema import features_frame, infer_schema
 
     reference = pd.read_parquet(reference_path)
     schema = infer_schema(reference, TARGET, None)
@@ -107,11 +107,11 @@ def verdict_check(full: dict[str, Any], sampled: dict[str, Any]) -> tuple[int, i
 def stream_verdicts(rows: int, batches: int | None = None) -> list[list[Any]]:
     """The demo's loan stream (its covariate shift moves `age` step by step), at `rows` per batch:
     Evidently's verdicts on every row against those on the sample the drift task takes."""
-    from perennial import demo
-    from perennial.config import DriftConfig
-    from perennial.schema import features_frame, infer_schema
-    from perennial.types import Batch
-    from tasks.drift import batch_drift, evidently_drift
+    from perennial.adapters.evidently import batch_drift, evidently_drift
+    from perennial.app import demo
+    from perennial.core.config import DriftConfig
+    from perennial.core.schema import features_frame, infer_schema
+    from perennial.core.types import Batch
 
     rng = np.random.default_rng(3)
     phases = [p for p in demo.PHASES if not p.corrupt]
@@ -136,8 +136,8 @@ def stream_verdicts(rows: int, batches: int | None = None) -> list[list[Any]]:
 
 
 def run(quick: bool, out: Path) -> Section:
-    from perennial.config import DriftConfig, ValidationConfig
-    from perennial.sampling import sampling_error
+    from perennial.core.config import DriftConfig, ValidationConfig
+    from perennial.core.sampling import sampling_error
 
     sizes = [20_000] if quick else [100_000, 1_000_000]
     rows, results = [], {}

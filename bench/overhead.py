@@ -33,7 +33,7 @@ import yaml
 from bench.common import ROOT, Section, Target, embedded_state, fmt, markdown_table, timed
 
 if TYPE_CHECKING:
-    from perennial.types import CycleRecord
+    from perennial.core.types import CycleRecord
 
 MODEL = "overhead-model"
 CONFIG = {
@@ -68,7 +68,7 @@ STAGES = list(dict.fromkeys(TASK_STAGES.values())) + [REST]
 BOOKKEEPING = ("MLflow logging", "Prefect artifacts and events", REST)
 
 IMPORTS = {
-    "flows.continuous_training (Prefect, pandas, scikit-learn, tasks)": "import flows.continuous_training",
+    "perennial.pipeline.flows.continuous_training (Prefect, pandas, scikit-learn, tasks)": "import perennial.pipeline.flows.continuous_training",
     "MLflow (mlflow.sklearn, signatures)": "import mlflow.sklearn, mlflow.models",
     "Great Expectations": "import great_expectations",
     "Evidently": "import evidently, evidently.metrics",
@@ -77,7 +77,7 @@ IMPORTS = {
 
 def batches(rows: int) -> dict[str, pd.DataFrame]:
     """The demo's mixed-type loan batches (10 features); the measured one has its labels flipped."""
-    from perennial.demo import Phase, demo_batch
+    from perennial.app.demo import Phase, demo_batch
 
     rng = np.random.default_rng(rows)
     stable = Phase("stable (Agrawal F1)", 1, function=1)
@@ -89,7 +89,7 @@ def batches(rows: int) -> dict[str, pd.DataFrame]:
 
 def bootstrap(root: Path, frames: dict[str, pd.DataFrame]) -> Path:
     """A workspace whose history batches the flow has processed (untimed); returns its config."""
-    from flows.continuous_training import continuous_training
+    from perennial.pipeline.flows.continuous_training import continuous_training
 
     (root / "batches").mkdir(parents=True)
     config_path = root / "perennial.yaml"
@@ -107,8 +107,8 @@ def open_stores() -> None:
     A flow cycle in a fresh process pays this too, but a copied workspace would pay it inside the
     measured cycle where a bootstrapped one does not.
     """
-    from perennial.config import Settings
-    from tasks.registry import champion_version, experiment_id
+    from perennial.adapters.mlflow_registry import champion_version, experiment_id
+    from perennial.core.config import Settings
 
     settings = Settings()
     experiment_id(MODEL, settings)
@@ -157,7 +157,7 @@ def outside_tasks(started: float, ended: float, spans: list[Span]) -> dict[str, 
 
 def flow_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord, dict[str, float]]:
     """`continuous_training` on the measured batch: wall, task seconds, ledger line, time outside tasks."""
-    from flows.continuous_training import continuous_training
+    from perennial.pipeline.flows.continuous_training import continuous_training
 
     started = time.time()
     with timed() as wall:
@@ -188,10 +188,19 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
     """The measured cycle as plain Python: the flows' bodies with each task called through `.fn`."""
     from datetime import UTC, datetime
 
-    from flows.adapt import candidates_for, chosen_decision, learned_after, train_candidate
-    from perennial.config import Settings, load_config
-    from perennial.state import StateStore
-    from tasks.decide import (
+    from perennial.adapters.batch_files import find_new_batches, holdout_split, load_batch, resolve_schema
+    from perennial.adapters.evidently import measure_drift
+    from perennial.adapters.great_expectations import validate_batch
+    from perennial.adapters.mlflow_registry import (
+        load_champion,
+        log_cycle,
+        log_lifelong,
+        promote,
+        register,
+        run_url,
+    )
+    from perennial.core.config import Settings, load_config
+    from perennial.core.policy import (
         batches_since_adaptation,
         choose,
         decide,
@@ -199,16 +208,15 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         growth_of,
         reference_accuracy,
     )
-    from tasks.drift import measure_drift
-    from tasks.lifelong import (
+    from perennial.core.state import StateStore
+    from perennial.pipeline.flows.adapt import candidates_for, chosen_decision, learned_after, train_candidate
+    from perennial.pipeline.lifelong import (
         find_reusable,
         load_windows,
         memory_in_service,
         step_change,
     )
-    from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
-    from tasks.registry import load_champion, log_cycle, log_lifelong, promote, register, run_url
-    from tasks.report import (
+    from perennial.pipeline.records import (
         accuracy_heatmap,
         cycle_record,
         publish_cycle,
@@ -218,7 +226,6 @@ def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord
         step_metrics,
         with_release,
     )
-    from tasks.validate import validate_batch
 
     call = TaskClock()
     with timed() as wall:

@@ -23,10 +23,10 @@ import yaml
 from bench.common import Section, Target, embedded_state, fmt, markdown_table
 from bench.scenarios import TARGET, Scenario, all_scenarios
 from bench.strategies import Step, baselines, batch_file, holdout, holdout_accuracies
-from perennial.config import PipelineConfig
-from perennial.lifelong import backward_transfer, forgetting
-from perennial.schema import features_frame, infer_schema, labels
-from perennial.types import Schema, Trigger
+from perennial.core.config import PipelineConfig
+from perennial.core.lifelong import backward_transfer, forgetting
+from perennial.core.schema import features_frame, infer_schema, labels
+from perennial.core.types import Schema, Trigger
 
 PERENNIAL = "perennial"
 GROWTH = "growth"
@@ -68,10 +68,10 @@ class Result:
 
 def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]]:
     """Feed the batches one by one to the continuous-training flow; return what the models in service did."""
-    from flows.continuous_training import continuous_training
-    from perennial.config import Settings
-    from perennial.state import StateStore
-    from tasks.registry import client, load_model
+    from perennial.adapters.mlflow_registry import client, load_model
+    from perennial.core.config import Settings
+    from perennial.core.state import StateStore
+    from perennial.pipeline.flows.continuous_training import continuous_training
 
     workdir = root / scenario.name
     inbox = workdir / "batches"

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import Section, Target, fmt, markdown_table, peak_rss_mb, run_measured, timed
-from perennial.config import TrainingConfig
+from perennial.core.config import TrainingConfig
 
 TARGET = "label"
 NUMERIC = [f"num_{i:02d}" for i in range(14)]
@@ -80,7 +80,7 @@ def generate(path: Path, rows: int, seed: int) -> Path:
 
 def _first_rows(path: Path, rows: int, chunk_rows: int) -> Iterator:
     """The first `rows` rows of a Parquet file, chunk by chunk."""
-    from tasks.load import iter_chunks
+    from perennial.adapters.batch_files import iter_chunks
 
     seen = 0
     for chunk in iter_chunks(path, "parquet", chunk_rows):
@@ -94,11 +94,11 @@ def measure(variant: str, train: Path, test: Path, rows: int, chunk_rows: int) -
     """Fit one variant in this process: wall s of reading + fitting, rows/s, peak RSS, test accuracy."""
     import pandas as pd
 
-    from perennial import families
-    from perennial.config import ModelConfig
-    from perennial.schema import features_frame, labels
-    from perennial.types import Schema
-    from tasks.evaluate import accuracy
+    from perennial.core import families
+    from perennial.core.config import ModelConfig
+    from perennial.core.evaluation import accuracy
+    from perennial.core.schema import features_frame, labels
+    from perennial.core.types import Schema
 
     schema = Schema(_features(), TARGET, ("0", "1"))
     baseline = peak_rss_mb()
@@ -189,7 +189,7 @@ def run(quick: bool, out: Path) -> Section:
         f"generated in {generation_s:.0f} s), {test_rows:,} separate test rows.",
         f"Each fit runs in a fresh process. In memory: `pd.read_parquet` of a {base:,}-row file, then "
         f"`families.build('sgd').fit` (epochs until converged). Out of core: `families.fit_out_of_core` "
-        f"over {chunk_rows:,}-row chunks (`tasks.load.iter_chunks`): a pass to sample "
+        f"over {chunk_rows:,}-row chunks (`perennial.adapters.batch_files.iter_chunks`): a pass to sample "
         f"{defaults.preprocess_sample_rows:,} rows for the preprocessing, then "
         f"{defaults.out_of_core_epochs} `partial_fit` passes.",
         "Throughput = training rows / wall seconds of reading + fitting; peak RSS includes the "

@@ -8,7 +8,7 @@ from itertools import islice
 import numpy as np
 import pandas as pd
 
-from perennial import streams
+from perennial.app import streams
 
 TARGET = "label"
 

@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 
 from bench.common import timed
-from perennial import families
-from perennial.config import PipelineConfig
-from perennial.lifelong import ReplayMemory
-from perennial.schema import features_frame, labels
-from perennial.types import Batch, Candidate, Schema
-from tasks.evaluate import accuracy
-from tasks.lifelong import learnable_positions, remember
-from tasks.load import holdout_split
-from tasks.train import training_rows
+from perennial.adapters.batch_files import holdout_split
+from perennial.core import families
+from perennial.core.config import PipelineConfig
+from perennial.core.evaluation import accuracy
+from perennial.core.lifelong import ReplayMemory
+from perennial.core.schema import features_frame, labels
+from perennial.core.types import Batch, Candidate, Schema
+from perennial.pipeline.lifelong import learnable_positions, remember
+from perennial.pipeline.training import training_rows
 
 
 def batch_file(i: int) -> str:
@@ -63,7 +63,7 @@ class SklearnStrategy:
     """Retrain or fine-tune the same scikit-learn family Perennial uses, on a fixed plan.
 
     With `replay`, every fine-tune also learns from rows of a replay memory of the whole stream,
-    chosen and kept as Perennial does (tasks.train.training_rows, tasks.lifelong.remember) but
+    chosen and kept as Perennial does (perennial.pipeline.training.training_rows, perennial.pipeline.lifelong.remember) but
     blind to concepts.
     """
 
@@ -117,7 +117,7 @@ class SklearnStrategy:
         """The batch's training rows, with replayed rows mixed in when the strategy has a memory."""
         if self.memory is None:
             return batch.iloc[train_idx]
-        rows, _ = training_rows.fn(Candidate.FINE_TUNE, as_batch(i, batch), train_idx, [], set(), self.config,
+        rows, _ = training_rows(Candidate.FINE_TUNE, as_batch(i, batch), train_idx, [], set(), self.config,
                                    self.memory)
         return rows.frame
 

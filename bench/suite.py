@@ -1,9 +1,4 @@
-"""`perennial bench`: parts A-D in one go, one markdown report with its plots.
-
-uv run perennial bench            # full run, writes bench/results/ (about half an hour here)
-uv run perennial bench --quick    # small sizes, checks the harness works (CI)
-uv run perennial bench --only quality --scenario recurring   # part A on one scenario, full size
-"""
+"""The benchmark's parts A-D in one go, one markdown report with its plots (`python -m bench`)."""
 
 from __future__ import annotations
 
@@ -73,7 +68,7 @@ def run_bench(
         timings[name] = time.perf_counter() - t
         print(f"bench: {name} done in {timings[name]:.0f} s", flush=True)
     command = (
-        "uv run perennial bench"
+        "uv run python -m bench"
         + (" --quick" if quick else "")
         + (f" --only {' '.join(parts)}" if parts != PARTS else "")
         + (f" --scenario {' '.join(scenarios)}" if scenarios else "")
@@ -110,7 +105,7 @@ def run_bench(
 
 
 def main(quick: bool, out: Path | None, parts: list[str] | None, scenarios: list[str] | None = None) -> int:
-    from perennial.demo import quiet_console
+    from perennial.app.demo import quiet_console
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     quiet_console()

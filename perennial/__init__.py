@@ -1,0 +1,1 @@
+"""Perennial: continuous training for tabular ML, in four layers (core, adapters, pipeline, app)."""

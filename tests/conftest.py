@@ -94,24 +94,24 @@ class Workspace:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def run(self):
-        from flows.continuous_training import continuous_training
+        from perennial.pipeline.flows.continuous_training import continuous_training
 
         return continuous_training(str(self.config_path))
 
     @property
     def settings(self):
-        from perennial.config import Settings
+        from perennial.core.config import Settings
 
         return Settings()
 
     @property
     def store(self):
-        from perennial.state import StateStore
+        from perennial.core.state import StateStore
 
         return StateStore(self.settings.state_dir, self.name)
 
     def versions(self) -> list[dict]:
-        from tasks.registry import registered_versions
+        from perennial.adapters.mlflow_registry import registered_versions
 
         return registered_versions(self.name, self.settings)
 

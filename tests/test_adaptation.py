@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_batch, new_workspace
-from perennial.types import pct
+from perennial.core.types import pct
 
 DEFAULTS = {"growth_ratio": 1.0, "candidate_budget": 0.5}  # conftest turns both off for other tests
 

@@ -67,9 +67,9 @@ def test_forgetting_comes_from_the_accuracy_matrix_of_the_models_in_service():
 
 
 def test_the_replay_baseline_remembers_every_batch_it_learnt_from():
-    from perennial import streams
-    from perennial.config import PipelineConfig
-    from perennial.schema import infer_schema
+    from perennial.app import streams
+    from perennial.core.config import PipelineConfig
+    from perennial.core.schema import infer_schema
 
     rng = np.random.default_rng(0)
     batches = [streams.sea(200, c, rng) for c in (0, 0, 1)]

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from conftest import make_batch, new_workspace
-from perennial.cli import main
+from perennial.app.cli import main
 
 
 def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path, capsys):

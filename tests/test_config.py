@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from perennial.config import ConfigError, Settings, load_config
+from perennial.core.config import ConfigError, Settings, load_config
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "perennial.yaml"
 

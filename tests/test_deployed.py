@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from conftest import make_batch
-from perennial.local_server import BIN, PrefectServer, quiet_env, stop
+from perennial.app.local_server import BIN, PrefectServer, quiet_env, stop
 
 TIMEOUT = 300  # seconds to wait for a chain of runs on a loaded 2-core machine
 MODEL = "deployed-model"

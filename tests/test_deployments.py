@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments.definitions import ADAPT_PARAMETERS, build
-from perennial.config import DeployConfig
+from perennial.app.deployments import ADAPT_PARAMETERS, build
+from perennial.core.config import DeployConfig
 
 ROOT = Path(__file__).parents[1]
 
@@ -50,7 +50,7 @@ def test_served_deployments_have_names_schedules_triggers_and_queues(config):
 
 
 def test_trigger_parameters_are_parameters_of_the_adapt_flow():
-    from flows.adapt import adapt
+    from perennial.pipeline.flows.adapt import adapt
 
     accepted = set(inspect.signature(adapt.fn).parameters)
     assert set(ADAPT_PARAMETERS) | {"config_path"} <= accepted

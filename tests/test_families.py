@@ -8,16 +8,16 @@ import pytest
 import skops.io as sio
 
 from conftest import make_batch
-from perennial import families
-from perennial.config import ModelConfig, PipelineConfig, TrainingConfig
-from perennial.inputs import with_inputs
-from perennial.lifelong import ReplayMemory
-from perennial.sampling import sample_rows
-from perennial.schema import features_frame, infer_schema, labels
-from perennial.types import Candidate, CycleRecord
-from tasks.evaluate import accuracy
-from tasks.load import iter_chunks, read_batch, split_holdout
-from tasks.train import earlier_batches, train, training_rows
+from perennial.adapters.batch_files import iter_chunks, read_batch, split_holdout
+from perennial.core import families
+from perennial.core.config import ModelConfig, PipelineConfig, TrainingConfig
+from perennial.core.evaluation import accuracy
+from perennial.core.inputs import with_inputs
+from perennial.core.lifelong import ReplayMemory
+from perennial.core.sampling import sample_rows
+from perennial.core.schema import features_frame, infer_schema, labels
+from perennial.core.types import Candidate, CycleRecord
+from perennial.pipeline.training import earlier_batches, train, training_rows
 
 TRAINING = TrainingConfig()
 
@@ -120,18 +120,18 @@ def test_a_retrain_on_a_window_larger_than_memory_reads_it_in_chunks(tmp_path):
 
     memory = ReplayMemory.empty(5000, "label")  # a retrain does not replay
     kept = {"b0.csv", "b1.parquet"}  # their windows still measure forgetting
-    rows, sources = training_rows.fn(kind, batch, train_idx, earlier, kept, config, memory)
+    rows, sources = training_rows(kind, batch, train_idx, earlier, kept, config, memory)
     # Each earlier batch gives its 4,500 training rows and the 500 of its 1,500 holdout rows that are
     # not in its 1,000-row window; the new batch its training rows only.
     assert rows.out_of_core and rows.rows == 2 * (4_500 + 500) + 4_500
     assert sources == ["b0.csv", "b1.parquet", "b2.parquet"]
     # The same training rows as the in-memory path, in the same order.
     roomy = config.model_copy(update={"training": TrainingConfig()})
-    in_memory, _ = training_rows.fn(kind, batch, train_idx, earlier, kept, roomy, memory)
+    in_memory, _ = training_rows(kind, batch, train_idx, earlier, kept, roomy, memory)
     assert not in_memory.out_of_core
     pd.testing.assert_frame_equal(pd.concat(rows.chunks(), ignore_index=True), in_memory.frame)
     assert len(rows.sample(1_000)) == 1_000
 
     schema = infer_schema(batch.frame, "label", None)
-    model = train.fn(kind, rows, None, schema, config)
+    model = train(kind, rows, None, schema, config)
     assert accuracy(model, batch.frame.iloc[holdout_idx], schema) > 0.95

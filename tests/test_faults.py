@@ -15,9 +15,9 @@ from collections import Counter
 import pytest
 
 from conftest import make_batch
-from perennial import cli
-from perennial.lifelong import KEY
-from perennial.local_server import BIN
+from perennial.app import cli
+from perennial.app.local_server import BIN
+from perennial.core.lifelong import KEY
 
 
 def perennial_process(ws, *args: str, failpoint: str | None = None) -> subprocess.Popen:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_batch, new_workspace
-from perennial.local_server import quiet_env
+from perennial.app.local_server import quiet_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_APP = b"prefect.server.api.server:create_app"
@@ -46,7 +46,7 @@ def test_a_killed_run_leaves_no_prefect_server(tmp_path, monkeypatch):
            "PERENNIAL_STATE_DIR": os.environ["PERENNIAL_STATE_DIR"],
            "PERENNIAL_MLFLOW_TRACKING_URI": os.environ["PERENNIAL_MLFLOW_TRACKING_URI"]}
     log = tmp_path / "run.log"
-    command = [sys.executable, "-m", "perennial.cli", "run", "--config", str(ws.config_path)]
+    command = [sys.executable, "-m", "perennial.app.cli", "run", "--config", str(ws.config_path)]
     with open(log, "w") as out:
         run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:

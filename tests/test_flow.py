@@ -120,9 +120,9 @@ def test_returning_concepts_reinstate_former_champions_without_training(stream):
 
 def test_each_version_carries_the_replay_memory_it_learnt_and_it_reloads(stream):
     ws, records, versions = stream
-    from perennial.config import load_config
-    from tasks.load import holdout_split, load_batch
-    from tasks.registry import replay_memory
+    from perennial.adapters.batch_files import holdout_split, load_batch
+    from perennial.adapters.mlflow_registry import replay_memory
+    from perennial.core.config import load_config
 
     config = load_config(ws.config_path)
     v1 = next(v for v in versions if v["version"] == 1)
@@ -262,14 +262,14 @@ def test_each_cycle_leaves_prefect_artifacts(stream):
 def test_registering_the_same_batch_twice_returns_the_first_version(stream):
     """What a rerun does when a crash fell between registration and the ledger line."""
     ws, records, _ = stream
-    from perennial.config import load_config
-    from tasks.load import read_batch
-    from tasks.registry import champion_version, register
+    from perennial.adapters.batch_files import read_batch
+    from perennial.adapters.mlflow_registry import champion_version, register
+    from perennial.core.config import load_config
 
     config = load_config(ws.config_path)
     batch = read_batch(ws.batches / "b03-concept-change.csv", "auto", "label")
     before = len(ws.versions())
-    again = register.fn(config, ws.settings, records[batch.id].run_id, None, batch, None, None, None)
+    again = register(config, ws.settings, records[batch.id].run_id, None, batch, None, None, None)
     assert again == records[batch.id].model_version
     assert len(ws.versions()) == before
     assert int(champion_version(ws.name, ws.settings).version) == ws.champion()

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import make_batch, new_workspace
-from perennial.cli import main
-from perennial.commands import copy_exclusively
-from perennial.types import BatchError, CycleRecord
+from perennial.app.cli import main
+from perennial.app.commands import copy_exclusively
+from perennial.core.types import BatchError, CycleRecord
 
 
 @pytest.fixture

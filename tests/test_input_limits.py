@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_batch, new_workspace
-from perennial.config import ConfigError, DataConfig, load_config
-from perennial.types import BatchError
-from tasks.load import InputLimits, read_batch
+from perennial.adapters.batch_files import InputLimits, read_batch
+from perennial.core.config import ConfigError, DataConfig, load_config
+from perennial.core.types import BatchError
 
 
 def limits(**keys) -> InputLimits:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from perennial.lifelong import (
+from perennial.core.lifelong import (
     AccuracyMatrix,
     ReplayMemory,
     Step,

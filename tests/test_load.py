@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import make_batch
-from perennial.types import BatchError
-from tasks.load import batch_files, iter_chunks, read_batch, split_holdout
+from perennial.adapters.batch_files import batch_files, iter_chunks, read_batch, split_holdout
+from perennial.core.types import BatchError
 
 
 def test_batch_files_in_name_order_skipping_hidden_and_other_files(tmp_path):

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from conftest import make_batch, new_workspace
-from perennial.cli import main
-from perennial.local_server import BIN, free_port, quiet_env, stop
+from perennial.app.cli import main
+from perennial.app.local_server import BIN, free_port, quiet_env, stop
 
 # Measured: a CLI call failing on an unreachable MLflow ends in 15-20 s on 2 busy cores (mostly
 # imports; the 2 retries take ~3 s). MLflow's own defaults took 12.5 minutes.
@@ -55,7 +55,7 @@ def test_unreachable_mlflow_is_one_line_exit_2_quickly_and_nothing_is_written(tm
 
 
 def test_mlflow_http_limits_come_from_settings_unless_the_user_set_mlflows_own(tmp_path, monkeypatch):
-    from tasks.registry import client
+    from perennial.adapters.mlflow_registry import client
 
     ws = new_workspace(tmp_path, monkeypatch)
     monkeypatch.setenv("PERENNIAL_MLFLOW_TIMEOUT_SECONDS", "3")
@@ -146,8 +146,8 @@ def test_refused_credentials_are_one_line_exit_2_and_never_an_empty_registry(aut
 
 
 def test_the_registry_never_reads_refused_credentials_as_no_model(auth_server, tmp_path, monkeypatch):
-    from perennial.types import OutageError
-    from tasks.registry import champion_version, registered_versions
+    from perennial.adapters.mlflow_registry import champion_version, registered_versions
+    from perennial.core.types import OutageError
 
     ws = _against(auth_server, tmp_path, monkeypatch, None, None)
     for read in (registered_versions, champion_version):
@@ -174,15 +174,15 @@ def _key(batch_id: str) -> str:
 
 
 def _runs(ws) -> list:
-    from tasks.registry import client, experiment_id
+    from perennial.adapters.mlflow_registry import client, experiment_id
 
     return client(ws.settings).search_runs([experiment_id(ws.name, ws.settings)])
 
 
 def test_batch_names_with_quotes_are_processed_once_and_found_again(workspace):
-    from perennial.config import load_config
-    from tasks.load import read_batch
-    from tasks.registry import register
+    from perennial.adapters.batch_files import read_batch
+    from perennial.adapters.mlflow_registry import register
+    from perennial.core.config import load_config
 
     ws = workspace
     first, second = "o'brien.csv", 'o\'connor "2".csv'
@@ -199,12 +199,12 @@ def test_batch_names_with_quotes_are_processed_once_and_found_again(workspace):
     # A rerun after a crash between registration and the ledger line: the first version, no new one.
     batch = read_batch(ws.batches / first, "auto", "label")
     config = load_config(ws.config_path)
-    assert register.fn(config, ws.settings, records[first].run_id, None, batch, None, None, None) == 1
+    assert register(config, ws.settings, records[first].run_id, None, batch, None, None, None) == 1
     assert len(ws.versions()) == 2
 
 
 def test_versions_registered_before_the_batch_key_tag_are_still_found(tmp_path, monkeypatch):
-    from tasks.registry import _existing_version, client
+    from perennial.adapters.mlflow_registry import _existing_version, client
 
     ws = new_workspace(tmp_path, monkeypatch)
     mlflow_client = client(ws.settings)
@@ -216,23 +216,23 @@ def test_versions_registered_before_the_batch_key_tag_are_still_found(tmp_path, 
 
 
 def test_logging_a_cycle_twice_for_one_batch_attempt_reuses_its_run(tmp_path, monkeypatch):
-    from perennial.config import load_config
-    from perennial.types import Action, Decision, ValidationResult
-    from tasks.registry import client, log_cycle
+    from perennial.adapters.mlflow_registry import client, log_cycle
+    from perennial.core.config import load_config
+    from perennial.core.types import Action, Decision, ValidationResult
 
     ws = new_workspace(tmp_path, monkeypatch)
     config = load_config(ws.config_path)
     batch = "o'brien.csv"
     rejected = ValidationResult(success=False, failures=["column 'age': above 120"], expectations=3)
     passed = ValidationResult(success=True, failures=[], expectations=3)
-    first = log_cycle.fn(config, ws.settings, batch, 10, rejected, None, Decision(Action.REJECT, "invalid"))
+    first = log_cycle(config, ws.settings, batch, 10, rejected, None, Decision(Action.REJECT, "invalid"))
     # The rerun after a crash right after logging: the same run, with the rerun's decision.
-    again = log_cycle.fn(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"))
+    again = log_cycle(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"))
     assert again == first and len(_runs(ws)) == 1
     run = client(ws.settings).get_run(first)
     assert run.data.tags["perennial.decision"] == "noop" and run.data.tags["perennial.batch"] == batch
     assert run.data.metrics["validation_success"] == 1.0
 
-    released = log_cycle.fn(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"),
+    released = log_cycle(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"),
                             attempt=1)
     assert released != first and len(_runs(ws)) == 2

@@ -6,8 +6,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perennial.config import PolicyConfig
-from perennial.types import (
+from perennial.core.config import PolicyConfig
+from perennial.core.policy import (
+    batches_since_adaptation,
+    candidate_plan,
+    choose,
+    decide,
+    estimated_costs,
+    fine_tunes_since_retrain,
+    growth_of,
+    last_winner,
+    reference_accuracy,
+)
+from perennial.core.types import (
     Action,
     Candidate,
     CandidateResult,
@@ -19,17 +30,6 @@ from perennial.types import (
     Reference,
     Trigger,
     ValidationResult,
-)
-from tasks.decide import (
-    batches_since_adaptation,
-    candidate_plan,
-    choose,
-    decide,
-    estimated_costs,
-    fine_tunes_since_retrain,
-    growth_of,
-    last_winner,
-    reference_accuracy,
 )
 
 POLICY = PolicyConfig(drift_share_moderate=0.2, drift_share_severe=0.5,
@@ -43,7 +43,7 @@ def drift(share: float, before: float = 0.9, reference: float = 0.9) -> DriftRes
 
 
 def run(validation=VALID, result=None, fine_tunes=0, window=3):
-    return decide.fn(validation, result, fine_tunes, POLICY, window)
+    return decide(validation, result, fine_tunes, POLICY, window)
 
 
 def test_failed_validation_rejects_with_the_failures_as_reason():
@@ -114,13 +114,13 @@ def test_severe_accuracy_drop_retrains_on_the_new_batch_only():
 def test_cooldown_watches_a_moderate_drift_but_not_a_concept_change():
     cooling = PolicyConfig(**{**POLICY.model_dump(), "cooldown_batches": 2})
     moderate, severe = drift(0.0, before=0.82), drift(0.0, before=0.5)
-    decision = decide.fn(VALID, moderate, 0, cooling, 3, 1)
+    decision = decide(VALID, moderate, 0, cooling, 3, 1)
     assert decision.action is Action.NOOP
     assert decision.reason == ("cooldown: accuracy 90% -> 82% (drop 8% >= 5%); 1 batch(es) since the last "
                                "adaptation (cooldown 2)")
-    assert decide.fn(VALID, moderate, 0, cooling, 3, 2).action is Action.FINE_TUNE
-    assert decide.fn(VALID, moderate, 0, cooling, 3, None).action is Action.FINE_TUNE  # never adapted
-    assert decide.fn(VALID, severe, 0, cooling, 3, 0).action is Action.RETRAIN
+    assert decide(VALID, moderate, 0, cooling, 3, 2).action is Action.FINE_TUNE
+    assert decide(VALID, moderate, 0, cooling, 3, None).action is Action.FINE_TUNE  # never adapted
+    assert decide(VALID, severe, 0, cooling, 3, 0).action is Action.RETRAIN
 
 
 def test_severe_drift_share_with_an_accuracy_drop_retrains_on_the_window():
@@ -202,7 +202,7 @@ def test_a_significant_drop_below_every_threshold_still_fine_tunes():
     assert decision.reason == ("accuracy drop: accuracy 90% -> 86% (drop 4% beyond sampling noise "
                                "±1.7%)")
     lenient = PolicyConfig(**{**POLICY.model_dump(), "accuracy_drop_moderate": 0.12})
-    assert decide.fn(VALID, measured, 0, lenient, 3).action is Action.FINE_TUNE  # whatever the thresholds
+    assert decide(VALID, measured, 0, lenient, 3).action is Action.FINE_TUNE  # whatever the thresholds
     # Inside the band it stays noise.
     noisy = DriftResult(features=[], drift_share=0.0, champion_accuracy=0.89, reference_accuracy=0.9,
                         reference_rows=6000, batch_rows=2000)
@@ -213,19 +213,19 @@ GROWING = PolicyConfig(**{**POLICY.model_dump(), "growth_ratio": 1.0})
 
 
 def test_labelled_rows_doubling_while_stable_retrain_on_the_concept_and_is_no_alarm():
-    decision = decide.fn(VALID, drift(0.0), 0, GROWING, 3, None, Growth(learned_rows=1500, new_rows=1500))
+    decision = decide(VALID, drift(0.0), 0, GROWING, 3, None, Growth(learned_rows=1500, new_rows=1500))
     assert decision.action is Action.RETRAIN
     assert decision.trigger is Trigger.DATA_GROWTH
     assert decision.candidate is Candidate.RETRAIN_GROWN
     assert decision.reason == ("data growth: 1,500 new labelled rows since the champion was trained on 1,500 "
                                "(>= 1x); retraining on every batch of its concept")
-    assert decide.fn(VALID, drift(0.0), 0, GROWING, 3, None, Growth(1500, 1499)).action is Action.NOOP
+    assert decide(VALID, drift(0.0), 0, GROWING, 3, None, Growth(1500, 1499)).action is Action.NOOP
     off = PolicyConfig(**{**POLICY.model_dump(), "growth_ratio": None})
-    assert decide.fn(VALID, drift(0.0), 0, off, 3, None, Growth(1500, 9000)).action is Action.NOOP
+    assert decide(VALID, drift(0.0), 0, off, 3, None, Growth(1500, 9000)).action is Action.NOOP
 
 
 def test_an_alarm_takes_precedence_over_data_growth():
-    dropped = decide.fn(VALID, drift(0.0, before=0.8), 0, GROWING, 3, None, Growth(1500, 3000))
+    dropped = decide(VALID, drift(0.0, before=0.8), 0, GROWING, 3, None, Growth(1500, 3000))
     assert dropped.action is Action.FINE_TUNE and dropped.trigger is Trigger.DRIFT
 
 

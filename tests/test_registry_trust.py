@@ -13,11 +13,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from conftest import Workspace, make_batch, new_workspace
-from perennial import families
-from perennial.cli import main
-from perennial.config import ModelConfig, load_config
-from perennial.schema import features_frame, infer_schema, labels
-from perennial.types import RegistryError
+from perennial.app.cli import main
+from perennial.core import families
+from perennial.core.config import ModelConfig, load_config
+from perennial.core.schema import features_frame, infer_schema, labels
+from perennial.core.types import RegistryError
 
 REFUSAL = "Perennial loads only the skops models it saved (refusing to run code from the registry)"
 
@@ -109,7 +109,7 @@ def test_a_pickle_version_tagged_as_former_champion_is_skipped_and_the_cycle_goe
 
 
 def test_a_skops_model_with_a_type_outside_ours_is_refused_naming_it(tmp_path, monkeypatch):
-    from tasks.registry import load_champion
+    from perennial.adapters.mlflow_registry import load_champion
 
     ws = new_workspace(tmp_path, monkeypatch)
     frame = make_batch(seed=1)
@@ -123,7 +123,7 @@ def test_a_skops_model_with_a_type_outside_ours_is_refused_naming_it(tmp_path, m
     _client(ws).set_registered_model_alias(ws.name, "champion", version)
 
     with pytest.raises(RegistryError) as refused:
-        load_champion.fn(load_config(ws.config_path), ws.settings)
+        load_champion(load_config(ws.config_path), ws.settings)
     assert str(refused.value) == (f"model {ws.name} v{version}: holds types Perennial does not trust "
                                   f"({untrusted}); {REFUSAL}")
 
@@ -131,7 +131,7 @@ def test_a_skops_model_with_a_type_outside_ours_is_refused_naming_it(tmp_path, m
 def test_a_version_logged_before_models_took_raw_columns_still_loads(tmp_path, monkeypatch):
     import mlflow
 
-    from tasks.registry import load_champion
+    from perennial.adapters.mlflow_registry import load_champion
 
     ws = new_workspace(tmp_path, monkeypatch)
     frame = make_batch(seed=1)
@@ -148,7 +148,7 @@ def test_a_version_logged_before_models_took_raw_columns_still_loads(tmp_path, m
     with mlflow.start_run(run_id=run_id):
         mlflow.log_artifact(str(reference), "reference")
 
-    champion = load_champion.fn(load_config(ws.config_path), ws.settings)
+    champion = load_champion(load_config(ws.config_path), ws.settings)
     assert champion.version == int(version)
     assert list(champion.model.predict(X)) == list(model.predict(X))
     pd.testing.assert_frame_equal(champion.reference, frame)
@@ -167,7 +167,7 @@ def test_an_mlmodel_file_not_as_perennial_writes_it_is_refused_saying_what_is_wr
                                                                                      wrong):
     import yaml
 
-    from perennial.trusted import check_flavor
+    from perennial.core.trusted import check_flavor
 
     flavors = {"python_function": {"loader_module": "mlflow.sklearn"}}
     if sklearn_flavor is not None:
@@ -182,7 +182,7 @@ def test_an_mlmodel_file_not_as_perennial_writes_it_is_refused_saying_what_is_wr
 def test_a_pickle_named_model_skops_is_refused_without_running(tmp_path):
     import pickle
 
-    from perennial.trusted import load_skops
+    from perennial.core.trusted import load_skops
 
     marker, path = tmp_path / "payload-ran", tmp_path / "model.skops"
     path.write_bytes(pickle.dumps(Payload(marker)))

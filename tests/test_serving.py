@@ -64,15 +64,15 @@ assert importlib.util.find_spec("perennial") is None
 import mlflow, pandas as pd
 model = mlflow.pyfunc.load_model(f"models:/{sys.argv[3]}@champion")
 predictions = model.predict(pd.read_csv(sys.argv[2]))
-import perennial.inputs
-print(json.dumps({"predictions": [str(p) for p in predictions], "inputs": perennial.inputs.__file__}))
+import perennial.core.inputs
+print(json.dumps({"predictions": [str(p) for p in predictions], "inputs": perennial.core.inputs.__file__}))
 """
 
 
 def test_the_champion_predicts_a_users_rows_where_perennial_is_not_installed(served, tmp_path):
-    from perennial.config import load_config
-    from perennial.schema import features_frame
-    from tasks.registry import load_champion
+    from perennial.adapters.mlflow_registry import load_champion
+    from perennial.core.config import load_config
+    from perennial.core.schema import features_frame
 
     ws, rows = served
     rows.to_csv(tmp_path / "rows.csv", index=False)
@@ -86,7 +86,7 @@ def test_the_champion_predicts_a_users_rows_where_perennial_is_not_installed(ser
     assert len(predictions) == len(rows) and set(predictions) <= CLASSES
     # The very model Perennial uses, on the very rows it would convert itself.
     config = load_config(ws.config_path)
-    champion = load_champion.fn(config, ws.settings)
+    champion = load_champion(config, ws.settings)
     schema = ws.store.schema()
     assert predictions == list(champion.model.predict(features_frame(rows, schema)))
 
@@ -141,9 +141,9 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_mlflow_models_serve_answers_json_rows_as_the_champion_does(served, tmp_path):
-    from perennial.config import load_config
-    from perennial.schema import features_frame
-    from tasks.registry import load_champion
+    from perennial.adapters.mlflow_registry import load_champion
+    from perennial.core.config import load_config
+    from perennial.core.schema import features_frame
 
     ws, rows = served
     port, log = _free_port(), tmp_path / "serve.log"
@@ -163,7 +163,7 @@ def test_mlflow_models_serve_answers_json_rows_as_the_champion_does(served, tmp_
         predictions_without = _invoke(url, without)
     finally:
         _stop(server)
-    champion, schema = load_champion.fn(load_config(ws.config_path), ws.settings), ws.store.schema()
+    champion, schema = load_champion(load_config(ws.config_path), ws.settings), ws.store.schema()
     assert predictions == list(champion.model.predict(features_frame(rows, schema)))
     assert predictions_without == list(champion.model.predict(features_frame(without, schema)))
 
@@ -181,7 +181,7 @@ def _invoke(url: str, rows: pd.DataFrame) -> list[str]:
 
 
 def test_booleans_are_read_however_a_file_spells_them_and_converting_twice_changes_nothing():
-    from perennial.inputs import ModelInputs
+    from perennial.core.inputs import ModelInputs
 
     raw = pd.DataFrame({"flag": pd.Series([True, "false", 1.0, 0.0, " Yes", "n", None, np.nan, "maybe"],
                                           dtype=object)})

@@ -12,9 +12,9 @@ import time
 import pandas as pd
 import pytest
 
-from perennial.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
-from perennial.state import RELEASED, STARTED, StateChange, StateStore
-from perennial.types import CycleRecord, Schema, StateError
+from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
+from perennial.core.state import RELEASED, STARTED, StateChange, StateStore
+from perennial.core.types import CycleRecord, Schema, StateError
 
 
 def line(batch: str, **fields) -> CycleRecord:
@@ -133,7 +133,7 @@ def test_a_commit_cut_short_while_staging_leaves_the_state_as_it_was(store, monk
 
 def test_a_held_lock_is_refused_with_its_holder_and_freed_when_the_holder_dies(store, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from perennial.state import StateStore\n"
+        "import sys, time; from pathlib import Path; from perennial.core.state import StateStore\n"
         f"s = StateStore(Path({str(tmp_path)!r}), 'm')\n"
         "with s.lock(holder='perennial run'):\n"
         "    print('held', flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import make_batch, with_nulls
-from perennial.config import ConfigError, DriftConfig, ValidationConfig, load_config
-from perennial.schema import check_column_rules, features_frame, infer_schema
-from perennial.types import Batch
-from tasks.drift import batch_drift, evidently_drift
-from tasks.validate import run_suite
+from perennial.adapters.evidently import batch_drift, evidently_drift
+from perennial.adapters.great_expectations import run_suite
+from perennial.core.config import ConfigError, DriftConfig, ValidationConfig, load_config
+from perennial.core.schema import check_column_rules, features_frame, infer_schema
+from perennial.core.types import Batch
 
 REFERENCE = make_batch(seed=1)
 SCHEMA = infer_schema(REFERENCE, "label", None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_batch, new_workspace, with_nulls
-from perennial.cli import main
+from perennial.app.cli import main
 
 
 def events(name: str, model: str, count: int) -> list[dict]:

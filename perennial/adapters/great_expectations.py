@@ -18,13 +18,11 @@ from functools import partial
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from perennial.config import ColumnRule, ValidationConfig
-from perennial.sampling import batch_seed, uniform_rows
-from perennial.schema import features_frame, labels
-from perennial.types import Batch, Schema, ValidationResult
+from perennial.core.config import ColumnRule, ValidationConfig
+from perennial.core.sampling import batch_seed, uniform_rows
+from perennial.core.schema import features_frame, labels
+from perennial.core.types import Batch, Schema, ValidationResult
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                  "float16", "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32",
@@ -290,7 +288,6 @@ def run_suite(batch: Batch, schema: Schema, reference: pd.DataFrame | None, cfg:
                             release_reason=release_reason)
 
 
-@task(cache_policy=NO_CACHE)
 def validate_batch(batch: Batch, schema: Schema, reference: pd.DataFrame | None, cfg: ValidationConfig,
                    release_reason: str | None = None) -> ValidationResult:
     """Check a batch against the schema, the declared bounds and the champion's reference data."""

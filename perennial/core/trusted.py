@@ -14,9 +14,9 @@ from pathlib import Path
 import yaml
 from sklearn.pipeline import Pipeline
 
-from perennial.families import ALL_TRUSTED_TYPES
-from perennial.inputs import without_inputs
-from perennial.types import RegistryError
+from perennial.core.families import ALL_TRUSTED_TYPES
+from perennial.core.inputs import without_inputs
+from perennial.core.types import RegistryError
 
 # The one file MLflow's sklearn flavor writes for `serialization_format: skops`.
 MODEL_FILE = "model.skops"

@@ -8,21 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
-from perennial import families
-from perennial.config import PipelineConfig
-from perennial.lifelong import ReplayMemory
-from perennial.sampling import batch_seed
-from perennial.schema import features_frame, labels
-from perennial.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
-from tasks.lifelong import learnable_positions
-from tasks.load import iter_rows, read_batch
+from perennial.adapters.batch_files import iter_rows, read_batch
+from perennial.core import families
+from perennial.core.config import PipelineConfig
+from perennial.core.lifelong import ReplayMemory
+from perennial.core.sampling import batch_seed
+from perennial.core.schema import features_frame, labels
+from perennial.core.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
+from perennial.pipeline.lifelong import learnable_positions
 
 
-@task(cache_policy=NO_CACHE)
 def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
           config: PipelineConfig) -> Pipeline:
     """A challenger trained on `rows`: the champion fine-tuned, or a fresh pipeline."""
@@ -58,7 +55,6 @@ def estimated_rows(kind: Candidate, history: list[CycleRecord], config: Pipeline
     return new_rows + round(sum(r.rows for r in earlier) * (1 - config.training.holdout_fraction))
 
 
-@task(cache_policy=NO_CACHE)
 def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier: list[CycleRecord],
                   kept_windows: set[str], config: PipelineConfig,
                   memory: ReplayMemory) -> tuple[TrainingRows, list[str]]:

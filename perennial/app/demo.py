@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perennial import streams
+from perennial.app import streams
 
 DEMO_CONFIG = """\
 # Perennial config of the demo stream; see README "Configuration" for every key.
@@ -115,7 +115,7 @@ def quiet_console() -> None:
 
 def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     """Generate the stream, let batches arrive one by one, run the flow on each, print the table."""
-    from perennial.commands import console
+    from perennial.app.commands import console
     workdir = (workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
     state = workdir / "state"
     # Embedded infrastructure for this demo only, set before Prefect and MLflow read settings.
@@ -139,10 +139,10 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
         return 0
 
     with console.status("Loading Prefect, MLflow, Great Expectations and Evidently..."):
-        from flows.continuous_training import continuous_training
-        from perennial.commands import cycles_table
-        from perennial.config import Settings, load_config
-        from perennial.state import StateStore
+        from perennial.app.commands import cycles_table
+        from perennial.core.config import Settings, load_config
+        from perennial.core.state import StateStore
+        from perennial.pipeline.flows.continuous_training import continuous_training
 
         quiet_console()
     config = load_config(config_path)
@@ -180,8 +180,8 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
 
 
 def _print_summary(console, records, seconds: float, matrix) -> None:
-    from perennial.commands import cost_summary, lifelong_summary
-    from perennial.types import Trigger
+    from perennial.app.commands import cost_summary, lifelong_summary
+    from perennial.core.types import Trigger
 
     counts = {d: sum(r.decision == d for r in records)
               for d in ("reject", "noop", "fine_tune", "retrain", "reuse")}

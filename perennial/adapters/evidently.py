@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from perennial.config import DriftConfig
-from perennial.sampling import batch_seed, uniform_rows
-from perennial.schema import features_frame
-from perennial.types import Batch, Champion, DriftResult, FeatureDrift, Reference, Schema
-from tasks.evaluate import accuracy
+from perennial.core.config import DriftConfig
+from perennial.core.evaluation import accuracy
+from perennial.core.sampling import batch_seed, uniform_rows
+from perennial.core.schema import features_frame
+from perennial.core.types import Batch, Champion, DriftResult, FeatureDrift, Reference, Schema
 
 
 def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Schema,
@@ -92,7 +90,6 @@ def batch_drift(batch: Batch, reference: pd.DataFrame, schema: Schema, cfg: Drif
     return drift
 
 
-@task(cache_policy=NO_CACHE)
 def measure_drift(batch: Batch, schema: Schema, champion: Champion, reference: Reference, cfg: DriftConfig,
                   html_path: Path | None) -> DriftResult:
     """Feature drift against the champion's reference data, and the champion's accuracy on every row

@@ -1,4 +1,4 @@
-"""The `perennial` command: demo, run, serve, ingest, release, status, bench.
+"""The `perennial` command: demo, run, serve, ingest, release, status.
 
 Heavy libraries load inside commands."""
 
@@ -50,17 +50,6 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
     status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
-    bench = sub.add_parser("bench", help="Benchmark adaptation quality and cost, monitoring speed, "
-                           "orchestration overhead and scale; writes a report with plots.")
-    bench.add_argument("--quick", action="store_true",
-                       help="Small sizes, about 2 minutes: checks the harness.")
-    bench.add_argument("--out", type=Path, default=None,
-                       help="Report folder (default: bench/results, or bench/results-quick with --quick).")
-    bench.add_argument("--only", nargs="+", choices=["quality", "monitoring", "overhead", "scale"],
-                       help="Run only these parts.")
-    bench.add_argument("--scenario", nargs="+", metavar="NAME",
-                       help="Part A (quality) on these scenarios only, e.g. recurring (default: all; "
-                       "sea-abrupt with --quick).")
     return parser
 
 
@@ -68,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    from perennial.config import ConfigError
-    from perennial.types import USER_ERRORS
+    from perennial.core.config import ConfigError
+    from perennial.core.types import USER_ERRORS
 
     try:
         if args.command == "demo":
-            from perennial.demo import run_demo
+            from perennial.app.demo import run_demo
 
             if args.no_run:
                 return run_demo(args.workdir, args.rows, run=False)
@@ -81,34 +70,30 @@ def main(argv: list[str] | None = None) -> int:
             workdir = (args.workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
             (workdir / "prefect").mkdir(parents=True, exist_ok=True)
             os.environ["PREFECT_HOME"] = str(workdir / "prefect")
-            from perennial.commands import start_flow_server
+            from perennial.app.commands import start_flow_server
 
             start_flow_server()
             return run_demo(workdir, args.rows)
-        if args.command == "bench":
-            from bench.suite import main as bench
-
-            return bench(args.quick, args.out, args.only, args.scenario)
         if args.command == "run":
-            from perennial.commands import run
+            from perennial.app.commands import run
 
             return run(args.config)
         if args.command == "serve":
             # A triggered run should start within seconds, not at the runner's default 10 s poll.
             os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
-            from perennial.commands import serve, start_flow_server
+            from perennial.app.commands import serve, start_flow_server
 
             start_flow_server(args.config)
             return serve(args.config)
         if args.command == "ingest":
-            from perennial.commands import ingest
+            from perennial.app.commands import ingest
 
             return ingest(args.file, args.config)
         if args.command == "release":
-            from perennial.commands import release
+            from perennial.app.commands import release
 
             return release(args.batch, args.config, args.reason)
-        from perennial.commands import status
+        from perennial.app.commands import status
 
         return status(args.config, args.last)
     except (ConfigError, *USER_ERRORS) as exc:

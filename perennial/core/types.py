@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from perennial.config import FeatureKind
-from perennial.lifelong import AccuracyMatrix, ReplayMemory
-from perennial.sampling import sample_rows
+from perennial.core.config import FeatureKind
+from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
+from perennial.core.sampling import sample_rows
 
 
 def pct(x: float) -> str:

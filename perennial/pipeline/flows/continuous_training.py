@@ -5,14 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.adapt import adapt_batch, adapt_requested, keep_batch, reuse_batch
-from perennial.config import PipelineConfig, Settings, load_config
-from perennial.state import REQUESTED, StateChange, StateStore
-from perennial.timing import timed
-from perennial.types import (
+from perennial.adapters.batch_files import holdout_split
+from perennial.adapters.mlflow_registry import champion_version, check_reachable
+from perennial.core.config import PipelineConfig, Settings, load_config
+from perennial.core.policy import (
+    batches_since_adaptation,
+    fine_tunes_since_retrain,
+    growth_of,
+    reference_accuracy,
+)
+from perennial.core.state import REQUESTED, StateChange, StateStore
+from perennial.core.timing import timed
+from perennial.core.types import (
     Action,
     Batch,
     BatchError,
@@ -27,24 +33,29 @@ from perennial.types import (
     StateError,
     ValidationResult,
 )
-from tasks.decide import (
-    batches_since_adaptation,
+from perennial.pipeline.flows.adapt import adapt_batch, adapt_requested, keep_batch, reuse_batch
+from perennial.pipeline.lifelong import Reuse, resumed_reuse
+from perennial.pipeline.records import cycle_record, with_release
+from perennial.pipeline.steps import finish_cycle, note_champion_score
+from perennial.pipeline.tasks import (
+    cycle_flow,
     decide,
-    fine_tunes_since_retrain,
-    growth_of,
-    reference_accuracy,
+    find_new_batches,
+    find_reusable,
+    load_batch,
+    load_champion,
+    load_version,
+    log_cycle,
+    measure_drift,
+    record_intent,
+    request_adaptation,
+    resolve_schema,
+    score_rejected,
+    validate_batch,
 )
-from tasks.drift import measure_drift
-from tasks.evaluate import score_rejected
-from tasks.events import request_adaptation
-from tasks.lifelong import Reuse, find_reusable, resumed_reuse
-from tasks.load import find_new_batches, holdout_split, load_batch, resolve_schema
-from tasks.registry import champion_version, check_reachable, load_champion, load_version, log_cycle
-from tasks.report import cycle_record, finish_cycle, note_champion_score, record_intent, with_release
-from tasks.validate import validate_batch
 
 
-@flow(name="continuous-training")
+@cycle_flow(name="continuous-training")
 def continuous_training(config_path: str,
                         mode: Literal["embedded", "deployed"] = "embedded") -> list[CycleRecord]:
     """Process every batch the ledger does not list yet, oldest name first, holding the model's lock.
@@ -87,7 +98,7 @@ def _cycle_name() -> str:
     return f"cycle-{Path(flow_run.parameters['batch_path']).name}"
 
 
-@flow(name="training-cycle", flow_run_name=_cycle_name)
+@cycle_flow(name="training-cycle", flow_run_name=_cycle_name)
 def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
                    mode: str = "embedded") -> CycleRecord:
     """Load -> validate -> detect drift -> decide (or reuse a former champion) -> adapt -> evaluate
@@ -162,7 +173,7 @@ def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateSt
                       error: str) -> CycleRecord:
     """A batch that cannot even be read is rejected and quarantined like an invalid one."""
     validation = ValidationResult(success=False, failures=[error], expectations=0)
-    decision = decide.fn(validation, None, 0, config.policy, config.training.window_batches)
+    decision = decide(validation, None, 0, config.policy, config.training.window_batches)
     run_id = log_cycle(config, settings, path.name, 0, validation, None, decision, store.attempt(path.name))
     champion = champion_version(config.name, settings)
     quarantined = store.quarantine(path, {"batch": path.name, "failures": [error]}) if path.exists() else None

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from perennial.types import Champion, CycleRecord, Decision, DriftResult, Trigger
+from perennial.core.types import Champion, CycleRecord, Decision, DriftResult, Trigger
 
 BATCH_ARRIVED = "perennial.batch.arrived"
 BATCH_REJECTED = "perennial.batch.rejected"
@@ -34,7 +31,6 @@ def emit(event: str, model: str, payload: dict[str, Any]) -> bool:
     return sent is not None
 
 
-@task(cache_policy=NO_CACHE)
 def request_adaptation(model: str, record: CycleRecord, decision: Decision, drift: DriftResult | None,
                        champion: Champion | None) -> str:
     """Hand the batch to the `adapt` deployment: a `perennial.drift.detected` event, or

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
-from perennial.schema import features_frame, labels
-from perennial.types import Batch, Champion, ChampionScore, Evaluation, Schema
+from perennial.core.schema import features_frame, labels
+from perennial.core.types import Batch, Champion, ChampionScore, Evaluation, Schema
 
 
 def accuracy(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> float:
@@ -19,7 +17,6 @@ def accuracy(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> float:
     return float((predicted.astype(str) == labels(frame, schema.target)).mean())
 
 
-@task(cache_policy=NO_CACHE)
 def evaluate(challenger: Pipeline, champion: Champion | None, holdout: pd.DataFrame,
              schema: Schema) -> Evaluation:
     """Accuracy of both models on the holdout rows."""
@@ -38,7 +35,6 @@ def labelled_inputs(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, 
     return features_frame(rows.assign(**missing), schema), labels(rows, schema.target)
 
 
-@task(cache_policy=NO_CACHE)
 def score_rejected(champion: Champion | None, batch: Batch, schema: Schema) -> ChampionScore | None:
     """The champion's accuracy on a rejected batch's labelled rows (an unseen label counts as wrong);
     None without a champion. A champion that cannot predict on the batch gives no accuracy."""

@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from perennial.config import ConfigError, PipelineConfig, Settings, load_config
-from perennial.lifelong import AccuracyMatrix
-from perennial.state import RELEASED, StateStore
-from perennial.types import CycleRecord, Trigger
+from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config
+from perennial.core.lifelong import AccuracyMatrix
+from perennial.core.state import RELEASED, StateStore
+from perennial.core.types import CycleRecord, Trigger
 
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
 console = Console(width=max(Console().width, 160))
@@ -99,7 +99,7 @@ def start_flow_server(config: Path | None = None) -> None:
     first: a mistake in it is one line, with no server started."""
     import sys
 
-    from perennial.local_server import temporary_server
+    from perennial.app.local_server import temporary_server
 
     if config is not None:
         load_config(config)
@@ -110,7 +110,7 @@ def start_flow_server(config: Path | None = None) -> None:
           "(set PREFECT_API_URL to use yours)", file=sys.stderr)
     # The flow's libraries load (~7 s) while the server starts: the commands import them only
     # just before their first flow run, which needs the server.
-    import flows.continuous_training  # noqa: F401
+    import perennial.pipeline.flows.continuous_training  # noqa: F401
 
     server.wait()
 
@@ -118,7 +118,7 @@ def start_flow_server(config: Path | None = None) -> None:
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
     config = load_config(config_path)
-    from tasks.registry import check_reachable
+    from perennial.adapters.mlflow_registry import check_reachable
 
     # Before the flow: an outage is one line and leaves nothing behind, not retries and a traceback.
     check_reachable(Settings())
@@ -127,7 +127,7 @@ def run(config_path: Path) -> int:
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
         store.check()
         start_flow_server()
-        from flows.continuous_training import continuous_training
+        from perennial.pipeline.flows.continuous_training import continuous_training
 
         hide_user_error_tracebacks()
         records = continuous_training(str(config_path))
@@ -144,7 +144,7 @@ def hide_user_error_tracebacks() -> None:
     CLI prints it."""
     import logging
 
-    from perennial.types import USER_ERRORS
+    from perennial.core.types import USER_ERRORS
 
     def one_line(record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], (ConfigError, *USER_ERRORS)):
@@ -160,8 +160,8 @@ def hide_user_error_tracebacks() -> None:
 def check_rules_early(config: PipelineConfig) -> None:
     """Declared validation rules must name feature columns: checked before any flow run, so a mistake
     is one line and nothing is written (each cycle checks again, e.g. in deployed runs)."""
-    from perennial.schema import check_column_rules
-    from tasks.load import next_schema
+    from perennial.adapters.batch_files import next_schema
+    from perennial.core.schema import check_column_rules
 
     if not config.validation.columns:
         return
@@ -175,8 +175,8 @@ def serve(config_path: Path) -> int:
     """Serve the model's deployments from this process until interrupted."""
     config = load_config(config_path)
     check_rules_early(config)
-    from deployments.definitions import adapt_name, monitor_name
-    from deployments.definitions import serve as serve_deployments
+    from perennial.app.deployments import adapt_name, monitor_name
+    from perennial.app.deployments import serve as serve_deployments
 
     console.print(f"Serving [bold]{monitor_name(config)}[/] (cron {config.deploy.cron}, and on "
                   f"perennial.batch.arrived) and [bold]{adapt_name(config)}[/] (on perennial.drift.detected)")
@@ -190,7 +190,7 @@ def ingest(file: Path, config_path: Path) -> int:
     The name must be one the monitor will process: not hidden, no control characters, a batch
     suffix, and new to this model (not in its ledger, quarantine or folder). The one exception is a
     rejected batch whose file left the folder, brought back unchanged so it can be released."""
-    from perennial.types import BatchError
+    from perennial.core.types import BatchError
 
     config = load_config(config_path)
     folder = Path(config.source_pattern())
@@ -219,8 +219,8 @@ def check_ingest_name(file: Path, store: StateStore) -> CycleRecord | None:
     ledger line of a rejected batch brought back unchanged is returned (it can then be released)."""
     import filecmp
 
-    from perennial.types import BatchError
-    from tasks.load import BATCH_SUFFIXES
+    from perennial.adapters.batch_files import BATCH_SUFFIXES
+    from perennial.core.types import BatchError
 
     name = file.name
     if any(ord(c) < 0x20 or c == "\x7f" for c in name):
@@ -257,7 +257,7 @@ def copy_exclusively(file: Path, target: Path) -> None:
     import secrets
     import shutil
 
-    from perennial.types import BatchError
+    from perennial.core.types import BatchError
 
     def cannot_copy(exc: OSError) -> BatchError:  # disk full, permissions, no hard links there
         return BatchError(f"batch file {file}: cannot be copied to {target} ({exc.strerror or exc})")
@@ -288,7 +288,7 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
     from dataclasses import replace
     from datetime import UTC, datetime
 
-    from perennial.types import BatchError
+    from perennial.core.types import BatchError
 
     config = load_config(config_path)
     store = StateStore(Settings().state_dir, config.name)
@@ -331,7 +331,7 @@ def announce(model: str, payload: dict) -> None:
         return
     from prefect.events.worker import EventsWorker
 
-    from tasks.events import BATCH_ARRIVED, emit
+    from perennial.adapters.prefect_events import BATCH_ARRIVED, emit
 
     emit(BATCH_ARRIVED, model, payload)
     EventsWorker.drain_all()  # deliver before this short-lived process exits
@@ -342,7 +342,7 @@ def status(config_path: Path, last: int) -> int:
     """The champion, every registered version with its aliases, and the latest decisions."""
     config = load_config(config_path)
     settings = Settings()
-    from tasks.registry import check_reachable, registered_versions
+    from perennial.adapters.mlflow_registry import check_reachable, registered_versions
 
     check_reachable(settings, then=None)
     versions = registered_versions(config.name, settings)

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from perennial import failpoints
-from perennial.lifelong import AccuracyMatrix, ReplayMemory
-from perennial.types import CycleRecord, Schema, StateError
+from perennial.core import failpoints
+from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
+from perennial.core.types import CycleRecord, Schema, StateError
 
 RELEASED = "released"  # ledger status of a rejected batch a user let back into the stream
 STARTED = "started"  # decided, side effects under way: the next run resumes the same decision

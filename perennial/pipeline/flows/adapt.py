@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import flow, get_run_logger
 
-from perennial import failpoints
-from perennial.config import PipelineConfig, Settings, load_config
-from perennial.lifelong import ReplayMemory
-from perennial.state import REQUESTED, StateChange, StateStore
-from perennial.timing import timed
-from perennial.types import (
+from perennial.adapters.batch_files import holdout_split
+from perennial.adapters.mlflow_registry import check_reachable, replay_memory
+from perennial.core import failpoints
+from perennial.core.config import PipelineConfig, Settings, load_config
+from perennial.core.lifelong import ReplayMemory
+from perennial.core.policy import candidate_plan, choose, estimated_costs, growth_of, last_winner
+from perennial.core.state import REQUESTED, StateChange, StateStore
+from perennial.core.timing import timed
+from perennial.core.types import (
     Batch,
     Candidate,
     Challenger,
@@ -33,9 +35,7 @@ from perennial.types import (
     Trigger,
     pct,
 )
-from tasks.decide import candidate_plan, choose, estimated_costs, growth_of, last_winner
-from tasks.evaluate import evaluate
-from tasks.lifelong import (
+from perennial.pipeline.lifelong import (
     Reuse,
     Windows,
     concept_memory,
@@ -44,13 +44,22 @@ from tasks.lifelong import (
     memory_in_service,
     next_concept,
     remember,
-    score_windows,
     step_change,
 )
-from tasks.load import holdout_split, load_batch
-from tasks.registry import check_reachable, load_version, promote, register, reinstate, replay_memory
-from tasks.report import finish_cycle, finish_step, record_adaptation
-from tasks.train import earlier_batches, estimated_rows, train, training_rows
+from perennial.pipeline.records import record_adaptation
+from perennial.pipeline.steps import finish_cycle, finish_step
+from perennial.pipeline.tasks import (
+    cycle_flow,
+    evaluate,
+    load_batch,
+    load_version,
+    promote,
+    register,
+    reinstate,
+    run_logger,
+    score_windows,
+)
+from perennial.pipeline.training import earlier_batches, estimated_rows, train, training_rows
 
 
 def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
@@ -197,7 +206,7 @@ def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, ba
     return change
 
 
-@flow(name="adapt")
+@cycle_flow(name="adapt")
 def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
           window_batches: int = 1, champion_version: int = 0) -> list[CycleRecord]:
     """Carry out the adaptations the monitor requested (`perennial.drift.detected` or
@@ -210,7 +219,7 @@ def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
     config = load_config(config_path)
     settings = Settings()
     store = StateStore(settings.state_dir, config.name)
-    logger = get_run_logger()
+    logger = run_logger()
     done = []
     with store.lock(settings.lock_wait_seconds, holder=f"adapt of {config.name}"):
         store.check()

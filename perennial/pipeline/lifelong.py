@@ -8,15 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
-from perennial.config import PipelineConfig, Settings
-from perennial.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
-from perennial.sampling import batch_seed, uniform_mask
-from perennial.state import StateChange, StateStore
-from perennial.types import (
+from perennial.adapters.batch_files import holdout_split, split_holdout
+from perennial.adapters.mlflow_registry import former_champions, load_version, replay_memory
+from perennial.core.config import PipelineConfig, Settings
+from perennial.core.evaluation import accuracy
+from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
+from perennial.core.sampling import batch_seed, uniform_mask
+from perennial.core.state import StateChange, StateStore
+from perennial.core.types import (
     Action,
     Batch,
     Candidate,
@@ -28,9 +29,6 @@ from perennial.types import (
     ValidationResult,
     sampling_noise,
 )
-from tasks.evaluate import accuracy
-from tasks.load import holdout_split, split_holdout
-from tasks.registry import former_champions, load_version, replay_memory
 
 
 def window_mask(batch_id: str, holdout_rows: int, config: PipelineConfig) -> np.ndarray:
@@ -87,7 +85,6 @@ def next_concept(matrix: AccuracyMatrix, champion: Champion | None, decision: De
     return champion.concept
 
 
-@task(cache_policy=NO_CACHE)
 def score_windows(model: Pipeline, windows: Windows, schema: Schema, concept: int) -> AccuracyMatrix:
     """The accuracy matrix as it would be with `model` (of `concept`) in service after this batch."""
     scores = {batch: accuracy(model, rows, schema) for batch, rows in windows.rows.items()}
@@ -154,7 +151,6 @@ class Reuse:
     learned_rows: int | None = None
 
 
-@task(cache_policy=NO_CACHE)
 def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
                   champion: Champion | None, drift: DriftResult | None, validation: ValidationResult,
                   decision: Decision) -> Reuse | None:
@@ -178,7 +174,7 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
                 candidate.holdout_accuracy - acc < policy.accuracy_drop_moderate:
             scored.append((acc, candidate))
     for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):
-        matrix = score_windows.fn(candidate.model, windows, schema, candidate.concept)
+        matrix = score_windows(candidate.model, windows, schema, candidate.concept)
         forgets = matrix.metrics().concept_forgetting
         if forgets > lifelong.forgetting_budget:
             continue
@@ -196,7 +192,7 @@ def resumed_reuse(config: PipelineConfig, settings: Settings, store: StateStore,
     """The reuse a crashed cycle decided, scored again (None when the decision is not a reuse)."""
     if decision.action is not Action.REUSE or decision.reuse_version is None:
         return None
-    version = load_version.fn(config, settings, decision.reuse_version)
+    version = load_version(config, settings, decision.reuse_version)
     windows = load_windows(store, batch, config)
-    matrix = score_windows.fn(version.model, windows, schema, version.concept)
+    matrix = score_windows(version.model, windows, schema, version.concept)
     return Reuse(decision, matrix, windows, version.learned_rows)

@@ -1,13 +1,13 @@
-"""Schema inference, and the conversion of a raw batch to model inputs (perennial.inputs)."""
+"""Schema inference, and the conversion of a raw batch to model inputs (perennial.core.inputs)."""
 
 from __future__ import annotations
 
 import pandas as pd
 from pandas.api import types as ptypes
 
-from perennial.config import ConfigError, FeatureKind, PipelineConfig
-from perennial.inputs import ModelInputs
-from perennial.types import Schema
+from perennial.core.config import ConfigError, FeatureKind, PipelineConfig
+from perennial.core.inputs import ModelInputs
+from perennial.core.types import Schema
 
 
 def infer_kind(series: pd.Series) -> FeatureKind:

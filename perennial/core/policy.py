@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from perennial.config import PolicyConfig
-from perennial.state import REQUESTED
-from perennial.types import (
+from perennial.core.config import PolicyConfig
+from perennial.core.state import REQUESTED
+from perennial.core.types import (
     Action,
     Candidate,
     CandidateResult,
@@ -92,7 +89,6 @@ def growth_of(history: Sequence[CycleRecord], new_rows: int) -> Growth | None:
     return Growth(last.learned_rows, (last.unlearned_rows or 0) + new_rows)
 
 
-@task(cache_policy=NO_CACHE)
 def decide(
     validation: ValidationResult,
     drift: DriftResult | None,

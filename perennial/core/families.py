@@ -14,13 +14,13 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from perennial.config import ModelConfig, TrainingConfig
-from perennial.inputs import ModelInputs
-from perennial.sampling import sample_rows
-from perennial.schema import features_frame, labels
-from perennial.types import Schema
+from perennial.core.config import ModelConfig, TrainingConfig
+from perennial.core.inputs import ModelInputs
+from perennial.core.sampling import sample_rows
+from perennial.core.schema import features_frame, labels
+from perennial.core.types import Schema
 
-# Our conversion of raw columns, logged in front of every pipeline (perennial.inputs).
+# Our conversion of raw columns, logged in front of every pipeline (perennial.core.inputs).
 INPUTS_TYPE = f"{ModelInputs.__module__}.{ModelInputs.__qualname__}"
 # Types skops must be told to trust when MLflow saves each family (checked with
 # skops.io.get_untrusted_types on fitted pipelines); everything else is trusted by default.

@@ -18,13 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from perennial.config import DataConfig, PipelineConfig
-from perennial.sampling import batch_seed
-from perennial.schema import check_column_rules, infer_schema
-from perennial.types import Batch, BatchError, Schema
+from perennial.core.config import DataConfig, PipelineConfig
+from perennial.core.sampling import batch_seed
+from perennial.core.schema import check_column_rules, infer_schema
+from perennial.core.types import Batch, BatchError, Schema
 
 BATCH_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -40,7 +38,6 @@ def batch_files(pattern: str) -> list[Path]:
     )
 
 
-@task(cache_policy=NO_CACHE)
 def find_new_batches(config: PipelineConfig, processed: set[str]) -> list[Path]:
     """Batch files that the ledger does not list yet, oldest name first."""
     return [p for p in batch_files(config.source_pattern()) if p.name not in processed]
@@ -241,13 +238,11 @@ def iter_rows(path: Path, file_format: str, positions: np.ndarray, chunk_rows: i
         start += len(chunk)
 
 
-@task(cache_policy=NO_CACHE)
 def load_batch(path: Path, config: PipelineConfig) -> Batch:
     """Read one batch file within the configured input limits."""
     return read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data))
 
 
-@task(cache_policy=NO_CACHE)
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:
     """The frozen schema, or one declared in config / inferred from this first batch; the declared
     validation rules must name its features (a ConfigError otherwise, before anything is written)."""
@@ -261,7 +256,7 @@ def next_schema(config: PipelineConfig, frozen: Schema | None, processed: set[st
     the declared or inferred one of the first new batch; None without a readable new batch."""
     if frozen is not None:
         return frozen
-    first = next(iter(find_new_batches.fn(config, processed)), None)
+    first = next(iter(find_new_batches(config, processed)), None)
     if first is None:
         return None
     try:

@@ -14,14 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from perennial import families, inputs, trusted
-from perennial.config import PipelineConfig, Settings
-from perennial.lifelong import AccuracyMatrix, ReplayMemory
-from perennial.state import batch_key
-from perennial.types import (
+from perennial.core import families, inputs, trusted
+from perennial.core.config import PipelineConfig, Settings
+from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
+from perennial.core.state import batch_key
+from perennial.core.types import (
     Batch,
     Challenger,
     Champion,
@@ -187,7 +185,7 @@ def champion_version(name: str, settings: Settings) -> Any | None:
         raise
 
 
-def _not_refused(task: Any, task_run: Any, state: Any) -> bool:
+def not_refused(task: Any, task_run: Any, state: Any) -> bool:
     """Retry a failed load unless the version was refused or MLflow is out (its client already
     retried): a retry would end the same way."""
     try:
@@ -199,14 +197,12 @@ def _not_refused(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_not_refused)
 def load_champion(config: PipelineConfig, settings: Settings) -> Champion | None:
     """The champion model with its holdout accuracy and reference data."""
     version = champion_version(config.name, settings)
     return None if version is None else _loaded(config, version)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2, retry_condition_fn=_not_refused)
 def load_version(config: PipelineConfig, settings: Settings, version: int | None) -> Champion | None:
     """A registered version as the champion a cycle decided against (None: there was none)."""
     if version is None:
@@ -296,7 +292,6 @@ def _metric_key(column: str) -> str:
     return "drift." + "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in column)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: int,
               validation: ValidationResult, drift: DriftResult | None, decision: Decision,
               attempt: int = 0) -> str:
@@ -346,7 +341,6 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
         return run.info.run_id
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, reason: str) -> None:
     """A rejected batch's run gains the champion's accuracy on it and the reason that states it."""
     mlflow_client = client(settings)
@@ -380,7 +374,6 @@ def _versions(mlflow_client: Any, name: str) -> list[Any]:
             return versions
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def register(config: PipelineConfig, settings: Settings, run_id: str, challenger: Challenger, batch: Batch,
              schema: Schema, decision: Decision, parent: Champion | None) -> int:
     """Log the challenger in its cycle run and register it, with lineage, a sample of its training
@@ -471,7 +464,7 @@ def _signature(raw: pd.DataFrame, predictions: Any) -> Any:
 
 
 def _inputs_code(folder: Path) -> str:
-    """A `perennial` package holding only perennial.inputs, for `code_paths`: a served model imports
+    """A `perennial` package holding only perennial.core.inputs, for `code_paths`: a served model imports
     its conversion from there (MLflow puts the folder first on sys.path) with no Perennial installed."""
     package = folder / "perennial"
     package.mkdir()
@@ -488,7 +481,6 @@ def _requirements() -> list[str]:
             f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def promote(config: PipelineConfig, settings: Settings, version: int, evaluation: Evaluation,
             champion: Champion | None, expected: int | None) -> Promotion:
     """Move `champion` to the new version if it is better by the margin on the new batch's holdout
@@ -551,7 +543,6 @@ def _make_champion(mlflow_client: Any, name: str, version: int) -> None:
         mlflow_client.delete_registered_model_alias(name, CHALLENGER)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: str,
               expected: int | None) -> Promotion:
     """Put a former champion back in service (`reuse`), check-and-set like `promote`."""
@@ -567,7 +558,6 @@ def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: 
     return Promotion(version, True, reason, version)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], matrix: AccuracyMatrix | None,
                  heatmap: Path | None, tags: dict[str, str] | None = None) -> None:
     """Cost and lifelong metrics of a cycle in its run, with `tags`; after a training, the accuracy

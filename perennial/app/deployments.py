@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from perennial.config import PipelineConfig, load_config
-from tasks import events
+from perennial.adapters import prefect_events as events
+from perennial.core.config import PipelineConfig, load_config
 
 # What an `adapt` run receives from the event that triggers it (`events.ADAPTATION_EVENTS`).
 ADAPT_PARAMETERS = {
@@ -42,8 +42,8 @@ def build(config_path: str | Path) -> list[Any]:
     from prefect.events import DeploymentEventTrigger
     from prefect.schedules import Cron
 
-    from flows.adapt import adapt
-    from flows.continuous_training import continuous_training
+    from perennial.pipeline.flows.adapt import adapt
+    from perennial.pipeline.flows.continuous_training import continuous_training
 
     path = str(Path(config_path).resolve())
     config = load_config(path)

@@ -1,1 +1,0 @@
-"""Prefect deployments of Perennial, declared once (see definitions.py and prefect.yaml)."""

@@ -1,0 +1,71 @@
+"""Prefect artifacts adapter: what a person reads about a cycle in the Prefect UI, and the events it emits."""
+
+from __future__ import annotations
+
+import re
+
+from perennial.adapters import prefect_events as events
+from perennial.core.types import CycleRecord, DriftResult
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def cycle_markdown(model: str, record: CycleRecord) -> str:
+    """A short human summary of one cycle."""
+    lines = [
+        f"# {model}: `{record.batch}` -> **{record.decision}**",
+        "",
+        f"**Why:** {record.reason}",
+        "",
+        "| rows | validation | drift share | champion accuracy before | challenger accuracy "
+        "| registered version | champion after |",
+        "|---|---|---|---|---|---|---|",
+        f"| {record.rows} | {record.validation} | {_fmt(record.drift_share)} "
+        f"| {_fmt(record.champion_accuracy_before)} | {_fmt(record.challenger_accuracy)} "
+        f"| {record.model_version or '-'} | {record.champion_version_after or '-'} |",
+    ]
+    if record.candidates:
+        lines += ["", "| candidate | holdout accuracy | forgetting | rows | train s (CPU) | |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {c['kind']} | {_fmt(c['accuracy'])} | {_fmt(c['forgetting'])} | {c['rows']:,} "
+                  f"| {c['train_seconds']:.2f} ({c['train_cpu_seconds']:.2f}) "
+                  f"| {'chosen' if c['chosen'] else ''} |" for c in record.candidates]
+    if record.promotion:
+        lines += ["", f"**Promotion:** {record.promotion}"]
+    if record.release_reason:
+        lines += ["", f"**Released** by a user: {record.release_reason}"]
+    if record.shifts:
+        lines += ["", "**Shifted** (recorded, not rejecting):", *(f"- {shift}" for shift in record.shifts)]
+    if record.drifted_columns:
+        lines += ["", "Drifted columns: " + ", ".join(f"`{c}`" for c in record.drifted_columns)]
+    if record.quarantined_to:
+        lines += ["", f"Quarantined to `{record.quarantined_to}`"]
+    return "\n".join(lines)
+
+
+def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
+                  mlflow_link: str | None) -> None:
+    """Markdown summary, per-feature drift table and MLflow run link as Prefect artifacts."""
+    key = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+
+    create_markdown_artifact(cycle_markdown(model, record), key=f"{key}-cycle",
+                             description=f"{record.batch}: {record.decision}")
+    if drift is not None:
+        create_table_artifact(
+            [{"column": f.column, "method": f.method, "score": round(f.score, 6),
+              "threshold": f.threshold, "drifted": f.drifted} for f in drift.features],
+            key=f"{key}-drift", description=f"Per-feature drift of {record.batch}")
+    if mlflow_link:
+        create_link_artifact(mlflow_link, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
+    if record.decision == "reject":
+        events.emit(events.BATCH_REJECTED, model, {
+            "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
+            "champion_accuracy": record.champion_accuracy_before,
+            "champion_version": record.champion_version_after})
+    if record.promoted:
+        events.emit(events.MODEL_PROMOTED, model, {
+            "version": record.model_version, "batch": record.batch, "decision": record.decision,
+            "reason": record.promotion})

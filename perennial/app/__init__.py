@@ -1,0 +1,1 @@
+"""What users run: the CLI, the demo, the deployments and the temporary Prefect server."""

@@ -1,0 +1,1 @@
+"""The flows: the continuous-training loop and the adaptation."""
