@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmark adaptation quality and cost, monitoring speed, "
         "orchestration overhead and scale; writes a report with plots.")
-    parser.add_argument("--quick", action="store_true", help="Small sizes, about 2 minutes: checks the harness.")
+    parser.add_argument("--quick", action="store_true",
+                        help="Small sizes, about 2 minutes: checks the harness.")
     parser.add_argument("--out", type=Path, default=None,
                         help="Report folder (default: bench/results, or bench/results-quick with --quick).")
     parser.add_argument("--only", nargs="+", choices=PARTS, help="Run only these parts.")

@@ -8,11 +8,10 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perennial.core.timing import timed  # noqa: F401  (re-exported for the parts)
 
@@ -40,22 +39,16 @@ class Section:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@contextmanager
-def embedded_state(state: Path) -> Iterator[None]:
-    """Point Perennial's state folder and MLflow store at `state` for the block, then restore."""
-    values = {"PERENNIAL_STATE_DIR": str(state),
-              "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
-              "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+if TYPE_CHECKING:
+    from perennial.core.config import Settings
+
+
+def embedded_settings(state: Path) -> Settings:
+    """Perennial's settings with the state folder and a SQLite MLflow store in `state`, passed to the
+    flows (nothing is steered through the environment)."""
+    from perennial.core.config import Settings
+
+    return Settings(state_dir=state, mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
 
 
 def peak_rss_mb() -> float:

@@ -3,8 +3,8 @@
 The measured cycle takes the fullest path: a batch whose labels are flipped (an abrupt concept
 change) is validated, checked for drift, decided `retrain`, trained on, evaluated, registered and
 promoted. Flow mode times `continuous_training` and splits its wall time with Prefect's own
-task-run records; plain mode calls the same task functions through `.fn`, in the order
-`training_cycle` and `adapt_batch` call them. Every measured cycle runs in its own copy of one
+task-run records; plain mode runs the same flow body with every task a plain function call
+(`perennial.pipeline.tasks.plain_calls`), timing each. Every measured cycle runs in its own copy of one
 workspace whose history the flow processed, so both modes start from the same state.
 
 Called with a Prefect API available (a temporary server, or the tests' `prefect_test_harness`).
@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench.common import ROOT, Section, Target, embedded_state, fmt, markdown_table, timed
+from bench.common import ROOT, Section, Target, embedded_settings, fmt, markdown_table, timed
 
 if TYPE_CHECKING:
+    from perennial.core.config import Settings
     from perennial.core.types import CycleRecord
 
 MODEL = "overhead-model"
@@ -68,7 +69,7 @@ STAGES = list(dict.fromkeys(TASK_STAGES.values())) + [REST]
 BOOKKEEPING = ("MLflow logging", "Prefect artifacts and events", REST)
 
 IMPORTS = {
-    "perennial.pipeline.flows.continuous_training (Prefect, pandas, scikit-learn, tasks)": "import perennial.pipeline.flows.continuous_training",
+    "the flow module (Prefect, pandas, the tasks)": "import perennial.pipeline.flows.continuous_training",
     "MLflow (mlflow.sklearn, signatures)": "import mlflow.sklearn, mlflow.models",
     "Great Expectations": "import great_expectations",
     "Evidently": "import evidently, evidently.metrics",
@@ -96,21 +97,18 @@ def bootstrap(root: Path, frames: dict[str, pd.DataFrame]) -> Path:
     config_path.write_text(yaml.safe_dump(CONFIG))
     for name in HISTORY:
         frames[name].to_parquet(root / "batches" / name, index=False)
-    with embedded_state(root / "state"):
-        continuous_training(str(config_path))
+    continuous_training(str(config_path), settings=embedded_settings(root / "state"))
     return config_path
 
 
-def open_stores() -> None:
+def open_stores(settings: Settings) -> None:
     """Open the workspace's MLflow stores (schema check, connections) before a clock starts.
 
     A flow cycle in a fresh process pays this too, but a copied workspace would pay it inside the
     measured cycle where a bootstrapped one does not.
     """
     from perennial.adapters.mlflow_registry import champion_version, experiment_id
-    from perennial.core.config import Settings
 
-    settings = Settings()
     experiment_id(MODEL, settings)
     champion_version(MODEL, settings)
 
@@ -155,13 +153,14 @@ def outside_tasks(started: float, ended: float, spans: list[Span]) -> dict[str, 
             "after last task": ended - spans[-1][2]}
 
 
-def flow_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord, dict[str, float]]:
+def flow_cycle(config_path: Path, settings: Settings) -> tuple[float, dict[str, float], CycleRecord,
+                                                              dict[str, float]]:
     """`continuous_training` on the measured batch: wall, task seconds, ledger line, time outside tasks."""
     from perennial.pipeline.flows.continuous_training import continuous_training
 
     started = time.time()
     with timed() as wall:
-        state = continuous_training(str(config_path), return_state=True)
+        state = continuous_training(str(config_path), settings=settings, return_state=True)
     [record] = state.result()
     spans = task_runs(state.state_details.flow_run_id)
     seconds: dict[str, float] = defaultdict(float)
@@ -171,122 +170,33 @@ def flow_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord,
 
 
 class TaskClock:
-    """Calls a task's undecorated function and adds its wall seconds under the task's name."""
+    """Inside `plain_calls`: calls each task's function directly, adding its wall seconds under its name."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
 
-    def __call__(self, task: Any, *args: Any) -> Any:
+    def __call__(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return task.fn(*args)
+            return fn(*args, **kwargs)
         finally:
-            self.seconds[task.name] += time.perf_counter() - start
+            self.seconds[name] += time.perf_counter() - start
 
 
-def plain_cycle(config_path: Path) -> tuple[float, dict[str, float], CycleRecord, dict[str, float]]:
-    """The measured cycle as plain Python: the flows' bodies with each task called through `.fn`."""
-    from datetime import UTC, datetime
+def plain_cycle(config_path: Path, settings: Settings) -> tuple[float, dict[str, float], CycleRecord,
+                                                               dict[str, float]]:
+    """The measured cycle as plain Python: the flow's own body run by `plain_calls`, every task a plain
+    call of its function (the same code as the flow mode, without Prefect)."""
+    from perennial.pipeline.flows.continuous_training import continuous_training
+    from perennial.pipeline.tasks import plain_calls
 
-    from perennial.adapters.batch_files import find_new_batches, holdout_split, load_batch, resolve_schema
-    from perennial.adapters.evidently import measure_drift
-    from perennial.adapters.great_expectations import validate_batch
-    from perennial.adapters.mlflow_registry import (
-        load_champion,
-        log_cycle,
-        log_lifelong,
-        promote,
-        register,
-        run_url,
-    )
-    from perennial.core.config import Settings, load_config
-    from perennial.core.policy import (
-        batches_since_adaptation,
-        choose,
-        decide,
-        fine_tunes_since_retrain,
-        growth_of,
-        reference_accuracy,
-    )
-    from perennial.core.state import StateStore
-    from perennial.pipeline.flows.adapt import candidates_for, chosen_decision, learned_after, train_candidate
-    from perennial.pipeline.lifelong import (
-        find_reusable,
-        load_windows,
-        memory_in_service,
-        step_change,
-    )
-    from perennial.pipeline.records import (
-        accuracy_heatmap,
-        cycle_record,
-        publish_cycle,
-        record_adaptation,
-        record_cycle,
-        record_intent,
-        step_metrics,
-        with_release,
-    )
-
-    call = TaskClock()
-    with timed() as wall:
-        # continuous_training
-        config = load_config(config_path)
-        settings = Settings()
-        store = StateStore(settings.state_dir, config.name)
-        [path] = call(find_new_batches, config, store.processed())
-        # training_cycle
-        batch = call(load_batch, path, config)
-        schema = call(resolve_schema, batch, config, store.schema())
-        champion = call(load_champion, config, settings)
-        validation = call(validate_batch, batch, schema, champion.reference, config.validation,
-                          store.release_reason(batch.id))
-        history = store.records()
-        drift = call(measure_drift, batch, schema, champion,
-                     reference_accuracy(history, config.policy.reference_batches, champion), config.drift,
-                     store.report_dir(batch.id) / "drift_report.html")
-        drift.add_shifts(validation.shifted_columns)
-        train_idx, holdout_idx = holdout_split(batch, config)
-        decision = call(decide, validation, drift, fine_tunes_since_retrain(history), config.policy,
-                        config.training.window_batches, batches_since_adaptation(history),
-                        growth_of(history, new_rows=len(train_idx)))
-        reuse = call(find_reusable, config, settings, store, batch, schema, champion, drift, validation,
-                     decision)
-        assert reuse is None, "the measured batch is a retrain, not a reuse"
-        decision = with_release(decision, validation)
-        run_id = call(log_cycle, config, settings, batch.id, batch.rows, validation, drift, decision)
-        record = cycle_record(batch, validation, drift, decision, champion, run_id)
-        call(record_intent, store, record)
-        # adapt_batch
-        schema = schema.with_classes(validation.new_classes)
-        history = [r for r in store.records() if r.batch != batch.id]
-        windows = load_windows(store, batch, config)
-        in_service = memory_in_service(store, config, settings, champion)
-        trials = [train_candidate(kind, config, in_service, batch, schema, decision, champion, history,
-                                  windows, train_idx, holdout_idx, call=call)
-                  for kind in candidates_for(decision, history, config, champion, len(train_idx))]
-        best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
-        decision = chosen_decision(decision, best, trials)
-        version = call(register, config, settings, record.run_id, best, batch, schema, decision, champion)
-        promotion = call(promote, config, settings, version, best.evaluation, champion, champion.version)
-        assert promotion.promoted, promotion.reason
-        change = step_change(config, windows, best.matrix, promotion.champion_version, best.memory, schema)
-        record_adaptation(record, decision, promotion, best, trials)
-        record.learned_rows, record.unlearned_rows = learned_after(decision, promotion, best, history,
-                                                                   champion), 0
-        matrix, evaluation = best.matrix, best.evaluation
-        # finish_step
-        metrics = step_metrics(record, matrix, evaluation.challenger_accuracy)
-        heatmap = accuracy_heatmap(matrix, store.report_dir(batch.id) / "accuracy_matrix.png")
-        call(log_lifelong, settings, record.run_id, metrics, matrix, heatmap,
-             {"perennial.decision": record.decision, "perennial.reason": record.reason[:4000]})
-        # finish_cycle, without its run logger (there is no run)
-        record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-        with warnings.catch_warnings():
-            # Prefect still takes artifacts made outside a run, with a FutureWarning.
-            warnings.simplefilter("ignore", FutureWarning)
-            call(publish_cycle, config.name, record, drift, run_url(settings, record.run_id))
-        call(record_cycle, store, record, change)
-    return wall.wall, dict(call.seconds), record, {}
+    clock = TaskClock()
+    with warnings.catch_warnings():
+        # Prefect still takes artifacts made outside a run, with a FutureWarning.
+        warnings.simplefilter("ignore", FutureWarning)
+        with timed() as wall, plain_calls(clock):
+            [record] = continuous_training(str(config_path), settings=settings)
+    return wall.wall, dict(clock.seconds), record, {}
 
 
 def by_stage(wall: float, seconds: dict[str, float]) -> dict[str, float]:
@@ -351,10 +261,10 @@ def measure(label: str, rows: int, repeats: int) -> dict[str, list[dict[str, Any
                 # under the bootstrap folder, whose absolute paths it holds; cycles only add new runs.
                 root = shutil.copytree(seed, Path(tmp) / f"{mode}-{i}")
                 frames[MEASURED].to_parquet(root / "batches" / MEASURED, index=False)
-                with embedded_state(root / "state"):
-                    open_stores()
-                    wall, seconds, record, outside = (flow_cycle if mode == "flow" else plain_cycle)(
-                        root / "perennial.yaml")
+                settings = embedded_settings(root / "state")
+                open_stores(settings)
+                wall, seconds, record, outside = (flow_cycle if mode == "flow" else plain_cycle)(
+                    root / "perennial.yaml", settings)
                 if (record.decision, record.promoted) != ("retrain", True):
                     raise RuntimeError(f"{label} {mode}: expected a promoted retrain, got {record.decision} "
                                        f"(promoted: {record.promoted}): {record.reason}")
@@ -447,8 +357,8 @@ def report(results: dict[str, dict[str, dict[str, float]]], walls: dict[str, dic
         "register, promote. Every cycle starts from its own copy of the same history (two batches of "
         "the first concept, processed by the flow, untimed): state folder and SQLite MLflow store. "
         "*Flow*: wall time of `continuous_training(config)` on the Prefect API of this process, split "
-        "with Prefect's task-run records (time in Running, summed by task). *Plain*: the same task "
-        "functions called through `.fn` in the order `training_cycle` and `adapt_batch` call them. "
+        "with Prefect's task-run records (time in Running, summed by task). *Plain*: the same flow body "
+        "run by `plain_calls`, every task a plain call of its function, each timed. "
         f"{repeats} cycle(s) per mode and size, alternating which mode goes first"
         + ("; each stage is its fastest over them (other processes only add time), so a cycle is the "
            "sum of those." if repeats > 1 else "."),

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from bench.common import Section, Target, embedded_state, fmt, markdown_table
+from bench.common import Section, Target, embedded_settings, fmt, markdown_table
 from bench.scenarios import TARGET, Scenario, all_scenarios
 from bench.strategies import Step, baselines, batch_file, holdout, holdout_accuracies
 from perennial.core.config import PipelineConfig
@@ -69,7 +69,6 @@ class Result:
 def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]]:
     """Feed the batches one by one to the continuous-training flow; return what the models in service did."""
     from perennial.adapters.mlflow_registry import client, load_model
-    from perennial.core.config import Settings
     from perennial.core.state import StateStore
     from perennial.pipeline.flows.continuous_training import continuous_training
 
@@ -80,40 +79,39 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
     config_path.write_text(yaml.safe_dump({"name": f"bench-{scenario.name}", **CONFIG}))
     config = PipelineConfig(name=f"bench-{scenario.name}", **CONFIG)
     holdouts = [holdout(i, frame, config) for i, frame in enumerate(scenario.batches)]
-    with embedded_state(workdir / "state"):
-        for i, frame in enumerate(scenario.batches):
-            frame.to_parquet(inbox / batch_file(i))
-            continuous_training(str(config_path))
-        settings = Settings()
-        records = StateStore(settings.state_dir, f"bench-{scenario.name}").records()
-        client(settings)
-        models: dict[int, Any] = {}
+    settings = embedded_settings(workdir / "state")
+    for i, frame in enumerate(scenario.batches):
+        frame.to_parquet(inbox / batch_file(i))
+        continuous_training(str(config_path), settings=settings)
+    records = StateStore(settings.state_dir, f"bench-{scenario.name}").records()
+    client(settings)
+    models: dict[int, Any] = {}
 
-        def model(version: int) -> Any:
-            if version not in models:
-                # As the flow loads it: the pipeline that takes features_frame(...) output.
-                models[version] = load_model(f"bench-{scenario.name}", version)
-            return models[version]
+    def model(version: int) -> Any:
+        if version not in models:
+            # As the flow loads it: the pipeline that takes features_frame(...) output.
+            models[version] = load_model(f"bench-{scenario.name}", version)
+        return models[version]
 
-        schema = infer_schema(scenario.batches[0], TARGET, None)
-        steps = []
-        for i, (frame, record) in enumerate(zip(scenario.batches, records, strict=True)):
-            in_service = records[i - 1].champion_version_after if i else None
-            predictions = None
-            if in_service is not None:
-                predictions = _predict(model(in_service), frame, schema)
-                # The reloaded model must be the one the flow scored this batch with.
-                measured = float(np.mean(predictions == labels(frame, TARGET).to_numpy()))
-                assert abs(measured - (record.champion_accuracy_before or 0)) < 1e-9, (scenario.name, i)
-            after = record.champion_version_after
-            row = (
-                [float("nan")] * (i + 1)
-                if after is None
-                else holdout_accuracies(model(after), holdouts[: i + 1], schema)
-            )
-            # A data-growth retrain is not a drift alarm: counted apart, never a detection.
-            action = GROWTH if record.trigger == Trigger.DATA_GROWTH else record.decision
-            steps.append(Step(predictions, action, record.train_cpu_seconds or 0.0, row))
+    schema = infer_schema(scenario.batches[0], TARGET, None)
+    steps = []
+    for i, (frame, record) in enumerate(zip(scenario.batches, records, strict=True)):
+        in_service = records[i - 1].champion_version_after if i else None
+        predictions = None
+        if in_service is not None:
+            predictions = _predict(model(in_service), frame, schema)
+            # The reloaded model must be the one the flow scored this batch with.
+            measured = float(np.mean(predictions == labels(frame, TARGET).to_numpy()))
+            assert abs(measured - (record.champion_accuracy_before or 0)) < 1e-9, (scenario.name, i)
+        after = record.champion_version_after
+        row = (
+            [float("nan")] * (i + 1)
+            if after is None
+            else holdout_accuracies(model(after), holdouts[: i + 1], schema)
+        )
+        # A data-growth retrain is not a drift alarm: counted apart, never a detection.
+        action = GROWTH if record.trigger == Trigger.DATA_GROWTH else record.decision
+        steps.append(Step(predictions, action, record.train_cpu_seconds or 0.0, row))
     return steps, records
 
 

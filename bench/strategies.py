@@ -63,8 +63,8 @@ class SklearnStrategy:
     """Retrain or fine-tune the same scikit-learn family Perennial uses, on a fixed plan.
 
     With `replay`, every fine-tune also learns from rows of a replay memory of the whole stream,
-    chosen and kept as Perennial does (perennial.pipeline.training.training_rows, perennial.pipeline.lifelong.remember) but
-    blind to concepts.
+    chosen and kept as Perennial does (`perennial.pipeline.training.training_rows`,
+    `perennial.pipeline.lifelong.remember`) but blind to concepts.
     """
 
     def __init__(self, name: str, plan: Plan, schema: Schema, config: PipelineConfig, replay: bool = False):

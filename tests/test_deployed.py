@@ -20,6 +20,13 @@ import pytest
 import yaml
 
 from conftest import make_batch
+from perennial.adapters.prefect_events import (
+    BATCH_ARRIVED,
+    DATA_GROWN,
+    DRIFT_DETECTED,
+    MODEL_PROMOTED,
+    resource_id,
+)
 from perennial.app.local_server import BIN, PrefectServer, quiet_env, stop
 
 TIMEOUT = 300  # seconds to wait for a chain of runs on a loaded 2-core machine
@@ -63,7 +70,7 @@ class Deployed:
     def emit(self, event: str, payload: dict) -> None:
         response = self.http.post("/events", json=[{
             "id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(), "event": event,
-            "resource": {"prefect.resource.id": f"perennial.model.{MODEL}"}, "payload": payload}])
+            "resource": {"prefect.resource.id": resource_id(MODEL)}, "payload": payload}])
         response.raise_for_status()
 
     def runs(self, deployment: str) -> list[dict]:
@@ -144,14 +151,14 @@ def test_ingest_alone_drives_monitor_drift_event_adapt_and_a_new_champion(deploy
     def events() -> list[dict]:
         return d.http.post("/events/filter", json={"filter": {
             "event": {"prefix": ["perennial."]},
-            "resource": {"id": [f"perennial.model.{MODEL}"]}}, "limit": 50}).json()["events"]
+            "resource": {"id": [resource_id(MODEL)]}}, "limit": 50}).json()["events"]
 
     # The server persists events in batches, a few seconds after they were sent.
-    seen = wait_for(lambda: (e := events()) and sum(x["event"] == "perennial.model.promoted" for x in e) == 2
+    seen = wait_for(lambda: (e := events()) and sum(x["event"] == MODEL_PROMOTED for x in e) == 2
                     and e, "both promotion events", 60)
     names = [e["event"] for e in seen]
-    assert names.count("perennial.batch.arrived") == 2 and names.count("perennial.drift.detected") == 2
-    promoted = [e["payload"] for e in seen if e["event"] == "perennial.model.promoted"]
+    assert names.count(BATCH_ARRIVED) == 2 and names.count(DRIFT_DETECTED) == 2
+    promoted = [e["payload"] for e in seen if e["event"] == MODEL_PROMOTED]
     assert sorted(p["version"] for p in promoted) == [1, 2]
 
 
@@ -181,10 +188,10 @@ def test_adaptations_queue_with_check_and_set_and_forged_or_redelivered_events_c
     # champion to be demoted by a noop: both refused, nothing changes.
     settled = (d.root / "state" / MODEL / "ledger.jsonl").read_text()
     champion, before = d.champion(), len(d.runs(f"adapt-{MODEL}"))
-    d.emit("perennial.drift.detected", {"model": MODEL, "batch_ids": ["c.csv"],
+    d.emit(DRIFT_DETECTED, {"model": MODEL, "batch_ids": ["c.csv"],
                                         "recommended_action": ledger["c.csv"]["decision"], "reason": "again",
                                         "window_batches": 1, "champion_version": 2})
-    d.emit("perennial.drift.detected", {"model": MODEL, "batch_ids": ["b.csv"], "recommended_action": "noop",
+    d.emit(DRIFT_DETECTED, {"model": MODEL, "batch_ids": ["b.csv"], "recommended_action": "noop",
                                         "reason": "forged", "window_batches": 1,
                                         "champion_version": champion})
     refused = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 2
@@ -220,6 +227,6 @@ def test_a_data_growth_retrain_reaches_the_adapt_deployment_through_its_own_even
     [run] = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 1 and r, "the growth's adapt run")
     assert run["created_by"]["type"] == "AUTOMATION" and run["parameters"]["batch_ids"] == ["e.csv"]
     grown = wait_for(lambda: [x for x in d.http.post("/events/filter", json={"filter": {
-        "event": {"name": ["perennial.data.grown"]}, "resource": {"id": [f"perennial.model.{MODEL}"]}},
+        "event": {"name": [DATA_GROWN]}, "resource": {"id": [resource_id(MODEL)]}},
         "limit": 10}).json()["events"]], "the perennial.data.grown event", 60)
     assert grown[0]["payload"]["trigger"] == "data_growth" and grown[0]["payload"]["batch_ids"] == ["e.csv"]

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from conftest import make_batch, new_workspace
+from perennial.adapters.mlflow_registry import Tag
 from perennial.app.cli import main
 from perennial.app.local_server import BIN, free_port, quiet_env, stop
 
@@ -210,7 +211,7 @@ def test_versions_registered_before_the_batch_key_tag_are_still_found(tmp_path, 
     mlflow_client = client(ws.settings)
     mlflow_client.create_registered_model(ws.name)
     for batch in ("o'brien.csv", "other.csv"):  # as older Perennial tagged them: the name only
-        mlflow_client.create_model_version(ws.name, source=tmp_path.as_uri(), tags={"perennial.batch": batch})
+        mlflow_client.create_model_version(ws.name, source=tmp_path.as_uri(), tags={Tag.BATCH: batch})
     assert int(_existing_version(ws.name, "o'brien.csv", ws.settings).version) == 1
     assert _existing_version(ws.name, "new.csv", ws.settings) is None
 
@@ -230,7 +231,7 @@ def test_logging_a_cycle_twice_for_one_batch_attempt_reuses_its_run(tmp_path, mo
     again = log_cycle(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"))
     assert again == first and len(_runs(ws)) == 1
     run = client(ws.settings).get_run(first)
-    assert run.data.tags["perennial.decision"] == "noop" and run.data.tags["perennial.batch"] == batch
+    assert run.data.tags[Tag.DECISION] == "noop" and run.data.tags[Tag.BATCH] == batch
     assert run.data.metrics["validation_success"] == 1.0
 
     released = log_cycle(config, ws.settings, batch, 10, passed, None, Decision(Action.NOOP, "no drift"),

@@ -13,6 +13,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from conftest import Workspace, make_batch, new_workspace
+from perennial.adapters.mlflow_registry import Tag
 from perennial.app.cli import main
 from perennial.core import families
 from perennial.core.config import ModelConfig, load_config
@@ -56,8 +57,8 @@ def register_elsewhere(ws: Workspace, model, tags: dict[str, str], **log_model) 
 
 
 # Tags that make a version look like one of Perennial's to code that reads only tags.
-LOOKS_OURS = {"perennial.holdout_accuracy": "0.990000", "perennial.holdout_rows": "350",
-              "perennial.concept": "1"}
+LOOKS_OURS = {Tag.HOLDOUT_ACCURACY: "0.990000", Tag.HOLDOUT_ROWS: "350",
+              Tag.CONCEPT: "1"}
 
 
 def _runs(ws: Workspace) -> int:
@@ -95,7 +96,7 @@ def test_a_pickle_version_tagged_as_former_champion_is_skipped_and_the_cycle_goe
     ws, marker = workspace, tmp_path / "payload-ran"
     ws.add("a.csv", make_batch(seed=21))
     ws.run()
-    version = register_elsewhere(ws, Payload(marker), {**LOOKS_OURS, "perennial.promoted": "true"},
+    version = register_elsewhere(ws, Payload(marker), {**LOOKS_OURS, Tag.PROMOTED: "true"},
                                  serialization_format="pickle")
     # The champion is now mostly wrong: former champions are scored for reuse before training.
     ws.add("b.csv", make_batch(seed=22, flip=True))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_batch, new_workspace, with_nulls
+from perennial.adapters.mlflow_registry import Tag
+from perennial.adapters.prefect_events import BATCH_ARRIVED, BATCH_REJECTED, resource_id
 from perennial.app.cli import main
 
 
@@ -20,7 +22,7 @@ def events(name: str, model: str, count: int) -> list[dict]:
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
     wanted = EventFilter(event=EventNameFilter(name=[name]),
-                         resource=EventResourceFilter(id=[f"perennial.model.{model}"]))
+                         resource=EventResourceFilter(id=[resource_id(model)]))
     deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
         while True:
@@ -78,8 +80,8 @@ def test_a_declared_bound_rejects_and_the_champion_is_still_scored(quarantined):
 
     run = MlflowClient(ws.settings.tracking_uri()).get_run(above.run_id)
     assert run.data.metrics["champion_accuracy_before"] == accuracy
-    assert run.data.tags["perennial.reason"] == above.reason
-    rejected = {p["batch"]: p for p in events("perennial.batch.rejected", "release-model", 3)}
+    assert run.data.tags[Tag.REASON] == above.reason
+    rejected = {p["batch"]: p for p in events(BATCH_REJECTED, "release-model", 3)}
     assert rejected["b-above-max.csv"]["champion_accuracy"] == accuracy
     assert rejected["b-above-max.csv"]["champion_version"] == 1
     # A missing feature column counts as missing values: the champion is scored all the same.
@@ -126,7 +128,7 @@ def test_a_released_batch_is_processed_again_and_learnt_from(quarantined, capsys
         assert main(["release", batch, "--config", config, "--reason", reason]) == 0
         assert f"Released {batch}" in capsys.readouterr().out
     assert "b-above-max.csv" not in ws.store.processed()
-    arrived = events("perennial.batch.arrived", "release-model", 2)
+    arrived = events(BATCH_ARRIVED, "release-model", 2)
     assert sorted((p["batch"], p["released"]) for p in arrived) == [
         ("b-above-max.csv", True), ("d-new-label.csv", True)]
     assert main(["status", "--config", config]) == 0

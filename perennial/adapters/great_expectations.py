@@ -22,7 +22,7 @@ import pandas as pd
 from perennial.core.config import ColumnRule, ValidationConfig
 from perennial.core.sampling import batch_seed, uniform_rows
 from perennial.core.schema import features_frame, labels
-from perennial.core.types import Batch, Schema, ValidationResult
+from perennial.core.types import Batch, Schema, ValidationResult, pct
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                  "float16", "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32",
@@ -149,10 +149,6 @@ def _checked_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return out
 
 
-def _pct(value: float) -> str:
-    return f"{value:.1f}%"
-
-
 def _values(values: list[Any], limit: int = 10) -> str:
     shown = ", ".join(map(str, values[:limit]))
     return shown + (", ..." if len(values) > limit else "")
@@ -172,14 +168,14 @@ def _message(check: str, details: dict, kwargs: dict, result: dict, dtypes: dict
     unexpected = float(result.get("unexpected_percent") or 0.0)
     count = int(result.get("unexpected_count") or 0)
     examples = ", ".join(list(dict.fromkeys(map(str, result.get("partial_unexpected_list") or [])))[:3])
-    allowed = _pct(100 * (1 - (kwargs.get("mostly") or 1.0)))
+    allowed = pct(1 - (kwargs.get("mostly") or 1.0), 1)
     if check == "columns":
         missing = (result.get("details") or {}).get("mismatched", {}).get("missing") or []
         return "missing column(s) " + ", ".join(f"'{c}'" for c in missing)
     if check == "numeric_type":
         return f"column '{column}': values of type {dtypes.get(column)}, expected numbers"
     if check == "boolean_values":
-        return f"column '{column}': {_pct(unexpected)} of values not true/false (e.g. {examples})"
+        return f"column '{column}': {pct(unexpected / 100, 1)} of values not true/false (e.g. {examples})"
     if check == "label_present":
         return f"label column '{column}': {count:,} row(s) without a label"
     if check == "label_known":
@@ -189,19 +185,19 @@ def _message(check: str, details: dict, kwargs: dict, result: dict, dtypes: dict
         bound = _declared_range(kwargs.get("min_value"), kwargs.get("max_value"))
         return f"column '{column}': {count:,} value(s) {bound} (e.g. {examples})"
     if check == "declared_nulls":
-        return f"column '{column}': {_pct(unexpected)} missing values, declared at most {allowed}"
+        return f"column '{column}': {pct(unexpected / 100, 1)} missing values, declared at most {allowed}"
     if check == "declared_categories":
         return (f"column '{column}': {count:,} value(s) not in the declared categories "
                 f"({_values(kwargs['value_set'])}) (e.g. {examples})")
     if check == "null_rate":
-        return (f"column '{column}': {_pct(unexpected)} missing values, reference "
-                f"{_pct(100 * details['reference'])} + tolerance {_pct(100 * details['tolerance'])}")
+        return (f"column '{column}': {pct(unexpected / 100, 1)} missing values, reference "
+                f"{pct(details['reference'], 1)} + tolerance {pct(details['tolerance'], 1)}")
     if check == "range":
-        return (f"column '{column}': {_pct(unexpected)} of values outside the reference range "
+        return (f"column '{column}': {pct(unexpected / 100, 1)} of values outside the reference range "
                 f"[{details['low']:.4g}, {details['high']:.4g}] widened by {details['tolerance']:.0%} to "
                 f"[{kwargs['min_value']:.4g}, {kwargs['max_value']:.4g}], at most {allowed} allowed "
                 f"(e.g. {examples})")
-    return (f"column '{column}': {_pct(unexpected)} of values not among the reference categories "
+    return (f"column '{column}': {pct(unexpected / 100, 1)} of values not among the reference categories "
             f"({_values(kwargs['value_set'])}), at most {allowed} allowed (e.g. {examples})")
 
 

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +26,6 @@ from perennial.core.types import (
     Champion,
     Decision,
     DriftResult,
-    Evaluation,
     OutageError,
     Promotion,
     RegistryError,
@@ -36,6 +36,31 @@ from perennial.core.types import (
 CHAMPION, CHALLENGER = "champion", "challenger"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 REPLAY_ARTIFACT = "replay/memory.parquet"
+TAG_PREFIX = "perennial."
+
+
+class Tag(StrEnum):
+    """The MLflow tags Perennial sets on runs and model versions (tests and benchmarks read them too)."""
+
+    ATTEMPT = "perennial.attempt"
+    BATCH = "perennial.batch"
+    BATCH_KEY = "perennial.batch_key"
+    CANDIDATE = "perennial.candidate"
+    CONCEPT = "perennial.concept"
+    DECISION = "perennial.decision"
+    HOLDOUT_ACCURACY = "perennial.holdout_accuracy"
+    HOLDOUT_ROWS = "perennial.holdout_rows"
+    LEARNED_ROWS = "perennial.learned_rows"
+    PARENT_VERSION = "perennial.parent_version"
+    PROMOTED = "perennial.promoted"
+    PROMOTION = "perennial.promotion"
+    REASON = "perennial.reason"
+    RELEASE_REASON = "perennial.release_reason"
+    REPLAY_MEMORY = "perennial.replay_memory"
+    REPLAY_ROWS = "perennial.replay_rows"
+    SHIFTED_COLUMNS = "perennial.shifted_columns"
+    TRAINED_ON = "perennial.trained_on"
+    TRIGGER = "perennial.trigger"
 
 
 # Values this process put in MLflow's environment variables, to tell them from the user's own.
@@ -223,10 +248,10 @@ def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -
                 run_id=version.run_id, artifact_path=REFERENCE_ARTIFACT, dst_path=tmp)
             reference = pd.read_parquet(path)
     return Champion(version=int(version.version), model=model, reference=reference,
-                    holdout_accuracy=float(version.tags["perennial.holdout_accuracy"]),
-                    holdout_rows=int(version.tags.get("perennial.holdout_rows", 0)) or None,
-                    concept=int(version.tags.get("perennial.concept", 1)),
-                    learned_rows=int(version.tags.get("perennial.learned_rows", 0)) or None)
+                    holdout_accuracy=float(version.tags[Tag.HOLDOUT_ACCURACY]),
+                    holdout_rows=int(version.tags.get(Tag.HOLDOUT_ROWS, 0)) or None,
+                    concept=int(version.tags.get(Tag.CONCEPT, 1)),
+                    learned_rows=int(version.tags.get(Tag.LEARNED_ROWS, 0)) or None)
 
 
 def load_model(name: str, version: str | int) -> Any:
@@ -300,8 +325,8 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
     import mlflow
 
     exp = experiment_id(config.name, settings)
-    key = {"perennial.batch": batch_id, "perennial.batch_key": batch_key(batch_id),
-           "perennial.attempt": str(int(attempt))}
+    key = {Tag.BATCH: batch_id, Tag.BATCH_KEY: batch_key(batch_id),
+           Tag.ATTEMPT: str(int(attempt))}
     with outages(settings):
         found = client(settings).search_runs(
             [exp], filter_string=f"tags.`perennial.batch_key` = '{key['perennial.batch_key']}' AND "
@@ -311,12 +336,12 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
     start = (mlflow.start_run(run_id=found[0].info.run_id, run_name=name) if found
              else mlflow.start_run(experiment_id=exp, run_name=name, tags=key))
     with start as run:
-        mlflow.set_tags({**key, "perennial.decision": decision.action.value,
-                         "perennial.trigger": decision.trigger.value,
-                         "perennial.reason": decision.reason[:4000],
-                         "perennial.shifted_columns": ",".join(validation.shifted_columns)[:4000]})
+        mlflow.set_tags({**key, Tag.DECISION: decision.action.value,
+                         Tag.TRIGGER: decision.trigger.value,
+                         Tag.REASON: decision.reason[:4000],
+                         Tag.SHIFTED_COLUMNS: ",".join(validation.shifted_columns)[:4000]})
         if validation.release_reason is not None:
-            mlflow.set_tag("perennial.release_reason", validation.release_reason[:4000])
+            mlflow.set_tag(Tag.RELEASE_REASON, validation.release_reason[:4000])
         params = {"batch": batch_id, "decision": decision.action.value,
                   "window_batches": decision.window_batches, "family": config.model.family}
         # Params cannot change once logged; a reused run's tags carry the rerun's decision.
@@ -346,7 +371,7 @@ def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, 
     mlflow_client = client(settings)
     if accuracy is not None:
         mlflow_client.log_metric(run_id, "champion_accuracy_before", accuracy)
-    mlflow_client.set_tag(run_id, "perennial.reason", reason[:4000])
+    mlflow_client.set_tag(run_id, Tag.REASON, reason[:4000])
 
 
 def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | None:
@@ -358,7 +383,7 @@ def _existing_version(name: str, batch_id: str, settings: Settings) -> Any | Non
         if not found:
             # Versions registered before the batch_key tag existed: their readable tag, compared here.
             found = [v for v in _versions(mlflow_client, name)
-                     if "perennial.batch_key" not in v.tags and v.tags.get("perennial.batch") == batch_id]
+                     if Tag.BATCH_KEY not in v.tags and v.tags.get(Tag.BATCH) == batch_id]
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
@@ -422,19 +447,19 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     tags = {
-        "perennial.batch": batch.id,
-        "perennial.batch_key": batch_key(batch.id),
-        "perennial.decision": decision.action.value,
-        "perennial.candidate": challenger.kind.value,
-        "perennial.reason": decision.reason[:4000],
-        "perennial.trained_on": ",".join(challenger.trained_on)[:4000],
-        "perennial.parent_version": str(parent.version) if parent else "",
-        "perennial.holdout_accuracy": f"{evaluation.challenger_accuracy:.6f}",
-        "perennial.holdout_rows": str(evaluation.holdout_rows),
-        "perennial.concept": str(challenger.concept),
-        "perennial.learned_rows": str(challenger.learned_rows),
-        "perennial.replay_rows": str(len(memory)),
-        "perennial.replay_memory": f"runs:/{run_id}/{REPLAY_ARTIFACT}",
+        Tag.BATCH: batch.id,
+        Tag.BATCH_KEY: batch_key(batch.id),
+        Tag.DECISION: decision.action.value,
+        Tag.CANDIDATE: challenger.kind.value,
+        Tag.REASON: decision.reason[:4000],
+        Tag.TRAINED_ON: ",".join(challenger.trained_on)[:4000],
+        Tag.PARENT_VERSION: str(parent.version) if parent else "",
+        Tag.HOLDOUT_ACCURACY: f"{evaluation.challenger_accuracy:.6f}",
+        Tag.HOLDOUT_ROWS: str(evaluation.holdout_rows),
+        Tag.CONCEPT: str(challenger.concept),
+        Tag.LEARNED_ROWS: str(challenger.learned_rows),
+        Tag.REPLAY_ROWS: str(len(memory)),
+        Tag.REPLAY_MEMORY: f"runs:/{run_id}/{REPLAY_ARTIFACT}",
     }
     version = mlflow_client.create_model_version(
         config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)
@@ -481,81 +506,48 @@ def _requirements() -> list[str]:
             f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
 
 
-def promote(config: PipelineConfig, settings: Settings, version: int, evaluation: Evaluation,
-            champion: Champion | None, expected: int | None) -> Promotion:
-    """Move `champion` to the new version if it is better by the margin on the new batch's holdout
-    and forgets at most `lifelong.forgetting_budget` on earlier windows of its concept; otherwise it
-    stays `challenger`.
-
-    Check-and-set: `expected` is the champion the decision was made against; if another
-    adaptation moved the alias meanwhile, this one does not overwrite it.
-    """
-    mlflow_client = client(settings)
-    margin, budget = config.policy.promotion_margin, config.lifelong.forgetting_budget
-    current, done = _champion_claim(mlflow_client, config.name, version, expected)
-    if done:
-        tags = mlflow_client.get_model_version(config.name, str(version)).tags
-        return Promotion(version, True, tags.get("perennial.promotion", "promoted"), version)
-    if current != expected:
-        promoted = False
-        reason = (f"not promoted: the champion moved from {f'v{expected}' if expected else 'none'} to "
-                  f"v{current} while this adaptation ran; it is not overwritten")
-    elif champion is None:
-        promoted, reason = True, "first model: champion by default"
-    elif evaluation.forgetting > budget:
-        promoted = False
-        reason = (f"not promoted: forgets {evaluation.forgetting:.1%} on {evaluation.forgetting_windows} "
-                  f"earlier window(s) of its concept (budget {budget:.1%})")
-    elif evaluation.challenger_accuracy >= (evaluation.champion_accuracy or 0.0) + margin:
-        promoted = True
-        reason = (f"challenger {evaluation.challenger_accuracy:.1%} >= champion v{champion.version} "
-                  f"{evaluation.champion_accuracy:.1%} + margin {margin:.1%} on {evaluation.holdout_rows} "
-                  "holdout rows")
-    else:
-        promoted = False
-        reason = (f"not promoted: challenger {evaluation.challenger_accuracy:.1%} < champion "
-                  f"v{champion.version} {evaluation.champion_accuracy:.1%} + margin {margin:.1%} on "
-                  f"{evaluation.holdout_rows} holdout rows")
-    # Tags first, alias last: a crash in between leaves the alias where it was, and the rerun
-    # reaches the same verdict.
-    for key, value in {"perennial.promoted": str(promoted).lower(), "perennial.promotion": reason}.items():
-        mlflow_client.set_model_version_tag(config.name, str(version), key, value)
-    if promoted:
-        _make_champion(mlflow_client, config.name, version)
-    else:
-        mlflow_client.set_registered_model_alias(config.name, CHALLENGER, str(version))
-    return Promotion(version=version, promoted=promoted, reason=reason,
-                     champion_version=version if promoted else current)
-
-
-def _champion_claim(mlflow_client: Any, name: str, version: int,
-                    expected: int | None) -> tuple[int | None, bool]:
-    """Check-and-set of `champion`: the version it is on now, and whether it is already on `version`
-    while the decision expected another (this cycle moved it before a crash: it is resumed, done).
-    The caller moves it only when it is still on `expected`."""
-    current = _alias_version(mlflow_client, name, CHAMPION)
-    return current, current == version and expected != version
-
-
-def _make_champion(mlflow_client: Any, name: str, version: int) -> None:
-    mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
-    if _alias_version(mlflow_client, name, CHALLENGER) == version:
-        mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+def promote(config: PipelineConfig, settings: Settings, version: int, verdict: tuple[bool, str],
+            expected: int | None) -> Promotion:
+    """Record the promotion verdict on the version; move `champion` to it when promoted, else make it
+    `challenger`. Check-and-set: `expected` is the champion the decision was made against."""
+    return _check_and_set(config.name, settings, version, expected, *verdict, new_version=True)
 
 
 def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: str,
               expected: int | None) -> Promotion:
     """Put a former champion back in service (`reuse`), check-and-set like `promote`."""
+    return _check_and_set(config.name, settings, version, expected, True, reason, new_version=False)
+
+
+def _check_and_set(name: str, settings: Settings, version: int, expected: int | None, promoted: bool,
+                   reason: str, new_version: bool) -> Promotion:
+    """Move `champion` to `version` only if it is still on `expected`: if another adaptation moved it
+    meanwhile, this one does not overwrite it. Already on `version` while `expected` was another: this
+    cycle moved it before a crash, so it is done. Tags first, alias last: a crash in between leaves
+    the alias where it was, and the rerun reaches the same verdict."""
     mlflow_client = client(settings)
-    current, done = _champion_claim(mlflow_client, config.name, version, expected)
-    if done:
-        return Promotion(version, True, reason, version)
+    current = _alias_version(mlflow_client, name, CHAMPION)
+    if current == version and expected != version:
+        tags = mlflow_client.get_model_version(name, str(version)).tags
+        return Promotion(version, True, tags.get(Tag.PROMOTION, reason), version)
     if current != expected:
-        return Promotion(version, False, f"not reinstated: the champion moved from v{expected} to "
-                         f"v{current} meanwhile; it is not overwritten", current or 0)
-    mlflow_client.set_model_version_tag(config.name, str(version), "perennial.promotion", reason)
-    _make_champion(mlflow_client, config.name, version)
-    return Promotion(version, True, reason, version)
+        promoted = False
+        reason = (f"not {'promoted' if new_version else 'reinstated'}: the champion moved from "
+                  f"{f'v{expected}' if expected else 'none'} to v{current} while this cycle ran; it is not "
+                  "overwritten")
+        if not new_version:  # a former champion keeps the verdict of its own promotion
+            return Promotion(version, False, reason, current or 0)
+    tags = {Tag.PROMOTION: reason, **({Tag.PROMOTED: str(promoted).lower()} if new_version else {})}
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, value)
+    if promoted:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+        if _alias_version(mlflow_client, name, CHALLENGER) == version:
+            mlflow_client.delete_registered_model_alias(name, CHALLENGER)
+    else:
+        mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
+    return Promotion(version=version, promoted=promoted, reason=reason,
+                     champion_version=version if promoted else (current or 0))
 
 
 def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], matrix: AccuracyMatrix | None,
@@ -607,8 +599,8 @@ def registered_versions(name: str, settings: Settings) -> list[dict[str, Any]]:
         versions = _versions(mlflow_client, name)
     return [
         {"version": int(v.version), "aliases": sorted(by_version.get(str(v.version), [])),
-         "run_id": v.run_id, **{k.removeprefix("perennial."): val for k, val in v.tags.items()
-                                if k.startswith("perennial.")}}
+         "run_id": v.run_id, **{k.removeprefix(TAG_PREFIX): val for k, val in v.tags.items()
+                                if k.startswith(TAG_PREFIX)}}
         for v in sorted(versions, key=lambda v: -int(v.version))
     ]
 

@@ -5,11 +5,7 @@ from __future__ import annotations
 import re
 
 from perennial.adapters import prefect_events as events
-from perennial.core.types import CycleRecord, DriftResult
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+from perennial.core.types import Action, CycleRecord, DriftResult, pct
 
 
 def cycle_markdown(model: str, record: CycleRecord) -> str:
@@ -22,14 +18,14 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
         "| rows | validation | drift share | champion accuracy before | challenger accuracy "
         "| registered version | champion after |",
         "|---|---|---|---|---|---|---|",
-        f"| {record.rows} | {record.validation} | {_fmt(record.drift_share)} "
-        f"| {_fmt(record.champion_accuracy_before)} | {_fmt(record.challenger_accuracy)} "
+        f"| {record.rows} | {record.validation} | {pct(record.drift_share, 1)} "
+        f"| {pct(record.champion_accuracy_before, 1)} | {pct(record.challenger_accuracy, 1)} "
         f"| {record.model_version or '-'} | {record.champion_version_after or '-'} |",
     ]
     if record.candidates:
         lines += ["", "| candidate | holdout accuracy | forgetting | rows | train s (CPU) | |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {c['kind']} | {_fmt(c['accuracy'])} | {_fmt(c['forgetting'])} | {c['rows']:,} "
+        lines += [f"| {c['kind']} | {pct(c['accuracy'], 1)} | {pct(c['forgetting'], 1)} | {c['rows']:,} "
                   f"| {c['train_seconds']:.2f} ({c['train_cpu_seconds']:.2f}) "
                   f"| {'chosen' if c['chosen'] else ''} |" for c in record.candidates]
     if record.promotion:
@@ -60,7 +56,7 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
             key=f"{key}-drift", description=f"Per-feature drift of {record.batch}")
     if mlflow_link:
         create_link_artifact(mlflow_link, link_text=f"MLflow run of {record.batch}", key=f"{key}-mlflow-run")
-    if record.decision == "reject":
+    if record.decision is Action.REJECT:
         events.emit(events.BATCH_REJECTED, model, {
             "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
             "champion_accuracy": record.champion_accuracy_before,

@@ -11,16 +11,13 @@ from rich.table import Table
 from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.state import RELEASED, StateStore
-from perennial.core.types import CycleRecord, Trigger
+from perennial.core.types import Action, CycleRecord, Trigger, pct
 
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
 console = Console(width=max(Console().width, 160))
 
-_DECISION_STYLE = {"reject": "red", "noop": "dim", "fine_tune": "yellow", "retrain": "cyan", "reuse": "green"}
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+_DECISION_STYLE = {Action.REJECT: "red", Action.NOOP: "dim", Action.FINE_TUNE: "yellow",
+                   Action.RETRAIN: "cyan", Action.REUSE: "green"}
 
 
 def cycles_table(records: list[CycleRecord], title: str) -> Table:
@@ -36,11 +33,11 @@ def cycles_table(records: list[CycleRecord], title: str) -> Table:
                          max_width=60 if column == "reason" else None)
     for r in records:
         style = _DECISION_STYLE.get(r.decision, "")
-        table.add_row(r.batch, str(r.rows), _pct(r.drift_share),
-                      _pct(r.champion_accuracy_before), f"[{style}]{_decision_cell(r)}[/{style}]",
+        table.add_row(r.batch, str(r.rows), pct(r.drift_share, 1),
+                      pct(r.champion_accuracy_before, 1), f"[{style}]{_decision_cell(r)}[/{style}]",
                       _reason_cell(r), _model_cell(r),
                       f"v{r.champion_version_after}" if r.champion_version_after else "-",
-                      _seconds(r.train_seconds, r.train_cpu_seconds), _pct(r.forgetting))
+                      _seconds(r.train_seconds, r.train_cpu_seconds), pct(r.forgetting, 1))
     return table
 
 
@@ -72,7 +69,7 @@ def cost_summary(records: list[CycleRecord]) -> str:
             f"{sum(r.trained_rows or 0 for r in trained):,} rows; evaluation "
             f"{sum(r.eval_seconds or 0 for r in records):.1f} s wall / "
             f"{sum(r.eval_cpu_seconds or 0 for r in records):.1f} s CPU; "
-            f"{sum(r.decision == 'reuse' for r in records)} reuse(s) without training.")
+            f"{sum(r.decision is Action.REUSE for r in records)} reuse(s) without training.")
 
 
 def lifelong_summary(matrix: AccuracyMatrix) -> str | None:
@@ -117,20 +114,20 @@ def start_flow_server(config: Path | None = None) -> None:
 
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
-    config = load_config(config_path)
+    config, settings = load_config(config_path), Settings()
     from perennial.adapters.mlflow_registry import check_reachable
 
     # Before the flow: an outage is one line and leaves nothing behind, not retries and a traceback.
-    check_reachable(Settings())
+    check_reachable(settings)
     check_rules_early(config)
-    store = StateStore(Settings().state_dir, config.name)
+    store = StateStore(settings.state_dir, config.name)
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
         store.check()
         start_flow_server()
         from perennial.pipeline.flows.continuous_training import continuous_training
 
         hide_user_error_tracebacks()
-        records = continuous_training(str(config_path))
+        records = continuous_training(str(config_path), settings=settings)
     if not records:
         console.print(f"No new batches for [bold]{config.name}[/] in {config.source_pattern()}")
         return 0
@@ -232,7 +229,7 @@ def check_ingest_name(file: Path, store: StateStore) -> CycleRecord | None:
         raise BatchError(f"batch file {file}: expected one of {', '.join(sorted(BATCH_SUFFIXES))}")
     record = store.record(name)
     quarantined = store.quarantine_dir / name
-    if record is not None and record.decision == "reject" and quarantined.is_file() \
+    if record is not None and record.decision is Action.REJECT and quarantined.is_file() \
             and filecmp.cmp(file, quarantined, shallow=False):
         return record  # `perennial release` asks for this when the file has left the folder
     if record is not None:
@@ -253,33 +250,21 @@ def copy_exclusively(file: Path, target: Path) -> None:
     """Copy to a hidden partial file of its own (the monitor skips dot-files), sync it, then link it
     to the target name: the link fails if that name exists, even one that appeared a moment ago, so
     no batch is ever replaced. The partial file never outlives this call."""
-    import os
-    import secrets
     import shutil
 
+    from perennial.core.files import place_atomically
     from perennial.core.types import BatchError
 
     def cannot_copy(exc: OSError) -> BatchError:  # disk full, permissions, no hard links there
         return BatchError(f"batch file {file}: cannot be copied to {target} ({exc.strerror or exc})")
 
-    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
     try:
-        # Its own (no two ingests share a partial file), with the permissions the umask gives.
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise cannot_copy(exc) from None
-    try:
-        with os.fdopen(fd, "wb") as out, open(file, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(partial, target)
+        with open(file, "rb") as src:
+            place_atomically(target, lambda out: shutil.copyfileobj(src, out, 1 << 20), replace=False)
     except FileExistsError:
         raise BatchError(already_arrived(target)) from None
     except OSError as exc:
         raise cannot_copy(exc) from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def release(batch_id: str, config_path: Path, reason: str) -> int:
@@ -301,7 +286,7 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
     if record.status == RELEASED:
         raise BatchError(f"batch {batch_id}: already released ({record.release_reason}); "
                          "the next `perennial run` processes it")
-    if record.decision != "reject":
+    if record.decision is not Action.REJECT:
         raise BatchError(f"batch {batch_id}: not rejected (its decision was {record.decision}: "
                          f"{record.reason}); only a rejected batch can be released")
     unusable = record.unusable or ([record.reason] if record.validation == "unreadable" else [])
@@ -360,7 +345,7 @@ def status(config_path: Path, last: int) -> int:
         for v in versions:
             acc = v.get("holdout_accuracy")
             table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or "-", v.get("decision", "-"),
-                          v.get("batch", "-"), _pct(float(acc)) if acc else "-",
+                          v.get("batch", "-"), pct(float(acc), 1) if acc else "-",
                           v.get("promoted", "-"), v.get("promotion", "-"))
         console.print(table)
     store = StateStore(settings.state_dir, config.name)

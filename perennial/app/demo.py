@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from perennial.app import streams
+from perennial.core.files import place_atomically
 
 DEMO_CONFIG = """\
 # Perennial config of the demo stream; see README "Configuration" for every key.
@@ -155,12 +155,10 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
         if path.name in already:
             continue
         arrived = inbox / path.name
-        if not arrived.exists():
-            tmp = inbox / f".{path.name}.tmp"
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, arrived)  # atomic: the flow never sees half a file
+        if not arrived.exists():  # placed whole: the flow never sees half a file
+            place_atomically(arrived, lambda out, src=path: out.write(src.read_bytes()))
         with console.status(f"Batch {i}/{len(stream)} ({phase}): validate, drift, decide, adapt..."):
-            for record in continuous_training(str(config_path)):
+            for record in continuous_training(str(config_path), settings=settings):
                 console.print(f"  {record.batch}: [bold]{record.decision}[/]")
 
     records = store.records()
@@ -181,10 +179,9 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
 
 def _print_summary(console, records, seconds: float, matrix) -> None:
     from perennial.app.commands import cost_summary, lifelong_summary
-    from perennial.core.types import Trigger
+    from perennial.core.types import Action, Trigger
 
-    counts = {d: sum(r.decision == d for r in records)
-              for d in ("reject", "noop", "fine_tune", "retrain", "reuse")}
+    counts = {d.value: sum(r.decision is d for r in records) for d in Action}
     champion = next((r.champion_version_after for r in reversed(records) if r.champion_version_after), None)
     versions = sum(r.model_version is not None for r in records)
     promoted = sum(bool(r.promoted) for r in records)

@@ -14,11 +14,13 @@ from perennial.core.types import (
     CycleRecord,
     Decision,
     DriftResult,
+    Evaluation,
     Growth,
     Reference,
     Trigger,
     ValidationResult,
     pct,
+    sampling_noise,
 )
 
 
@@ -259,6 +261,39 @@ def choose(trials: Sequence[CandidateResult], forgetting_budget: float) -> int:
     that forget at most the budget on their concept's windows (all of them when none does); on a
     tie the one that forgets least over every earlier window (it kept what still holds), then the
     cheaper."""
-    within = [i for i, t in enumerate(trials) if t.forgetting <= forgetting_budget] or range(len(trials))
+    within = [i for i, t in enumerate(trials) if not forgets_too_much(t.forgetting, forgetting_budget)] \
+        or range(len(trials))
     return max(within, key=lambda i: (trials[i].accuracy, -trials[i].forgetting_all,
                                       -(trials[i].train_cpu_seconds or 0.0)))
+
+
+def forgets_too_much(forgetting: float, budget: float) -> bool:
+    """The forgetting gate of promotion, reuse and the choice among candidates."""
+    return forgetting > budget
+
+
+def promotion_verdict(evaluation: Evaluation, champion_version: int | None, policy: PolicyConfig,
+                      forgetting_budget: float) -> tuple[bool, str]:
+    """Promote a challenger? Yes for the first model; otherwise only if it forgets at most the budget
+    on earlier windows of its concept and beats the champion by the margin on the batch's holdout."""
+    if champion_version is None:
+        return True, "first model: champion by default"
+    e, margin = evaluation, policy.promotion_margin
+    if forgets_too_much(e.forgetting, forgetting_budget):
+        return False, (f"not promoted: forgets {pct(e.forgetting, 1)} on {e.forgetting_windows} earlier "
+                       f"window(s) of its concept (budget {pct(forgetting_budget, 1)})")
+    on = (f"v{champion_version} {pct(e.champion_accuracy or 0.0, 1)} + margin {pct(margin, 1)} on "
+          f"{e.holdout_rows} holdout rows")
+    if e.challenger_accuracy >= (e.champion_accuracy or 0.0) + margin:
+        return True, f"challenger {pct(e.challenger_accuracy, 1)} >= champion {on}"
+    return False, f"not promoted: challenger {pct(e.challenger_accuracy, 1)} < champion {on}"
+
+
+def concept_returned(accuracy: float, holdout_accuracy: float, champion_accuracy: float, rows: int,
+                     policy: PolicyConfig) -> bool:
+    """Has a former champion's concept returned? It holds its own holdout accuracy on the batch (a drop
+    under `accuracy_drop_moderate`) and beats the champion by the promotion margin and beyond
+    sampling noise (a version that wins by a hair is not a concept returning)."""
+    beyond_noise = accuracy - champion_accuracy > sampling_noise(accuracy, rows, champion_accuracy, rows)
+    return (beyond_noise and accuracy >= champion_accuracy + policy.promotion_margin
+            and holdout_accuracy - accuracy < policy.accuracy_drop_moderate)

@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from perennial.core import failpoints
+from perennial.core.files import write_atomically
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.types import CycleRecord, Schema, StateError
 
@@ -39,21 +39,6 @@ log = logging.getLogger(__name__)
 
 # Locks this process holds, by path: a cycle takes the lock its caller (the CLI) already holds.
 _held: dict[Path, list[int]] = {}
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old content or the new, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def batch_key(batch_id: str) -> str:

@@ -16,9 +16,14 @@ from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.sampling import sample_rows
 
 
-def pct(x: float) -> str:
-    """A share as a percentage for people: whole numbers without a decimal (90%), else one (88.5%)."""
-    return f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-9 else f"{x:.1%}"
+def pct(x: float | None, decimals: int | None = None) -> str:
+    """A share as a percentage for people, the one formatter of them all: `decimals` fixed, or by
+    default whole numbers without a decimal (90%) and others with one (88.5%); None is "-"."""
+    if x is None:
+        return "-"
+    if decimals is None:
+        decimals = 0 if abs(x * 100 - round(x * 100)) < 1e-9 else 1
+    return f"{x:.{decimals}%}"
 
 
 def sampling_noise(p1: float, n1: int, p2: float, n2: int) -> float:
@@ -362,7 +367,7 @@ class CycleRecord:
     validation: str
     drift_share: float | None
     champion_accuracy_before: float | None
-    decision: str
+    decision: Action
     reason: str
     champion_version_after: int | None
     # The decision judged the old concept superseded (a deployed adapt run reads it from here).
@@ -413,9 +418,12 @@ class CycleRecord:
     release_reason: str | None = None
     released_at: str | None = None
 
+    def __post_init__(self) -> None:
+        self.decision = Action(self.decision)  # the ledger's JSON holds its value
+
     def recorded_decision(self) -> Decision:
         """The decision this line records, for a run that carries it out (a resumed or deployed one)."""
-        return Decision(Action(self.decision), self.reason, self.window_batches or 1, self.supersedes,
+        return Decision(self.decision, self.reason, self.window_batches or 1, self.supersedes,
                         self.reuse_version, Trigger(self.trigger))
 
     def add_eval_cost(self, wall: float, cpu: float) -> None:

@@ -12,11 +12,12 @@ from sklearn.pipeline import Pipeline
 
 from perennial.adapters.batch_files import holdout_split, split_holdout
 from perennial.adapters.mlflow_registry import former_champions, load_version, replay_memory
-from perennial.core.config import PipelineConfig, Settings
+from perennial.core.config import PipelineConfig
 from perennial.core.evaluation import accuracy
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
+from perennial.core.policy import concept_returned, forgets_too_much
 from perennial.core.sampling import batch_seed, uniform_mask
-from perennial.core.state import StateChange, StateStore
+from perennial.core.state import StateChange
 from perennial.core.types import (
     Action,
     Batch,
@@ -27,8 +28,8 @@ from perennial.core.types import (
     Schema,
     Trigger,
     ValidationResult,
-    sampling_noise,
 )
+from perennial.pipeline.context import Cycle
 
 
 def window_mask(batch_id: str, holdout_rows: int, config: PipelineConfig) -> np.ndarray:
@@ -67,10 +68,12 @@ class Windows:
         return self.rows[self.batch_id]
 
 
-def load_windows(store: StateStore, batch: Batch, config: PipelineConfig) -> Windows:
+def load_windows(cycle: Cycle) -> Windows:
+    """The accuracy matrix and the kept windows, with this batch's."""
+    store, batch = cycle.store, cycle.batch
     matrix = store.matrix()
     rows = {w.batch: store.window(w.batch) for w in matrix.windows if w.batch != batch.id}
-    rows[batch.id] = window_of(batch, config)
+    rows[batch.id] = window_of(batch, cycle.config)
     return Windows(matrix, rows, batch.id)
 
 
@@ -107,16 +110,16 @@ def step_change(config: PipelineConfig, windows: Windows, matrix: AccuracyMatrix
     return StateChange(schema=schema, matrix=matrix, window=windows.current, dropped=dropped, replay=memory)
 
 
-def memory_in_service(store: StateStore, config: PipelineConfig, settings: Settings,
-                      champion: Champion | None) -> ReplayMemory:
+def memory_in_service(cycle: Cycle) -> ReplayMemory:
     """The replay memory of the concept in service; a lost file is restored from the champion's
     version, which holds a copy as it was registered (rows kept since are not in it)."""
+    store, config, champion = cycle.store, cycle.config, cycle.champion
     capacity, target = config.lifelong.replay_rows, config.data.target
     if store.has_replay() or champion is None or not store.matrix().steps:
         return store.replay(capacity, target)
     logging.getLogger(__name__).warning(
         "%s is missing: restored the replay memory from v%d's copy", store.replay_path, champion.version)
-    return replay_memory(config, settings, champion.version)
+    return replay_memory(config, cycle.settings, champion.version)
 
 
 def concept_memory(in_service: ReplayMemory, config: PipelineConfig, champion: Champion | None,
@@ -151,32 +154,27 @@ class Reuse:
     learned_rows: int | None = None
 
 
-def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-                  champion: Champion | None, drift: DriftResult | None, validation: ValidationResult,
+def find_reusable(cycle: Cycle, drift: DriftResult | None, validation: ValidationResult,
                   decision: Decision) -> Reuse | None:
     """Before training because the champion lost accuracy: has the concept of a former champion
-    returned? It must hold its own holdout accuracy on the batch (drop under
-    `policy.accuracy_drop_moderate`), beat the champion on it beyond sampling noise and by the
-    promotion margin, and forget at most `lifelong.forgetting_budget` on earlier windows of its
-    concept. The best such, or None."""
+    returned (`policy.concept_returned`), without forgetting beyond the budget on earlier windows of
+    its concept? The best such, or None."""
+    config, batch, champion, schema = cycle.config, cycle.batch, cycle.champion, cycle.schema
     if champion is None or drift is None or decision.trigger is not Trigger.DRIFT \
             or not accuracy_dropped(drift) or validation.new_classes:
         return None
-    policy, lifelong = config.policy, config.lifelong
-    windows = load_windows(store, batch, config)
     now = drift.champion_accuracy or 0.0
     scored = []
-    for candidate in former_champions(config, settings, champion.version, lifelong.reuse_candidates):
+    former = former_champions(config, cycle.settings, champion.version, config.lifelong.reuse_candidates)
+    for candidate in former:
         acc = accuracy(candidate.model, batch.frame, schema)
-        # Better beyond sampling noise: a version that wins by a hair is not a concept returning.
-        beats = acc - now > sampling_noise(acc, batch.rows, now, batch.rows)
-        if beats and acc >= now + policy.promotion_margin and \
-                candidate.holdout_accuracy - acc < policy.accuracy_drop_moderate:
+        if concept_returned(acc, candidate.holdout_accuracy, now, batch.rows, config.policy):
             scored.append((acc, candidate))
+    windows = load_windows(cycle) if scored else None
     for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):
         matrix = score_windows(candidate.model, windows, schema, candidate.concept)
         forgets = matrix.metrics().concept_forgetting
-        if forgets > lifelong.forgetting_budget:
+        if forgets_too_much(forgets, config.lifelong.forgetting_budget):
             continue
         reason = (f"concept returned: v{candidate.version} scores {acc:.1%} on this batch (its holdout "
                   f"{candidate.holdout_accuracy:.1%}) against the champion v{champion.version}'s {now:.1%}; "
@@ -187,12 +185,11 @@ def find_reusable(config: PipelineConfig, settings: Settings, store: StateStore,
     return None
 
 
-def resumed_reuse(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-                  decision: Decision) -> Reuse | None:
+def resumed_reuse(cycle: Cycle, decision: Decision) -> Reuse | None:
     """The reuse a crashed cycle decided, scored again (None when the decision is not a reuse)."""
     if decision.action is not Action.REUSE or decision.reuse_version is None:
         return None
-    version = load_version(config, settings, decision.reuse_version)
-    windows = load_windows(store, batch, config)
-    matrix = score_windows(version.model, windows, schema, version.concept)
+    version = load_version(cycle.config, cycle.settings, decision.reuse_version)
+    windows = load_windows(cycle)
+    matrix = score_windows(version.model, windows, cycle.schema, version.concept)
     return Reuse(decision, matrix, windows, version.learned_rows)

@@ -27,7 +27,7 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         validation="passed" if validation.success else "failed",
         drift_share=drift.drift_share if drift else None,
         champion_accuracy_before=drift.champion_accuracy if drift else None,
-        decision=decision.action.value, reason=decision.reason, supersedes=decision.supersedes, run_id=run_id,
+        decision=decision.action, reason=decision.reason, supersedes=decision.supersedes, run_id=run_id,
         window_batches=decision.window_batches, reuse_version=decision.reuse_version,
         trigger=decision.trigger.value, champion_version_before=champion.version if champion else None,
         champion_version_after=champion.version if champion else None,
@@ -48,7 +48,7 @@ def record_adaptation(record: CycleRecord, decision: Decision, promotion: Promot
                       trials: list[Challenger]) -> None:
     """An adaptation's outcome on its ledger line: the decision as carried out, every candidate, and
     the cost of training and evaluating them all."""
-    record.decision, record.reason = decision.action.value, decision.reason
+    record.decision, record.reason = decision.action, decision.reason
     record.supersedes, record.trigger = decision.supersedes, decision.trigger.value
     record.model_version, record.promoted = promotion.version, promotion.promoted
     record.promotion, record.champion_version_after = promotion.reason, promotion.champion_version

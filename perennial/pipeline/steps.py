@@ -5,44 +5,47 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from perennial.adapters.mlflow_registry import run_url
+from perennial.adapters.mlflow_registry import Tag, run_url
 from perennial.adapters.plots import accuracy_heatmap
-from perennial.core.config import Settings
 from perennial.core.lifelong import AccuracyMatrix
-from perennial.core.state import StateChange, StateStore
+from perennial.core.state import StateChange
 from perennial.core.types import ChampionScore, CycleRecord, DriftResult
+from perennial.pipeline.context import Cycle
 from perennial.pipeline.records import step_metrics
 from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle, record_cycle, run_logger
 
 
-def note_champion_score(settings: Settings, record: CycleRecord, score: ChampionScore | None) -> None:
+def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:
     """A rejected batch's ledger line, reason and MLflow run gain the champion's accuracy on it."""
+    record = cycle.record
     if score is None:
         return
     record.champion_accuracy_before = score.accuracy
     record.reason = f"{record.reason}; {score.describe()}"
     if record.run_id:
-        log_champion_score(settings, record.run_id, score.accuracy, record.reason)
+        log_champion_score(cycle.settings, record.run_id, score.accuracy, record.reason)
 
 
-def finish_step(settings: Settings, record: CycleRecord, matrix: AccuracyMatrix,
-                accuracy_reached: float | None, heatmap_dir: Path | None) -> None:
+def finish_step(cycle: Cycle, matrix: AccuracyMatrix, accuracy_reached: float | None,
+                heatmap_dir: Path | None) -> None:
     """Put the cycle's cost and lifelong metrics on its ledger line and in its MLflow run; with
     `heatmap_dir` (after a training), the accuracy matrix as a table and a heatmap too."""
+    record = cycle.record
     metrics = step_metrics(record, matrix, accuracy_reached)
     if not record.run_id:
         return
     heatmap = accuracy_heatmap(matrix, heatmap_dir / "accuracy_matrix.png") if heatmap_dir else None
     # The decision as carried out (an adaptation may keep another candidate than the policy's).
-    tags = {"perennial.decision": record.decision, "perennial.reason": record.reason[:4000]}
-    log_lifelong(settings, record.run_id, metrics, matrix if heatmap_dir else None, heatmap, tags)
+    tags = {Tag.DECISION: record.decision, Tag.REASON: record.reason[:4000]}
+    log_lifelong(cycle.settings, record.run_id, metrics, matrix if heatmap_dir else None, heatmap, tags)
 
 
-def finish_cycle(model: str, settings: Settings, store: StateStore, record: CycleRecord,
-                 drift: DriftResult | None = None, change: StateChange | None = None) -> CycleRecord:
+def finish_cycle(cycle: Cycle, drift: DriftResult | None = None,
+                 change: StateChange | None = None) -> CycleRecord:
     """Publish the cycle's artifacts and events, then commit its state and ledger line."""
+    record, settings = cycle.record, cycle.settings
     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    publish_cycle(model, record, drift, run_url(settings, record.run_id) if record.run_id else None)
-    record_cycle(store, record, change)
+    publish_cycle(cycle.name, record, drift, run_url(settings, record.run_id) if record.run_id else None)
+    record_cycle(cycle.store, record, change)
     run_logger().info("%s -> %s (%s): %s", record.batch, record.decision, record.status, record.reason)
     return record

@@ -7,23 +7,25 @@ flow runs it when a `perennial.drift.detected` or `perennial.data.grown` event a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from perennial.adapters.batch_files import holdout_split
 from perennial.adapters.mlflow_registry import check_reachable, replay_memory
 from perennial.core import failpoints
-from perennial.core.config import PipelineConfig, Settings, load_config
+from perennial.core.config import PipelineConfig, Settings
 from perennial.core.lifelong import ReplayMemory
-from perennial.core.policy import candidate_plan, choose, estimated_costs, growth_of, last_winner
-from perennial.core.state import REQUESTED, StateChange, StateStore
+from perennial.core.policy import (
+    candidate_plan,
+    choose,
+    estimated_costs,
+    growth_of,
+    last_winner,
+    promotion_verdict,
+)
+from perennial.core.state import REQUESTED, StateChange
 from perennial.core.timing import timed
 from perennial.core.types import (
-    Batch,
     Candidate,
     Challenger,
     Champion,
@@ -31,10 +33,10 @@ from perennial.core.types import (
     Decision,
     Growth,
     Promotion,
-    Schema,
     Trigger,
     pct,
 )
+from perennial.pipeline.context import Cycle
 from perennial.pipeline.lifelong import (
     Reuse,
     Windows,
@@ -58,40 +60,43 @@ from perennial.pipeline.tasks import (
     reinstate,
     run_logger,
     score_windows,
+    train,
+    training_rows,
 )
-from perennial.pipeline.training import earlier_batches, estimated_rows, train, training_rows
+from perennial.pipeline.training import earlier_batches, estimated_rows
 
 
-def adapt_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-                decision: Decision, champion: Champion | None, expected_champion: int | None,
-                record: CycleRecord) -> StateChange:
+def adapt_batch(cycle: Cycle, decision: Decision, expected_champion: int | None) -> StateChange:
     """Train the candidates the policy and the cost budget allow, keep the best on the batch's holdout
     rows among those within the forgetting budget, register it with its replay memory, promote it
     (check-and-set) or not; returns what the cycle keeps. Registering and promoting are idempotent,
     so a resumed cycle ends with the same version and alias."""
-    history = [r for r in store.records() if r.batch != batch.id]
-    train_idx, holdout_idx = holdout_split(batch, config)
-    windows = load_windows(store, batch, config)
-    in_service = memory_in_service(store, config, settings, champion)
-    plan = candidates_for(decision, history, config, champion, len(train_idx))
-    trials = [train_candidate(kind, config, in_service, batch, schema, decision, champion, history, windows,
-                              train_idx, holdout_idx) for kind in plan]
+    config, batch, champion, record = cycle.config, cycle.batch, cycle.champion, cycle.record
+    history = [r for r in cycle.store.records() if r.batch != batch.id]
+    train_idx, _ = holdout_split(batch, config)
+    windows = load_windows(cycle)
+    in_service = memory_in_service(cycle)
+    trials = [train_candidate(cycle, kind, decision, in_service, history, windows)
+              for kind in candidates_for(decision, history, config, champion, len(train_idx))]
     best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
     decision = chosen_decision(decision, best, trials)
-    version = register(config, settings, record.run_id, best, batch, schema, decision, champion)
+    version = register(config, cycle.settings, record.run_id, best, batch, cycle.schema, decision, champion)
     failpoints.reached("registered")
-    promotion = promote(config, settings, version, best.evaluation, champion, expected_champion)
+    verdict = promotion_verdict(best.evaluation, champion.version if champion else None, config.policy,
+                                config.lifelong.forgetting_budget)
+    promotion = promote(config, cycle.settings, version, verdict, expected_champion)
     failpoints.reached("promoted")
     matrix, learnt = best.matrix, best.memory
     if not promotion.promoted and champion is not None:  # the champion stays in service
-        matrix = score_windows(champion.model, windows, schema, champion.concept)
+        matrix = score_windows(champion.model, windows, cycle.schema, champion.concept)
         if best.concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
             learnt = remember(in_service, batch, train_idx, config)
-    change = step_change(config, windows, matrix, promotion.champion_version, learnt, schema)
+    # The matrix as kept (the oldest windows dropped) is the one its metrics are measured on.
+    change = step_change(config, windows, matrix, promotion.champion_version, learnt, cycle.schema)
     record_adaptation(record, decision, promotion, best, trials)
     record.learned_rows = learned_after(decision, promotion, best, history, champion)
     record.unlearned_rows = 0
-    finish_step(settings, record, matrix, best.evaluation.challenger_accuracy, store.report_dir(batch.id))
+    finish_step(cycle, matrix, best.evaluation.challenger_accuracy, cycle.store.report_dir(batch.id))
     return change
 
 
@@ -109,31 +114,23 @@ def candidates_for(decision: Decision, history: list[CycleRecord], config: Pipel
     return plan
 
 
-def run_task(task: Any, *args: Any) -> Any:
-    """Run a Prefect task inside the flow run (a task run per call)."""
-    return task(*args)
-
-
-def train_candidate(kind: Candidate, config: PipelineConfig, in_service: ReplayMemory, batch: Batch,
-                    schema: Schema,
-                    decision: Decision, champion: Champion | None, history: list[CycleRecord],
-                    windows: Windows, train_idx: np.ndarray, holdout_idx: np.ndarray,
-                    call: Callable[..., Any] = run_task) -> Challenger:
+def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_service: ReplayMemory,
+                    history: list[CycleRecord], windows: Windows) -> Challenger:
     """Train one candidate and measure it on the batch's holdout rows and on the earlier windows.
 
-    `in_service`: the replay memory of the champion's concept. `call(task, *args)` runs each task (the
-    benchmark's plain mode calls their functions directly).
-    """
+    `in_service`: the replay memory of the champion's concept."""
+    config, batch, champion, schema = cycle.config, cycle.batch, cycle.champion, cycle.schema
+    train_idx, holdout_idx = holdout_split(batch, config)
     concept = next_concept(windows.matrix, champion, decision, kind)
     memory = concept_memory(in_service, config, champion, concept)
     earlier = earlier_batches(kind, history, config, champion.concept if champion else None)
     kept = {w.batch for w in windows.matrix.windows}
-    rows, trained_on = call(training_rows, kind, batch, train_idx, earlier, kept, config, memory)
+    rows, trained_on = training_rows(kind, batch, train_idx, earlier, kept, config, memory)
     with timed() as training:
-        model = call(train, kind, rows, champion, schema, config)
+        model = train(kind, rows, champion, schema, config)
     with timed() as evaluating:
-        evaluation = call(evaluate, model, champion, batch.frame.iloc[holdout_idx], schema)
-        matrix = call(score_windows, model, windows, schema, concept)
+        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema)
+        matrix = score_windows(model, windows, schema, concept)
         evaluation.forgetting = matrix.metrics().concept_forgetting
         evaluation.forgetting_windows = concept_windows(matrix)
     learned = (champion_learned_rows(history, champion) + len(train_idx)
@@ -172,43 +169,44 @@ def learned_after(decision: Decision, promotion: Promotion, best: Challenger, hi
     return champion_learned_rows(history, champion)
 
 
-def reuse_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch,
-                reuse: Reuse, champion: Champion, record: CycleRecord) -> StateChange | None:
+def reuse_batch(cycle: Cycle, reuse: Reuse) -> StateChange | None:
     """Put a former champion back in service, with the replay memory it was registered with."""
-    decision, matrix = reuse.decision, reuse.matrix
+    decision, matrix, record = reuse.decision, reuse.matrix, cycle.record
     version = decision.reuse_version or 0
-    promotion = reinstate(config, settings, version, decision.reason, champion.version)
+    promotion = reinstate(cycle.config, cycle.settings, version, decision.reason, cycle.champion.version)
     failpoints.reached("promoted")
-    train_idx, _ = holdout_split(batch, config)
-    memory = remember(replay_memory(config, settings, version), batch, train_idx, config)
-    change = step_change(config, reuse.windows, matrix, version, memory) if promotion.promoted else None
+    train_idx, _ = holdout_split(cycle.batch, cycle.config)
+    memory = remember(replay_memory(cycle.config, cycle.settings, version), cycle.batch, train_idx,
+                      cycle.config)
+    change = step_change(cycle.config, reuse.windows, matrix, version, memory) if promotion.promoted else None
     record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
     record.champion_version_after = promotion.champion_version
     record.learned_rows, record.unlearned_rows = reuse.learned_rows, 0
-    finish_step(settings, record, matrix, matrix.steps[-1].accuracy[batch.id], None)
+    finish_step(cycle, matrix, matrix.steps[-1].accuracy[cycle.batch.id], None)
     return change
 
 
-def keep_batch(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-               champion: Champion, record: CycleRecord, growth: Growth | None) -> StateChange:
+def keep_batch(cycle: Cycle, growth: Growth | None) -> StateChange:
     """No adaptation: the batch still joins the windows and the champion's replay memory; its
     training rows count as not learnt yet (`growth`, as the policy saw it, this batch included)."""
-    train_idx, _ = holdout_split(batch, config)
-    windows = load_windows(store, batch, config)
+    champion, record = cycle.champion, cycle.record
+    train_idx, _ = holdout_split(cycle.batch, cycle.config)
+    windows = load_windows(cycle)
     with timed() as evaluating:
-        matrix = score_windows(champion.model, windows, schema, champion.concept)
-    memory = remember(memory_in_service(store, config, settings, champion), batch, train_idx, config)
-    change = step_change(config, windows, matrix, champion.version, memory, schema)
+        matrix = score_windows(champion.model, windows, cycle.schema, champion.concept)
+    memory = remember(memory_in_service(cycle), cycle.batch, train_idx, cycle.config)
+    change = step_change(cycle.config, windows, matrix, champion.version, memory, cycle.schema)
     if growth is not None:
         record.learned_rows, record.unlearned_rows = growth.learned_rows, growth.new_rows
     record.add_eval_cost(evaluating.wall, evaluating.cpu)
-    finish_step(settings, record, matrix, record.champion_accuracy_before, None)
+    finish_step(cycle, matrix, record.champion_accuracy_before, None)
     return change
 
 
 @cycle_flow(name="adapt")
 def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
-          window_batches: int = 1, champion_version: int = 0) -> list[CycleRecord]:
+          window_batches: int = 1, champion_version: int = 0,
+          settings: Settings | None = None) -> list[CycleRecord]:
     """Carry out the adaptations the monitor requested (`perennial.drift.detected` or
     `perennial.data.grown`); `champion_version` 0 means none.
 
@@ -216,21 +214,19 @@ def adapt(config_path: str, batch_ids: list[str], mode: str, reason: str = "",
     monitor's request, and only as requested (action and champion); anything else -- a redelivered
     event, a forged one -- is refused with the reason in the run's log, and changes nothing.
     """
-    config = load_config(config_path)
-    settings = Settings()
-    store = StateStore(settings.state_dir, config.name)
+    model = Cycle.open(config_path, settings)
     logger = run_logger()
     done = []
-    with store.lock(settings.lock_wait_seconds, holder=f"adapt of {config.name}"):
-        store.check()
-        check_reachable(settings)
+    with model.store.lock(model.settings.lock_wait_seconds, holder=f"adapt of {model.name}"):
+        model.store.check()
+        check_reachable(model.settings)
         for batch_id in batch_ids:
-            record = store.record(batch_id)
+            record = model.store.record(batch_id)
             refusal = refusal_of(batch_id, record, mode, champion_version)
             if refusal:
                 logger.warning("adaptation of %s refused: %s", batch_id, refusal)
                 continue
-            done.append(adapt_requested(config, settings, store, record))
+            done.append(adapt_requested(model, record))
     return done
 
 
@@ -250,12 +246,12 @@ def refusal_of(batch_id: str, record: CycleRecord | None, mode: str, champion_ve
     return None
 
 
-def adapt_requested(config: PipelineConfig, settings: Settings, store: StateStore,
-                    record: CycleRecord) -> CycleRecord:
+def adapt_requested(model: Cycle, record: CycleRecord) -> CycleRecord:
     """Carry out an adaptation the monitor recorded as requested, against the champion it decided
     against (check-and-set); its ledger line becomes the outcome."""
-    batch = load_batch(Path(record.path), config)
-    champion = load_version(config, settings, record.champion_version_before)
-    change = adapt_batch(config, settings, store, batch, store.schema(), record.recorded_decision(),
-                         champion, record.champion_version_before, record)
-    return finish_cycle(config.name, settings, store, record, None, change)
+    expected = record.champion_version_before
+    cycle = model.on(load_batch(Path(record.path), model.config), model.store.schema(),
+                     load_version(model.config, model.settings, expected))
+    cycle.record = record
+    change = adapt_batch(cycle, record.recorded_decision(), expected)
+    return finish_cycle(cycle, None, change)

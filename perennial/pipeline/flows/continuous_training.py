@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -9,30 +10,30 @@ from prefect.runtime import flow_run
 
 from perennial.adapters.batch_files import holdout_split
 from perennial.adapters.mlflow_registry import champion_version, check_reachable
-from perennial.core.config import PipelineConfig, Settings, load_config
+from perennial.core import policy
+from perennial.core.config import PipelineConfig, Settings
 from perennial.core.policy import (
     batches_since_adaptation,
     fine_tunes_since_retrain,
     growth_of,
     reference_accuracy,
 )
-from perennial.core.state import REQUESTED, StateChange, StateStore
+from perennial.core.state import REQUESTED, StateChange
 from perennial.core.timing import timed
 from perennial.core.types import (
     Action,
     Batch,
     BatchError,
-    Champion,
     CycleRecord,
     Decision,
     DriftResult,
     Growth,
     OutageError,
     RegistryError,
-    Schema,
     StateError,
     ValidationResult,
 )
+from perennial.pipeline.context import Cycle
 from perennial.pipeline.flows.adapt import adapt_batch, adapt_requested, keep_batch, reuse_batch
 from perennial.pipeline.lifelong import Reuse, resumed_reuse
 from perennial.pipeline.records import cycle_record, with_release
@@ -54,44 +55,42 @@ from perennial.pipeline.tasks import (
     validate_batch,
 )
 
+Mode = Literal["embedded", "deployed"]
+
 
 @cycle_flow(name="continuous-training")
-def continuous_training(config_path: str,
-                        mode: Literal["embedded", "deployed"] = "embedded") -> list[CycleRecord]:
+def continuous_training(config_path: str, mode: Mode = "embedded",
+                        settings: Settings | None = None) -> list[CycleRecord]:
     """Process every batch the ledger does not list yet, oldest name first, holding the model's lock.
 
     Embedded: adapt in this run (and finish adaptations a deployed run left requested). Deployed:
     emit `perennial.drift.detected` and let the `adapt` deployment do it, one adaptation at a time.
     """
-    config = load_config(config_path)
-    settings = Settings()
-    store = StateStore(settings.state_dir, config.name)
-    wait = settings.lock_wait_seconds if mode == "deployed" else 0.0
-    with store.lock(wait, holder=f"monitor of {config.name}"):
-        store.check()
-        check_reachable(settings)
+    model = Cycle.open(config_path, settings)
+    wait = model.settings.lock_wait_seconds if mode == "deployed" else 0.0
+    with model.store.lock(wait, holder=f"monitor of {model.name}"):
+        model.store.check()
+        check_reachable(model.settings)
         records = [] if mode == "deployed" else [
-            adapt_requested(config, settings, store, r) for r in store.records() if r.status == REQUESTED]
-        return records + [guarded_cycle(config, settings, store, path, mode)
-                          for path in find_new_batches(config, store.processed())]
+            adapt_requested(model, r) for r in model.store.records() if r.status == REQUESTED]
+        return records + [guarded_cycle(model, path, mode)
+                          for path in find_new_batches(model.config, model.store.processed())]
 
 
-def guarded_cycle(config: PipelineConfig, settings: Settings, store: StateStore, path: Path,
-                  mode: str) -> CycleRecord:
+def guarded_cycle(model: Cycle, path: Path, mode: Mode) -> CycleRecord:
     """A cycle; when it fails the same way twice on a batch, the batch is quarantined with the error
     and the stream goes on (an outage, a held lock or an untrusted registry are never the batch's
     fault: they fail the run and the batch waits)."""
     try:
-        return training_cycle(config, settings, path, mode)
+        return training_cycle(model.config, model.settings, path, mode)
     except (StateError, RegistryError, OutageError):
         raise
     except Exception as exc:
         error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
-        if not store.note_failure(path.name, error):
+        if not model.store.note_failure(path.name, error):
             raise
-        return reject_unreadable(config, settings, store, path,
-                                 f"its cycle failed twice the same way ({error}); quarantined so the "
-                                 "batches after it go on")
+        return reject_unreadable(model, path, f"its cycle failed twice the same way ({error}); quarantined "
+                                 "so the batches after it go on")
 
 
 def _cycle_name() -> str:
@@ -100,87 +99,114 @@ def _cycle_name() -> str:
 
 @cycle_flow(name="training-cycle", flow_run_name=_cycle_name)
 def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
-                   mode: str = "embedded") -> CycleRecord:
+                   mode: Mode = "embedded") -> CycleRecord:
     """Load -> validate -> detect drift -> decide (or reuse a former champion) -> adapt -> evaluate
     -> register -> promote. A batch whose cycle crashed after deciding carries out that decision."""
-    store = StateStore(settings.state_dir, config.name)
+    model = Cycle.open(config, settings)
     try:
-        batch = load_batch(batch_path, config)
+        cycle = judged_against(model, load_batch(batch_path, config))
     except BatchError as exc:
-        return reject_unreadable(config, settings, store, batch_path, str(exc))
-    intent = store.intent(batch.id)
-    schema = resolve_schema(batch, config, store.schema())
-    # A resumed cycle is judged against the champion it decided against, even if it promoted since.
-    champion = load_version(config, settings, intent.champion_version_before) if intent \
-        else load_champion(config, settings)
-    validation = validate_batch(batch, schema, champion.reference if champion else None, config.validation,
-                                store.release_reason(batch.id))
-    history = store.records()
-    drift = None
-    if champion is not None and validation.success:
-        drift = measure_drift(batch, schema, champion,
-                              reference_accuracy(history, config.policy.reference_batches, champion),
-                              config.drift, store.report_dir(batch.id) / "drift_report.html")
-        drift.add_shifts(validation.shifted_columns)
-    train_idx, _ = holdout_split(batch, config)
-    growth = growth_of(history, new_rows=len(train_idx))
+        return reject_unreadable(model, batch_path, str(exc))
+    validation, drift = check_batch(cycle)
+    growth = growth_of(cycle.store.records(), new_rows=len(holdout_split(cycle.batch, config)[0]))
+    intent = cycle.store.intent(cycle.batch.id)
     if intent is None:
-        decision, reuse, record = decide_cycle(config, settings, store, batch, schema, champion, validation,
-                                               drift, history, growth)
+        decision, reuse = decide_cycle(cycle, validation, drift, growth)
     else:
-        decision = intent.recorded_decision()
-        reuse = resumed_reuse(config, settings, store, batch, schema, decision)
-        record = cycle_record(batch, validation, drift, decision, champion, intent.run_id or "")
-    change = None
-    if decision.action is Action.REJECT:
-        note_champion_score(settings, record, score_rejected(champion, batch, schema))
-        record.quarantined_to = str(store.quarantine(batch.path, {
-            "batch": batch.id, "failures": validation.failures, "shifts": validation.shifts,
-            "great_expectations": validation.report}))
-    elif decision.action is Action.NOOP:
-        change = keep_batch(config, settings, store, batch, schema, champion, record, growth)
-    elif decision.action is Action.REUSE:
-        change = reuse_batch(config, settings, store, batch, reuse, champion, record)
-    elif mode == "deployed":
-        change = StateChange(schema=schema.with_classes(validation.new_classes))
-        record.status = request_adaptation(config.name, record, decision, drift, champion)
-    else:
-        change = adapt_batch(config, settings, store, batch, schema.with_classes(validation.new_classes),
-                             decision, champion, champion.version if champion else None, record)
-    return finish_cycle(config.name, settings, store, record, drift, change)
+        decision, reuse = resume_cycle(cycle, intent, validation, drift)
+    change = carry_out(cycle, decision, reuse, validation, drift, growth, mode)
+    return finish_cycle(cycle, drift, change)
 
 
-def decide_cycle(config: PipelineConfig, settings: Settings, store: StateStore, batch: Batch, schema: Schema,
-                 champion: Champion | None, validation: ValidationResult, drift: DriftResult | None,
-                 history: list[CycleRecord],
-                 growth: Growth | None) -> tuple[Decision, Reuse | None, CycleRecord]:
+def judged_against(model: Cycle, batch: Batch) -> Cycle:
+    """The batch's context: its schema, and the champion it is judged against (a resumed cycle's is
+    the one it decided against, even if it promoted another since)."""
+    intent = model.store.intent(batch.id)
+    champion = load_version(model.config, model.settings, intent.champion_version_before) if intent \
+        else load_champion(model.config, model.settings)
+    return model.on(batch, resolve_schema(batch, model.config, model.store.schema()), champion)
+
+
+def check_batch(cycle: Cycle) -> tuple[ValidationResult, DriftResult | None]:
+    """Validate the batch; when it passes and a champion exists, measure its drift and the champion's
+    accuracy on it (against the accuracy of recent batches)."""
+    config, store, batch, champion = cycle.config, cycle.store, cycle.batch, cycle.champion
+    validation = validate_batch(batch, cycle.schema, champion.reference if champion else None,
+                                config.validation, store.release_reason(batch.id))
+    if champion is None or not validation.success:
+        return validation, None
+    reference = reference_accuracy(store.records(), config.policy.reference_batches, champion)
+    drift = measure_drift(batch, cycle.schema, champion, reference, config.drift,
+                          store.report_dir(batch.id) / "drift_report.html")
+    drift.add_shifts(validation.shifted_columns)
+    return validation, drift
+
+
+def decide_cycle(cycle: Cycle, validation: ValidationResult, drift: DriftResult | None,
+                 growth: Growth | None) -> tuple[Decision, Reuse | None]:
     """Decide (a former champion first, when its concept returned), open the batch's MLflow run and
     record the decision as the batch's intent before anything else changes."""
+    history, config = cycle.store.records(), cycle.config
     decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
                       config.training.window_batches, batches_since_adaptation(history), growth)
     with timed() as searching:  # scoring former champions is evaluation cost
-        reuse = find_reusable(config, settings, store, batch, schema, champion, drift, validation, decision)
+        reuse = find_reusable(cycle, drift, validation, decision)
     decision = with_release(reuse.decision if reuse else decision, validation)
-    run_id = log_cycle(config, settings, batch.id, batch.rows, validation, drift, decision,
-                       store.attempt(batch.id))
-    record = cycle_record(batch, validation, drift, decision, champion, run_id)
-    record.add_eval_cost(searching.wall, searching.cpu)
-    record_intent(store, record)
-    return decision, reuse, record
+    run_id = log_cycle(config, cycle.settings, cycle.batch.id, cycle.batch.rows, validation, drift, decision,
+                       cycle.store.attempt(cycle.batch.id))
+    cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, run_id)
+    cycle.record.add_eval_cost(searching.wall, searching.cpu)
+    record_intent(cycle.store, cycle.record)
+    return decision, reuse
 
 
-def reject_unreadable(config: PipelineConfig, settings: Settings, store: StateStore, path: Path,
-                      error: str) -> CycleRecord:
+def resume_cycle(cycle: Cycle, intent: CycleRecord, validation: ValidationResult,
+                 drift: DriftResult | None) -> tuple[Decision, Reuse | None]:
+    """The decision a crashed cycle recorded, to carry out as it was."""
+    decision = intent.recorded_decision()
+    cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, intent.run_id or "")
+    return decision, resumed_reuse(cycle, decision)
+
+
+def carry_out(cycle: Cycle, decision: Decision, reuse: Reuse | None, validation: ValidationResult,
+              drift: DriftResult | None, growth: Growth | None, mode: Mode) -> StateChange | None:
+    """Reject, keep, reuse, or adapt (in deployed mode: ask the `adapt` deployment to); returns what
+    the cycle keeps in its state."""
+    record, champion = cycle.record, cycle.champion
+    if decision.action is Action.REJECT:
+        return reject_batch(cycle, validation)
+    if decision.action is Action.NOOP:
+        return keep_batch(cycle, growth)
+    if decision.action is Action.REUSE:
+        return reuse_batch(cycle, reuse)
+    schema = cycle.schema.with_classes(validation.new_classes)
+    if mode == "deployed":
+        record.status = request_adaptation(cycle.name, record, decision, drift, champion)
+        return StateChange(schema=schema)
+    return adapt_batch(replace(cycle, schema=schema), decision, champion.version if champion else None)
+
+
+def reject_batch(cycle: Cycle, validation: ValidationResult) -> None:
+    """An invalid batch goes to quarantine with its failures; the champion is scored on it if it can be."""
+    note_champion_score(cycle, score_rejected(cycle.champion, cycle.batch, cycle.schema))
+    cycle.record.quarantined_to = str(cycle.store.quarantine(cycle.batch.path, {
+        "batch": cycle.batch.id, "failures": validation.failures, "shifts": validation.shifts,
+        "great_expectations": validation.report}))
+
+
+def reject_unreadable(model: Cycle, path: Path, error: str) -> CycleRecord:
     """A batch that cannot even be read is rejected and quarantined like an invalid one."""
+    config, store = model.config, model.store
     validation = ValidationResult(success=False, failures=[error], expectations=0)
-    decision = decide(validation, None, 0, config.policy, config.training.window_batches)
-    run_id = log_cycle(config, settings, path.name, 0, validation, None, decision, store.attempt(path.name))
-    champion = champion_version(config.name, settings)
+    decision = policy.decide(validation, None, 0, config.policy, config.training.window_batches)
+    run_id = log_cycle(config, model.settings, path.name, 0, validation, None, decision,
+                       store.attempt(path.name))
+    champion = champion_version(config.name, model.settings)
     quarantined = store.quarantine(path, {"batch": path.name, "failures": [error]}) if path.exists() else None
     record = CycleRecord(
         batch=path.name, path=str(path), rows=0, validation="unreadable", drift_share=None,
-        champion_accuracy_before=None, decision=decision.action.value, reason=decision.reason,
+        champion_accuracy_before=None, decision=decision.action, reason=decision.reason,
         champion_version_after=int(champion.version) if champion else None, run_id=run_id,
         quarantined_to=str(quarantined) if quarantined else None, unusable=[error],
     )
-    return finish_cycle(config.name, settings, store, record)
+    return finish_cycle(replace(model, record=record))
