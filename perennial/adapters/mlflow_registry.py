@@ -404,12 +404,44 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
     """Log the challenger in its cycle run and register it, with lineage, a sample of its training
     rows as the drift reference, and its replay memory (the rows of its concept it remembers, this
     batch's included); once per batch."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
     existing = _existing_version(config.name, batch.id, settings)
     if existing is not None:
         return int(existing.version)
+    info = _log_challenger(config, run_id, challenger, batch, schema, decision, parent)
+    mlflow_client = client(settings)
+    try:
+        mlflow_client.create_registered_model(config.name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    evaluation = challenger.evaluation
+    tags = {
+        Tag.BATCH: batch.id,
+        Tag.BATCH_KEY: batch_key(batch.id),
+        Tag.DECISION: decision.action.value,
+        Tag.CANDIDATE: challenger.kind.value,
+        Tag.REASON: decision.reason[:4000],
+        Tag.TRAINED_ON: ",".join(challenger.trained_on)[:4000],
+        Tag.PARENT_VERSION: str(parent.version) if parent else "",
+        Tag.HOLDOUT_ACCURACY: f"{evaluation.challenger_accuracy:.6f}",
+        Tag.HOLDOUT_ROWS: str(evaluation.holdout_rows),
+        Tag.CONCEPT: str(challenger.concept),
+        Tag.LEARNED_ROWS: str(challenger.learned_rows),
+        Tag.REPLAY_ROWS: str(len(challenger.memory)),
+        Tag.REPLAY_MEMORY: f"runs:/{run_id}/{REPLAY_ARTIFACT}",
+    }
+    version = mlflow_client.create_model_version(
+        config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)
+    return int(version.version)
+
+
+def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger, batch: Batch, schema: Schema,
+                    decision: Decision, parent: Champion | None) -> Any:
+    """The challenger's metrics, lineage, drift reference, replay memory and model in its cycle run."""
+    import mlflow
+
     model, evaluation, memory = challenger.model, challenger.evaluation, challenger.memory
     reference = challenger.rows.sample(config.drift.reference_rows, seed=0)
     # Logged taking the user's columns as a batch file has them (served with `mlflow models serve`).
@@ -435,35 +467,11 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
             memory.frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), "replay")
         with tempfile.TemporaryDirectory() as code:
-            info = mlflow.sklearn.log_model(
+            return mlflow.sklearn.log_model(
                 served, name="model", signature=_signature(raw, served.predict(example)),
                 input_example=example, pip_requirements=_requirements(),
                 skops_trusted_types=families.TRUSTED_TYPES[config.model.family],
                 code_paths=[_inputs_code(Path(code))])
-    mlflow_client = client(settings)
-    try:
-        mlflow_client.create_registered_model(config.name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-    tags = {
-        Tag.BATCH: batch.id,
-        Tag.BATCH_KEY: batch_key(batch.id),
-        Tag.DECISION: decision.action.value,
-        Tag.CANDIDATE: challenger.kind.value,
-        Tag.REASON: decision.reason[:4000],
-        Tag.TRAINED_ON: ",".join(challenger.trained_on)[:4000],
-        Tag.PARENT_VERSION: str(parent.version) if parent else "",
-        Tag.HOLDOUT_ACCURACY: f"{evaluation.challenger_accuracy:.6f}",
-        Tag.HOLDOUT_ROWS: str(evaluation.holdout_rows),
-        Tag.CONCEPT: str(challenger.concept),
-        Tag.LEARNED_ROWS: str(challenger.learned_rows),
-        Tag.REPLAY_ROWS: str(len(memory)),
-        Tag.REPLAY_MEMORY: f"runs:/{run_id}/{REPLAY_ARTIFACT}",
-    }
-    version = mlflow_client.create_model_version(
-        config.name, source=info.model_uri, run_id=run_id, model_id=info.model_id, tags=tags)
-    return int(version.version)
 
 
 def _signature(raw: pd.DataFrame, predictions: Any) -> Any:

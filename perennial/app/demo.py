@@ -8,12 +8,17 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from perennial.app import streams
 from perennial.core.files import place_atomically
+
+if TYPE_CHECKING:
+    from perennial.core.config import Settings
+    from perennial.core.state import StateStore
 
 DEMO_CONFIG = """\
 # Perennial config of the demo stream; see README "Configuration" for every key.
@@ -116,11 +121,12 @@ def quiet_console() -> None:
 def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     """Generate the stream, let batches arrive one by one, run the flow on each, print the table."""
     from perennial.app.commands import console
+    from perennial.core.config import Settings
+
     workdir = (workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
     state = workdir / "state"
-    # Embedded infrastructure for this demo only, set before Prefect and MLflow read settings.
-    os.environ["PERENNIAL_STATE_DIR"] = str(state)
-    os.environ["PERENNIAL_MLFLOW_TRACKING_URI"] = f"sqlite:///{state / 'mlflow.db'}"
+    # Embedded infrastructure for this demo only, passed to the flow.
+    settings = Settings(state_dir=state, mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
     os.environ["PREFECT_HOME"] = str(workdir / "prefect")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -137,17 +143,29 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     if not run:
         console.print(f"Stream in {workdir / 'stream'}; config {config_path} (source: {workdir / 'batches'})")
         return 0
+    store, already = _feed(console, stream, workdir, config_path, settings)
+    records = store.records()
+    if not [r for r in records if r.batch not in already] and already:
+        console.print("All batches were already processed in this workdir; showing the ledger.")
+    from perennial.app.commands import cycles_table
 
+    console.print(cycles_table(records, "Perennial demo: one row per batch"))
+    _print_summary(console, records, time.perf_counter() - started, store.matrix())
+    _print_where(console, workdir, config_path, settings)
+    return 0
+
+
+def _feed(console, stream: list[tuple[Path, str]], workdir: Path, config_path: Path,
+          settings: Settings) -> tuple[StateStore, set[str]]:
+    """Let each batch arrive in the monitored folder and run the flow on it; the state and the
+    batches processed before."""
     with console.status("Loading Prefect, MLflow, Great Expectations and Evidently..."):
-        from perennial.app.commands import cycles_table
-        from perennial.core.config import Settings, load_config
+        from perennial.core.config import load_config
         from perennial.core.state import StateStore
         from perennial.pipeline.flows.continuous_training import continuous_training
 
         quiet_console()
-    config = load_config(config_path)
-    settings = Settings()
-    store = StateStore(settings.state_dir, config.name)
+    store = StateStore(settings.state_dir, load_config(config_path).name)
     inbox = workdir / "batches"
     inbox.mkdir(exist_ok=True)
     already = store.processed()
@@ -160,21 +178,19 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
         with console.status(f"Batch {i}/{len(stream)} ({phase}): validate, drift, decide, adapt..."):
             for record in continuous_training(str(config_path), settings=settings):
                 console.print(f"  {record.batch}: [bold]{record.decision}[/]")
+    return store, already
 
-    records = store.records()
-    if not [r for r in records if r.batch not in already] and already:
-        console.print("All batches were already processed in this workdir; showing the ledger.")
-    console.print(cycles_table(records, "Perennial demo: one row per batch"))
-    _print_summary(console, records, time.perf_counter() - started, store.matrix())
-    uri = settings.tracking_uri()
-    artifacts = settings.state_dir / "mlartifacts"
+
+def _print_where(console, workdir: Path, config_path: Path, settings: Settings) -> None:
+    """How to open what the demo wrote."""
+    uri, artifacts = settings.tracking_uri(), settings.state_dir / "mlartifacts"
     console.print("\nExplore what the demo wrote:")
     console.print(f"  MLflow UI:  uv run mlflow ui --backend-store-uri {uri} "
                   f"--default-artifact-root {artifacts} --port 5000   -> http://127.0.0.1:5000")
     console.print(f"  Prefect UI: PREFECT_HOME={workdir / 'prefect'} uv run prefect server start   "
                   "-> http://127.0.0.1:4200")
-    console.print(f"  Status:     PERENNIAL_STATE_DIR={state} uv run perennial status --config {config_path}")
-    return 0
+    console.print(f"  Status:     PERENNIAL_STATE_DIR={settings.state_dir} uv run perennial status "
+                  f"--config {config_path}")
 
 
 def _print_summary(console, records, seconds: float, matrix) -> None:

@@ -105,18 +105,9 @@ def decide(
     `since_adaptation`: accepted batches since the model in service last changed, for the cooldown.
     `growth`: labelled rows learnt and not yet learnt, for the data-growth retrain (None: off).
     """
-    if not validation.success:
-        return Decision(Action.REJECT, f"validation failed: {validation.summary()}")
-    if drift is None:
-        return Decision(Action.RETRAIN, "no champion yet: training the first model", window_batches,
-                        trigger=Trigger.FIRST_MODEL)
-    if validation.new_classes:
-        labels = ", ".join(validation.new_classes)
-        # The label set changed: earlier windows cannot show the new labels, so a new concept starts.
-        return Decision(Action.RETRAIN, f"new label(s) {labels}: a retrain is needed to learn them",
-                        window_batches, supersedes=True, trigger=Trigger.NEW_LABELS)
-
-    share, drop, noise = drift.drift_share, drift.accuracy_drop, drift.accuracy_noise
+    if not validation.success or drift is None or validation.new_classes:
+        return _before_drift(validation, window_batches)
+    share, drop = drift.drift_share, drift.accuracy_drop
     drifted = f"{pct(share)} of features drifted"
     if drift.shifted_columns:
         drifted += f" (shifted in validation: {', '.join(drift.shifted_columns)})"
@@ -125,6 +116,26 @@ def decide(
         return _by_share(share, drifted, fine_tunes, policy, window_batches, since_adaptation) \
             or _grown(growth, policy) or Decision(Action.NOOP, f"stable: {drifted} "
                                                   f"(< {pct(policy.drift_share_moderate)}), accuracy unknown")
+    return _by_accuracy(drift, drifted, fine_tunes, policy, window_batches, since_adaptation, growth)
+
+
+def _before_drift(validation: ValidationResult, window_batches: int) -> Decision:
+    """The decisions drift has no say in: an invalid batch, the first model, new labels."""
+    if not validation.success:
+        return Decision(Action.REJECT, f"validation failed: {validation.summary()}")
+    if not validation.new_classes:
+        return Decision(Action.RETRAIN, "no champion yet: training the first model", window_batches,
+                        trigger=Trigger.FIRST_MODEL)
+    labels = ", ".join(validation.new_classes)
+    # The label set changed: earlier windows cannot show the new labels, so a new concept starts.
+    return Decision(Action.RETRAIN, f"new label(s) {labels}: a retrain is needed to learn them",
+                    window_batches, supersedes=True, trigger=Trigger.NEW_LABELS)
+
+
+def _by_accuracy(drift: DriftResult, drifted: str, fine_tunes: int, policy: PolicyConfig, window_batches: int,
+                 since_adaptation: int | None, growth: Growth | None) -> Decision:
+    """The champion's accuracy on the batch decides, feature drift says how severe."""
+    share, drop, noise = drift.drift_share, drift.accuracy_drop or 0.0, drift.accuracy_noise
     reference = drift.reference.describe() if drift.reference else pct(drift.reference_accuracy or 0)
     accuracy = f"accuracy {reference} -> {pct(drift.champion_accuracy or 0)}"
     if drop <= noise:
