@@ -413,7 +413,7 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
             info = mlflow.sklearn.log_model(
                 served, name="model", signature=_signature(raw, served.predict(example)),
                 input_example=example, pip_requirements=_requirements(),
-                skops_trusted_types=families.TRUSTED_TYPES[config.model.family],
+                skops_trusted_types=families.family(config.model.family).trusted_types,
                 code_paths=[_inputs_code(Path(code))])
     mlflow_client = client(settings)
     try:
