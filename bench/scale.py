@@ -95,7 +95,6 @@ def measure(variant: str, train: Path, test: Path, rows: int, chunk_rows: int) -
     import pandas as pd
 
     from perennial.core import families
-    from perennial.core.config import ModelConfig
     from perennial.core.evaluation import accuracy
     from perennial.core.schema import features_frame, labels
     from perennial.core.types import Schema
@@ -105,13 +104,13 @@ def measure(variant: str, train: Path, test: Path, rows: int, chunk_rows: int) -
     with timed() as timer:
         if variant == "in-memory":
             frame = pd.read_parquet(train)
-            model = families.build(ModelConfig(), schema, 0).fit(features_frame(frame, schema),
-                                                                 labels(frame, TARGET))
+            model = families.family("sgd").build(schema, 0).fit(features_frame(frame, schema),
+                                                                labels(frame, TARGET))
             rows = len(frame)
             del frame
         else:
-            model = families.fit_out_of_core(ModelConfig(), schema, 0,
-                                             lambda: _first_rows(train, rows, chunk_rows), TrainingConfig())
+            model = families.family("sgd").fit_out_of_core(
+                schema, 0, lambda: _first_rows(train, rows, chunk_rows), TrainingConfig())
     peak = peak_rss_mb()
     return {"variant": variant, "rows": rows, "wall_s": timer.wall, "cpu_s": timer.cpu,
             "rows_per_s": rows / timer.wall, "peak_rss_mb": peak, "import_rss_mb": baseline,

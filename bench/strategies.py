@@ -85,15 +85,16 @@ class SklearnStrategy:
         with timed() as cost:
             if action == "fine_tune":
                 rows = self._fine_tune_rows(i, batch, train_idx)
-                self.model = families.fine_tune(
+                self.model = families.family_of(self.model).fine_tune(
                     self.model, features_frame(rows, self.schema), labels(rows, self.schema.target),
                     self.config.training,
                 )
             elif action == "retrain":
                 rows = self._retrain_rows(i, window, train_idx)
-                self.model = families.build(self.config.model, self.schema, self.config.training.seed).fit(
-                    features_frame(rows, self.schema), labels(rows, self.schema.target)
-                )
+                model = self.config.model
+                self.model = families.family(model.family).build(
+                    self.schema, self.config.training.seed, model.params
+                ).fit(features_frame(rows, self.schema), labels(rows, self.schema.target))
         if self.memory is not None:  # after learning the batch, as Perennial's memory
             self.memory = remember(self.memory, as_batch(i, batch), train_idx, self.config)
         return Step(

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from perennial.core.config import ConfigError, Settings, load_config
+from perennial.core.families import FAMILIES
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "perennial.yaml"
 
@@ -56,6 +57,21 @@ def test_inconsistent_thresholds_are_refused(tmp_path):
                  "policy: {drift_share_moderate: 0.8, drift_share_severe: 0.5}\n")
     with pytest.raises(ConfigError, match="drift_share_moderate must not exceed drift_share_severe"):
         load_config(path)
+
+
+def test_every_registered_model_family_is_accepted(tmp_path):
+    for name in FAMILIES:
+        path = write(tmp_path, f"name: m\ndata: {{source: in, target: y}}\nmodel: {{family: {name}}}\n")
+        assert load_config(path).model.family == name
+
+
+def test_an_unknown_model_family_names_the_known_ones(tmp_path):
+    path = write(tmp_path, "name: m\ndata: {source: in, target: y}\nmodel: {family: xgb}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    *others, last = (repr(name) for name in FAMILIES)
+    known = f"{', '.join(others)} or {last}" if others else last
+    assert str(err.value) == f"{path}: key 'model.family': Input should be {known} (got 'xgb')"
 
 
 def test_declared_column_rules_are_checked(tmp_path):

@@ -1,62 +1,127 @@
-"""Model families on mixed data: fit, fine-tune without touching the champion, skops-safe logging."""
+"""Model families on mixed data: fit, fine-tune without touching the champion, skops-safe logging.
+
+Every test of a family runs for every family of the registry (`families.FAMILIES`).
+"""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.pipeline import Pipeline
 
 from conftest import make_batch
 from perennial.adapters.batch_files import iter_chunks, read_batch, split_holdout
 from perennial.core import families
-from perennial.core.config import ModelConfig, PipelineConfig, TrainingConfig
+from perennial.core.config import PipelineConfig, TrainingConfig
 from perennial.core.evaluation import accuracy
-from perennial.core.inputs import with_inputs
+from perennial.core.inputs import ModelInputs, with_inputs
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.sampling import sample_rows
 from perennial.core.schema import features_frame, infer_schema, labels
-from perennial.core.types import Candidate, CycleRecord
+from perennial.core.types import Candidate, Champion, CycleRecord, TrainingRows
 from perennial.pipeline.training import earlier_batches, train, training_rows
 
 TRAINING = TrainingConfig()
+FAMILIES = list(families.FAMILIES)
+# Families that cannot learn incrementally: out of core they learn from a bounded sample.
+SAMPLED = [name for name, f in families.FAMILIES.items() if not isinstance(f, families.IncrementalFamily)]
 
 
-@pytest.mark.parametrize("family", ["sgd", "hgb"])
+def test_the_registry_holds_each_family_under_its_own_name():
+    assert FAMILIES  # a family of each kind, so every test below runs
+    assert SAMPLED and len(SAMPLED) < len(FAMILIES)
+    for name, family in families.FAMILIES.items():
+        assert family.name == name and families.family(name) is family
+        assert family.trusted_types[-1] == families.INPUTS_TYPE
+        assert families.TRUSTED_TYPES[name] == family.trusted_types
+    every = {t for f in families.FAMILIES.values() for t in f.trusted_types}
+    assert sorted(every) == families.ALL_TRUSTED_TYPES
+    # Spelt out in the module (importing it imports no scikit-learn); it must name the class.
+    inputs = f"{ModelInputs.__module__}.{ModelInputs.__qualname__}"
+    assert inputs == families.INPUTS_TYPE
+
+
+def test_an_unknown_family_is_named_with_the_known_ones():
+    known = ", ".join(repr(name) for name in FAMILIES)
+    with pytest.raises(ValueError) as err:
+        families.family("xgb")
+    assert str(err.value) == f"unknown model family 'xgb' (known families: {known})"
+    with pytest.raises(ValueError) as err:
+        families.family_of(Pipeline([("pre", "passthrough"), ("clf", ModelInputs({}))]))
+    assert str(err.value) == f"a pipeline with a ModelInputs classifier belongs to no model family " \
+                             f"(known families: {known})"
+
+
+def test_importing_the_registry_imports_no_scikit_learn():
+    # The config imports it to check `model.family`, before the flow's libraries load.
+    code = ("import sys; from perennial.core.config import ModelConfig; ModelConfig(family='sgd'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'pandas', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("classes", [2, 3])
 def test_family_learns_mixed_types_with_nulls_and_odd_names(family, classes):
     train, test = make_batch(seed=1, classes=classes), make_batch(seed=2, classes=classes)
     schema = infer_schema(train, "label", None)
     assert schema.features == {"x one": "numeric", "x-two": "numeric", "noise": "numeric",
                                "colour": "categorical", "is member": "boolean"}
-    model = families.build(ModelConfig(family=family), schema, seed=0)
+    model = families.family(family).build(schema, seed=0)
+    assert [name for name, _ in model.steps] == ["pre", "clf"]
     model.fit(features_frame(train, schema), labels(train, "label"))
+    assert families.family_of(model) is families.family(family)
     assert accuracy(model, test, schema) > (0.9 if classes == 2 else 0.8)
 
 
-@pytest.mark.parametrize("family", ["sgd", "hgb"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_fine_tune_adapts_to_a_moved_boundary_and_leaves_the_champion_as_it_was(family):
     # SEA's threshold moves from 10 to 12: a moderate concept drift the champion half-misses.
     old, new, later = make_batch(seed=1), make_batch(seed=2, theta=12), make_batch(seed=3, theta=12)
     schema = infer_schema(old, "label", None)
-    champion = families.build(ModelConfig(family=family), schema, seed=0)
+    champion = families.family(family).build(schema, seed=0)
     champion.fit(features_frame(old, schema), labels(old, "label"))
     before = champion.predict(features_frame(later, schema))
-    tuned = families.fine_tune(champion, features_frame(new, schema), labels(new, "label"), TRAINING)
+    tuned = families.family(family).fine_tune(champion, features_frame(new, schema), labels(new, "label"),
+                                              TRAINING)
     assert np.array_equal(champion.predict(features_frame(later, schema)), before)
     assert accuracy(champion, later, schema) < 0.93
     assert accuracy(tuned, later, schema) > accuracy(champion, later, schema) + 0.03
 
 
-@pytest.mark.parametrize("family", ["sgd", "hgb"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_champion_is_fine_tuned_by_its_own_family_whatever_the_config_now_says(family):
+    old, new = make_batch(seed=1), make_batch(seed=2, theta=12)
+    schema = infer_schema(old, "label", None)
+    champion = families.family(family).build(schema, seed=0)
+    champion.fit(features_frame(old, schema), labels(old, "label"))
+    other = next(name for name in FAMILIES if name != family)
+    config = PipelineConfig(name="m", data={"source": "in", "target": "label"}, model={"family": other})
+    tuned = train(Candidate.FINE_TUNE, TrainingRows(len(new), frame=new), Champion(1, champion, 0.9, old),
+                  schema, config)
+    expected = families.family(family).fine_tune(champion, features_frame(new, schema), labels(new, "label"),
+                                                 config.training)
+    assert families.family_of(tuned) is families.family(family)
+    assert np.array_equal(tuned.predict_proba(features_frame(new, schema)),
+                          expected.predict_proba(features_frame(new, schema)))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_declared_trusted_types_cover_what_skops_needs_also_with_the_input_conversion(family):
     frame = make_batch(seed=1)
     schema = infer_schema(frame, "label", None)
-    model = families.build(ModelConfig(family=family), schema, seed=0)
+    model = families.family(family).build(schema, seed=0)
     model.fit(features_frame(frame, schema), labels(frame, "label"))
     served = with_inputs(model, schema.features)  # as registered: it takes the user's raw columns
     for saved in (model, served):
-        assert set(sio.get_untrusted_types(data=sio.dumps(saved))) <= set(families.TRUSTED_TYPES[family])
+        untrusted = set(sio.get_untrusted_types(data=sio.dumps(saved)))
+        assert untrusted <= set(families.family(family).trusted_types)
+        assert untrusted <= set(families.ALL_TRUSTED_TYPES)  # what the registry loader trusts
     raw = frame.drop(columns=["label"])
     assert list(served.predict(raw)) == list(model.predict(features_frame(frame, schema)))
 
@@ -73,11 +138,12 @@ def test_a_sample_drawn_chunk_by_chunk_is_uniform_whatever_the_chunk_sizes():
     assert len(sample_rows(chunks(), 20_000, seed=0)) == 10_000
 
 
-def test_out_of_core_sgd_fit_matches_the_in_memory_fit_and_stays_skops_safe(tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_out_of_core_fit_matches_the_in_memory_fit_and_stays_skops_safe(tmp_path, family):
     window, test = make_batch(30_000, seed=5), make_batch(5_000, seed=6)
     window.to_parquet(tmp_path / "window.parquet", index=False)
     schema = infer_schema(window, "label", None)
-    in_memory = families.build(ModelConfig(), schema, seed=0)
+    in_memory = families.family(family).build(schema, seed=0)
     in_memory.fit(features_frame(window, schema), labels(window, "label"))
     seen = []
 
@@ -86,20 +152,23 @@ def test_out_of_core_sgd_fit_matches_the_in_memory_fit_and_stays_skops_safe(tmp_
             seen.append(len(chunk))
             yield chunk
 
-    model = families.fit_out_of_core(ModelConfig(), schema, 0, chunks,
-                                     TrainingConfig(preprocess_sample_rows=10_000))
-    assert max(seen) == 5_000 and sum(seen) == 30_000 * (1 + TRAINING.out_of_core_epochs)
+    model = families.family(family).fit_out_of_core(schema, 0, chunks,
+                                                    TrainingConfig(preprocess_sample_rows=10_000))
+    # An incremental family samples the preprocessing's rows, then learns in epochs; another, one sample.
+    passes = 1 + TRAINING.out_of_core_epochs if family not in SAMPLED else 1
+    assert max(seen) == 5_000 and sum(seen) == 30_000 * passes
     assert [name for name, _ in model.steps] == ["pre", "clf"]
     assert accuracy(model, test, schema) >= accuracy(in_memory, test, schema) - 0.02
-    assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(families.TRUSTED_TYPES["sgd"])
+    assert set(sio.get_untrusted_types(data=sio.dumps(model))) <= set(families.family(family).trusted_types)
 
 
-def test_out_of_core_hgb_learns_from_a_bounded_sample(tmp_path):
+@pytest.mark.parametrize("family", SAMPLED)
+def test_out_of_core_without_partial_fit_learns_from_a_bounded_sample(tmp_path, family):
     window = make_batch(20_000, seed=5)
     schema = infer_schema(window, "label", None)
-    model = families.fit_out_of_core(ModelConfig(family="hgb", params={"max_iter": 30}), schema, 0,
-                                     lambda: (window.iloc[i:i + 5_000] for i in range(0, 20_000, 5_000)),
-                                     TrainingConfig(max_rows_in_memory=4_000))
+    model = families.family(family).fit_out_of_core(
+        schema, 0, lambda: (window.iloc[i:i + 5_000] for i in range(0, 20_000, 5_000)),
+        TrainingConfig(max_rows_in_memory=4_000))
     assert accuracy(model, make_batch(seed=6), schema) > 0.9
 
 

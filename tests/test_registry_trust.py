@@ -16,7 +16,7 @@ from conftest import Workspace, make_batch, new_workspace
 from perennial.adapters.mlflow_registry import Tag
 from perennial.app.cli import main
 from perennial.core import families
-from perennial.core.config import ModelConfig, load_config
+from perennial.core.config import load_config
 from perennial.core.schema import features_frame, infer_schema, labels
 from perennial.core.types import RegistryError
 
@@ -117,7 +117,7 @@ def test_a_skops_model_with_a_type_outside_ours_is_refused_naming_it(tmp_path, m
     schema = infer_schema(frame, "label", None)
     # It lists os.system as trusted in its own MLmodel file; MLflow's loader would believe it.
     model = Pipeline([("call", FunctionTransformer(os.system)),
-                      ("model", families.build(ModelConfig(), schema, seed=0))])
+                      ("model", families.family("sgd").build(schema, seed=0))])
     untrusted = f"{os.system.__module__}.{os.system.__name__}"
     version = register_elsewhere(ws, model, LOOKS_OURS, serialization_format="skops",
                                  skops_trusted_types=[untrusted])
@@ -138,7 +138,7 @@ def test_a_version_logged_before_models_took_raw_columns_still_loads(tmp_path, m
     frame = make_batch(seed=1)
     schema = infer_schema(frame, "label", None)
     X = features_frame(frame, schema)
-    model = families.build(ModelConfig(), schema, seed=0).fit(X, labels(frame, "label"))
+    model = families.family("sgd").build(schema, seed=0).fit(X, labels(frame, "label"))
     # As Perennial logged it then: the bare pipeline, trusting only the family's own types.
     version = register_elsewhere(ws, model, LOOKS_OURS, skops_trusted_types=["numpy.dtype"])
     client = _client(ws)

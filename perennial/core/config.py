@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
@@ -50,8 +51,22 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    family: Literal["sgd", "hgb"] = "sgd"
+    family: str = Field("sgd", description="Model family: a name in perennial.core.families.FAMILIES.")
     params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, name: str) -> str:
+        # The family registry is the one list of names. Imported here, not at the top: this module is
+        # the bottom layer (families names its classes), and only a validated config needs the list.
+        from perennial.core.families import FAMILIES
+
+        if name not in FAMILIES:
+            *others, last = (repr(known) for known in FAMILIES)
+            expected = f"{', '.join(others)} or {last}" if others else last
+            # Worded as pydantic words a Literal: "Input should be 'sgd' or 'hgb'".
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return name
 
 
 class PolicyConfig(_Strict):

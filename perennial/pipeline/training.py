@@ -23,13 +23,14 @@ from perennial.pipeline.lifelong import learnable_positions
 def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
           config: PipelineConfig) -> Pipeline:
     """A challenger trained on `rows`: the champion fine-tuned, or a fresh pipeline."""
+    family, seed, params = families.family(config.model.family), config.training.seed, config.model.params
     if rows.out_of_core:  # only a retrain's window is read out of core
-        return families.fit_out_of_core(config.model, schema, config.training.seed, rows.chunks,
-                                        config.training)
+        return family.fit_out_of_core(schema, seed, rows.chunks, config.training, params)
     X, y = features_frame(rows.frame, schema), labels(rows.frame, schema.target)
     if kind is Candidate.FINE_TUNE and champion is not None:
-        return families.fine_tune(champion.model, X, y, config.training)
-    return families.build(config.model, schema, config.training.seed).fit(X, y)
+        # By the champion's own family, which the config may since have changed.
+        return families.family_of(champion.model).fine_tune(champion.model, X, y, config.training)
+    return family.build(schema, seed, params).fit(X, y)
 
 
 def earlier_batches(kind: Candidate, history: list[CycleRecord], config: PipelineConfig,
