@@ -470,7 +470,7 @@ def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger,
             return mlflow.sklearn.log_model(
                 served, name="model", signature=_signature(raw, served.predict(example)),
                 input_example=example, pip_requirements=_requirements(),
-                # The model's own family: a fine-tuned champion keeps its family when the config names another.
+                # The model's own family (a fine-tuned champion keeps it when the config names another).
                 skops_trusted_types=families.family_of(model).trusted_types,
                 code_paths=[_inputs_code(Path(code))])
 
