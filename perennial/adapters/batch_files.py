@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from perennial.core.config import DataConfig, PipelineConfig
 from perennial.core.sampling import batch_seed
@@ -87,6 +85,8 @@ def read_batch(path: Path, file_format: str, target: str, limits: InputLimits | 
         if limits is not None:
             check_size(path, limits.max_file_mb)
         if fmt == "parquet":
+            import pyarrow.parquet as pq
+
             check_columns(path, pq.read_schema(path).names, max_columns)
             frame = parse_parquet(path, deadline)
         else:
@@ -209,6 +209,9 @@ def parse_csv(path: Path, columns: int, deadline: Deadline) -> pd.DataFrame:
 def parse_parquet(path: Path, deadline: Deadline) -> pd.DataFrame:
     """A Parquet file read batch by batch, stopped when the deadline passes; the same frame as
     `pd.read_parquet` (the stored Arrow schema restores index and dtypes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with pq.ParquetFile(path) as file:
         batches = deadline.gather(file.iter_batches(), lambda batch: batch.num_rows)
         return pa.Table.from_batches(batches, schema=file.schema_arrow).to_pandas()
@@ -217,6 +220,8 @@ def parse_parquet(path: Path, deadline: Deadline) -> pd.DataFrame:
 def iter_chunks(path: Path, file_format: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """A batch file as frames of at most `chunk_rows` rows, in file order; never read whole."""
     if batch_format(path, file_format) == "parquet":
+        import pyarrow.parquet as pq
+
         # Buffered reads without pre-buffering keep Arrow's memory flat whatever the file's size and
         # row groups (measured, pyarrow 25: about 100 MB; with the defaults it grew to 450 MB for 3M
         # rows, and a single large row group is read whole).

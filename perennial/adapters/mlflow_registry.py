@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from perennial.core import families, inputs, trusted
+from perennial.core import families, trusted
 from perennial.core.config import PipelineConfig, Settings
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.state import batch_key
@@ -445,7 +445,9 @@ def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger,
     model, evaluation, memory = challenger.model, challenger.evaluation, challenger.memory
     reference = challenger.rows.sample(config.drift.reference_rows, seed=0)
     # Logged taking the user's columns as a batch file has them (served with `mlflow models serve`).
-    served, raw = inputs.with_inputs(model, schema.features), batch.frame[list(schema.features)]
+    from perennial.core.inputs import with_inputs
+
+    served, raw = with_inputs(model, schema.features), batch.frame[list(schema.features)]
     example = raw.head(5)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
@@ -500,10 +502,13 @@ def _signature(raw: pd.DataFrame, predictions: Any) -> Any:
 def _inputs_code(folder: Path) -> str:
     """A `perennial` package holding only perennial.core.inputs, for `code_paths`: a served model imports
     its conversion from there (MLflow puts the folder first on sys.path) with no Perennial installed."""
+    from perennial.core import inputs
+
     package = folder / "perennial"
-    package.mkdir()
+    (package / "core").mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    shutil.copyfile(inputs.__file__, package / "inputs.py")
+    (package / "core" / "__init__.py").write_text("")
+    shutil.copyfile(inputs.__file__, package / "core" / "inputs.py")
     return str(package)
 
 

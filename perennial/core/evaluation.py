@@ -3,12 +3,16 @@ rejected batch (monitoring goes on when learning stops)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from perennial.core.schema import features_frame, labels
 from perennial.core.types import Batch, Champion, ChampionScore, Evaluation, Schema
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def accuracy(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> float:

@@ -6,7 +6,6 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from perennial.core.config import ConfigError, FeatureKind, PipelineConfig
-from perennial.core.inputs import ModelInputs
 from perennial.core.types import Schema
 
 
@@ -42,6 +41,8 @@ def labels(frame: pd.DataFrame, target: str) -> pd.Series:
 def features_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Model inputs in schema order: numbers as float, booleans as 0/1, categories as strings; a
     column the frame lacks is missing in every row."""
+    from perennial.core.inputs import ModelInputs  # scikit-learn: loaded when first used
+
     return ModelInputs(schema.features).transform(frame)
 
 

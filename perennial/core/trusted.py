@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from sklearn.pipeline import Pipeline
 
 from perennial.core.families import ALL_TRUSTED_TYPES
-from perennial.core.inputs import without_inputs
 from perennial.core.types import RegistryError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 # The one file MLflow's sklearn flavor writes for `serialization_format: skops`.
 MODEL_FILE = "model.skops"
@@ -54,6 +56,10 @@ def load_skops(path: Path, where: str) -> Pipeline:
         untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(ALL_TRUSTED_TYPES))
         raise RegistryError(f"{where}: holds types Perennial does not trust ({', '.join(untrusted)}); "
                             f"{REFUSAL}") from None
+    from sklearn.pipeline import Pipeline
+
     if not isinstance(model, Pipeline):
         raise RegistryError(f"{where}: a {type(model).__name__}, not a scikit-learn Pipeline; {REFUSAL}")
+    from perennial.core.inputs import without_inputs
+
     return without_inputs(model)

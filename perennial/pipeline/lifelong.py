@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from perennial.adapters.batch_files import holdout_split, split_holdout
 from perennial.adapters.mlflow_registry import former_champions, load_version, replay_memory
@@ -30,6 +30,9 @@ from perennial.core.types import (
     ValidationResult,
 )
 from perennial.pipeline.context import Cycle
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def window_mask(batch_id: str, holdout_rows: int, config: PipelineConfig) -> np.ndarray:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from perennial.adapters.batch_files import iter_rows, read_batch
 from perennial.core import families
@@ -18,6 +18,9 @@ from perennial.core.sampling import batch_seed
 from perennial.core.schema import features_frame, labels
 from perennial.core.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
 from perennial.pipeline.lifelong import learnable_positions
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
