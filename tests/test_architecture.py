@@ -16,6 +16,8 @@ LAYERS = ["core", "adapters", "pipeline", "app"]
 # The outside tools the core must not know (the adapters wrap them).
 OUTSIDE_TOOLS = {"prefect", "mlflow", "great_expectations", "evidently", "matplotlib"}
 MAX_FUNCTION_LINES = 50
+# Modules outside the layers on purpose: names stored in registries written before the layers.
+LEGACY = {"inputs.py"}
 
 
 def modules() -> list[Path]:
@@ -42,7 +44,7 @@ def imported(path: Path) -> set[str]:
 
 def test_every_module_of_the_package_sits_in_a_layer() -> None:
     loose = [p.relative_to(ROOT) for p in modules()
-             if p.parent == PACKAGE and p.name != "__init__.py"]
+             if p.parent == PACKAGE and p.name not in {"__init__.py", *LEGACY}]
     assert not loose, f"modules outside perennial/{{{','.join(LAYERS)}}}: {loose}"
 
 

@@ -191,3 +191,25 @@ def test_a_pickle_named_model_skops_is_refused_without_running(tmp_path):
         load_skops(path, "model m v4")
     assert str(refused.value) == f"model m v4: model.skops is not a skops file; {REFUSAL}"
     assert not marker.exists()
+
+
+def test_a_version_registered_before_the_layers_still_loads(tmp_path):
+    """Its skops file names the input conversion `perennial.inputs.ModelInputs`, as models logged
+    before perennial/core existed do."""
+    import skops.io as sio
+
+    from perennial.core.inputs import ModelInputs, with_inputs
+    from perennial.core.trusted import load_skops
+
+    frame = make_batch(200, seed=1)
+    schema = infer_schema(frame, "label", None)
+    X = features_frame(frame, schema)
+    fitted = families.family("sgd").build(schema, seed=0).fit(X, labels(frame, "label"))
+    served = with_inputs(fitted, schema.features)
+    legacy = type("ModelInputs", (ModelInputs,), {"__module__": "perennial.inputs"})
+    served.steps[0][1].__class__ = legacy
+    path = tmp_path / "model.skops"
+    sio.dump(served, path)
+    assert "perennial.inputs.ModelInputs" in sio.get_untrusted_types(file=path)
+    model = load_skops(path, "model m v1")
+    assert (model.predict(X) == fitted.predict(X)).all()

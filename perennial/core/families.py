@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 # Our conversion of raw columns, logged in front of every pipeline (perennial.core.inputs.ModelInputs;
 # spelt out so that importing this module does not import scikit-learn; a test checks it).
 INPUTS_TYPE = "perennial.core.inputs.ModelInputs"
+# Where versions registered before the package had layers name it (`perennial/inputs.py` leads there).
+LEGACY_INPUTS_TYPE = "perennial.inputs.ModelInputs"
 
 Chunks = Callable[[], Iterable["pd.DataFrame"]]
 
@@ -278,7 +280,8 @@ class HGBFamily(Family):
 # The registry: `model.family` names one of these.
 FAMILIES: dict[str, Family] = {cls.name: cls() for cls in (SGDFamily, HGBFamily)}
 # What Perennial trusts when it loads a registered version, whatever its MLmodel file lists.
-ALL_TRUSTED_TYPES: list[str] = sorted({t for f in FAMILIES.values() for t in f.trusted_types})
+ALL_TRUSTED_TYPES: list[str] = sorted({LEGACY_INPUTS_TYPE,
+                                       *(t for f in FAMILIES.values() for t in f.trusted_types)})
 # The trusted types of each family by name.
 TRUSTED_TYPES: dict[str, list[str]] = {name: f.trusted_types for name, f in FAMILIES.items()}
 
