@@ -80,7 +80,7 @@ def test_the_champion_predicts_a_users_rows_where_perennial_is_not_installed(ser
                           cwd=tmp_path, env=_env(ws), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(out["inputs"]).parts[-3:] == ("code", "perennial", "inputs.py")
+    assert Path(out["inputs"]).parts[-4:] == ("code", "perennial", "core", "inputs.py")
     assert not Path(out["inputs"]).is_relative_to(ROOT)
     predictions = out["predictions"]
     assert len(predictions) == len(rows) and set(predictions) <= CLASSES
