@@ -1,8 +1,23 @@
-"""Shared fixtures: one Prefect test server per session, a fresh state folder and SQLite MLflow per test."""
+"""Shared by the three tiers: the tier markers and the rule that unit tests start no server, one
+Prefect test server per session (per xdist worker), a fresh state folder and SQLite MLflow per test.
+
+Tiers, one folder each; every test gets its folder's marker (`pytest tests/unit` = `pytest -m unit`):
+- tests/unit: pure logic and single libraries; no server, no Prefect harness, no MLflow store.
+- tests/flow: flows on the Prefect test harness, MLflow on SQLite in tmp, `perennial` child processes.
+- tests/deployed: real servers (Prefect, `perennial serve`, MLflow, `mlflow models serve`) and the
+  installed command as a user runs it.
+"""
 
 from __future__ import annotations
 
+import ast
+import atexit
+import functools
 import os
+import shlex
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +33,149 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # Small fits in tests: OpenMP threads spinning on 2 busy cores made them 10-30x slower, not faster.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A Prefect home of this test process (each xdist worker has its own), never the user's ~/.prefect:
+# set before Prefect is imported, which reads it once.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="perennial-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
 
 ROWS = 1400  # training rows (75%) stay above 1,000, where Evidently uses effect sizes, not p-values
 
+TESTS = Path(__file__).parent
+TIERS = ("unit", "flow", "deployed")
+# Fixtures that start a server; a unit test may not use them, even through another fixture.
+SERVER_FIXTURES = {"prefect_server", "_prefect_harness"}
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier folder a test file is in, if any."""
+    parts = Path(path).resolve().parts[len(TESTS.resolve().parts):]
+    inside = Path(path).resolve().is_relative_to(TESTS.resolve())
+    return parts[0] if inside and len(parts) > 1 and parts[0] in TIERS else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each test gets its folder's tier marker; a unit test asking for a server fixture, or a test
+    outside the tier folders, stops the run before any test starts."""
+    errors = []
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is None:
+            errors.append(f"{item.nodeid}: not in a tier folder; move it to tests/{{{','.join(TIERS)}}}/")
+            continue
+        item.add_marker(tier)
+        if tier == "unit" and (used := SERVER_FIXTURES & set(item.fixturenames)):
+            errors.append(f"{item.nodeid}: a unit test uses {', '.join(sorted(used))}, which starts a "
+                          "server; move it to tests/flow or tests/deployed")
+    if errors:
+        raise pytest.UsageError("test tiers:\n" + "\n".join(errors))
+
+
+# -- xdist: a module's shared fixture stays on one worker ------------------------------------------
+
+
+@functools.cache
+def shares_a_fixture(module: Path) -> bool:
+    """Whether a test module defines a fixture wider than a function (one trained model, one server,
+    its tests often in order)."""
+    for node in ast.walk(ast.parse(module.read_text())):
+        for decorator in getattr(node, "decorator_list", []):
+            if isinstance(decorator, ast.Call) and ast.unparse(decorator.func).endswith("fixture"):
+                scope = next((k.value for k in decorator.keywords if k.arg == "scope"), None)
+                if scope is not None and not (isinstance(scope, ast.Constant) and scope.value == "function"):
+                    return True
+    return False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default, pyproject.toml): no workers for the unit tier alone or for named tests,
+    where starting workers (each imports the stack) costs more than it saves; otherwise two more
+    workers than cores, since many flow and deployed tests wait on child processes and servers.
+    PYTEST_XDIST_AUTO_NUM_WORKERS overrides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    paths = [Path(config.invocation_params.dir, a.split("::")[0]) for a in config.args]
+    unit_only = config.getoption("markexpr") == "unit" or all(
+        p.resolve().is_relative_to((TESTS / "unit").resolve()) for p in paths)
+    named = bool(config.args) and all("::" in a for a in config.args)
+    return 0 if unit_only or named else len(os.sched_getaffinity(0)) + 2
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With `-n`, `--dist load` (and `loadgroup`, which pytest 9.2 broke: pytest-xdist#1386) keep the
+    tests of a module with a shared fixture together, in order, on one worker; any other test goes to
+    the next free worker. Work is handed out in collection order: deployed (the longest), flow, unit."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if shares_a_fixture(config.rootpath / module) else nodeid
+
+    config.option.loadscopereorder = False
+    return ModuleFixtureScheduling(config, log)
+
+
+# -- no server from a unit test ---------------------------------------------------------------------
+
+# Programs and arguments that start a server: `prefect server start`, `mlflow server`, `mlflow models
+# serve`, `perennial serve`, uvicorn (Prefect's ephemeral server too); and the `perennial` command,
+# which starts a temporary Prefect server. Unit tests call `main()` in-process instead.
+_SERVER_WORDS = {"server", "serve", "uvicorn", "gunicorn", "perennial", "perennial.app.cli"}
+
+
+def _starts_server(args) -> bool:
+    argv = shlex.split(args) if isinstance(args, str) else [os.fspath(a) for a in args]
+    return any(Path(a).name in _SERVER_WORDS for a in argv if "\n" not in a)
+
+
+@pytest.fixture(autouse=True)
+def _unit_starts_no_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a unit test, starting a server fails the test: a child process that would be one is refused,
+    and Prefect may not start its ephemeral server in-process."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+    monkeypatch.setenv("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "false")
+    popen_init = subprocess.Popen.__init__
+
+    def refuse_servers(self, args, *rest, **kwargs):
+        if _starts_server(args):
+            raise RuntimeError(f"a unit test may not start a server or the perennial command: {args!r}; "
+                               "move the test to tests/flow or tests/deployed")
+        popen_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse_servers)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_logging_outside_capture() -> None:
+    """Prefect binds its console log handler to sys.stderr as it is when Prefect configures logging.
+    Configured inside a test capturing with capsys or capfd, the handler kept that test's stream,
+    closed after it, and later tests' stderr got "--- Logging error ---" tracebacks (seen when xdist
+    ordered a capsys test first). Configured here, before any test captures."""
+    import prefect.main  # noqa: F401 - configures Prefect's logging
+
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """A temporary Prefect server shared by every flow test."""
+def _prefect_harness() -> Iterator[None]:
+    """A temporary Prefect server shared by every flow test of this process (xdist: of this worker)."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="module")
+def prefect_server(request: pytest.FixtureRequest) -> None:
+    """The session's Prefect test server; refused to unit tests (before it starts)."""
+    if tier_of(request.node.path) == "unit":
+        pytest.fail(f"{request.node.nodeid}: a unit test may not use the Prefect test server; move it to "
+                    "tests/flow", pytrace=False)
+    request.getfixturevalue("_prefect_harness")
 
 
 def make_batch(rows: int = ROWS, *, seed: int, theta: float = 10.0, shift: float = 0.0,
@@ -67,6 +214,12 @@ def with_nulls(frame, columns, percent):
         frame[column] = frame[column].astype("float64").fillna(0.0)
         frame.loc[frame.index % 100 < percent, column] = None
     return frame
+
+
+def hostile_header(path: Path) -> Path:
+    """The reported case: a 400 KB one-line header of 200,000 columns (pandas: over 10 minutes)."""
+    path.write_text(",".join(["a"] * 200_000))
+    return path
 
 
 @dataclass

@@ -11,7 +11,7 @@ import yaml
 from perennial.app.deployments import ADAPT_PARAMETERS, build
 from perennial.core.config import DeployConfig
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture

@@ -9,20 +9,6 @@ from conftest import make_batch, new_workspace
 from perennial.app.cli import main
 
 
-def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
-    config = tmp_path / "m.yaml"
-    config.write_text("name: m\ndata: {source: in, target: y}\nmodel: {family: xgb}\n")
-    assert main(["run", "--config", str(config)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"perennial: error: {config}: key 'model.family': Input should be 'sgd' or 'hgb'")
-    assert "\n" not in err
-
-
-def test_missing_config_file(tmp_path, capsys):
-    assert main(["status", "--config", str(tmp_path / "absent.yaml")]) == 2
-    assert "absent.yaml: config file not found" in capsys.readouterr().err
-
-
 def test_run_then_status(tmp_path, monkeypatch, capsys, prefect_server):
     ws = new_workspace(tmp_path, monkeypatch, model={"family": "hgb"})
     ws.add("2026-01.parquet", make_batch(seed=1, classes=3))

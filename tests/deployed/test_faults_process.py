@@ -14,7 +14,7 @@ import pytest
 from conftest import make_batch, new_workspace
 from perennial.app.local_server import quiet_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVER_APP = b"prefect.server.api.server:create_app"
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; Linux only")

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import make_batch, new_workspace
+from conftest import hostile_header, make_batch
 from perennial.adapters.batch_files import InputLimits, read_batch
 from perennial.core.config import ConfigError, DataConfig, load_config
 from perennial.core.types import BatchError
@@ -27,12 +27,6 @@ def rejection(path: Path, **keys) -> str:
     with pytest.raises(BatchError) as caught:
         read_batch(path, "auto", "label", limits(**keys))
     return str(caught.value)
-
-
-def hostile_header(path: Path) -> Path:
-    """The reported case: a 400 KB one-line header of 200,000 columns (pandas: over 10 minutes)."""
-    path.write_text(",".join(["a"] * 200_000))
-    return path
 
 
 def test_a_huge_header_is_rejected_in_moments_with_the_default_limit(tmp_path):
@@ -142,24 +136,3 @@ def test_limits_are_checked_config_keys(tmp_path):
                                  "equal to 1 (got 0)")
     config.write_text("name: m\ndata: {source: in, target: y, max_file_mb: 1, max_parse_seconds: 30}\n")
     assert InputLimits.of(load_config(config).data) == InputLimits(1, 2000, 30)
-
-
-def test_a_hostile_batch_is_quarantined_and_the_next_one_is_processed(tmp_path, monkeypatch, prefect_server):
-    ws = new_workspace(tmp_path, monkeypatch)
-    ws.add("a.csv", make_batch(seed=1))
-    hostile = hostile_header(ws.batches / "b-wide.csv")
-    repeated = ws.add("c-repeated.csv", make_batch(seed=2).rename(columns={"noise": "x one"}))
-    ws.add("d.csv", make_batch(seed=3))
-    records = {r.batch: r for r in ws.run()}
-    assert [records[b].decision for b in ["a.csv", "b-wide.csv", "c-repeated.csv", "d.csv"]] == [
-        "retrain", "reject", "reject", "noop"]
-    errors = {"b-wide.csv": f"batch file {hostile}: 200,000 columns, more than data.max_columns (2,000)",
-              "c-repeated.csv": f"batch file {repeated}: repeated column name(s) 'x one' (2x); every column "
-                                "needs its own name"}
-    for name, error in errors.items():
-        record = records[name]
-        assert record.reason == f"validation failed: {error}"
-        assert record.unusable == [error]
-        assert Path(record.quarantined_to) == ws.store.quarantine_dir / name
-        assert Path(record.quarantined_to).read_bytes() == (ws.batches / name).read_bytes()
-    assert ws.champion() == 1

@@ -9,7 +9,7 @@ import pytest
 from perennial.core.config import ConfigError, Settings, load_config
 from perennial.core.families import FAMILIES
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "perennial.yaml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "perennial.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "perennial"
 # Lowest first: a layer may import itself and the layers before it.
 LAYERS = ["core", "adapters", "pipeline", "app"]
