@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from conftest import make_batch
+from perennial.adapters.mlflow_registry import Tag
 from perennial.adapters.prefect_events import (
     BATCH_ARRIVED,
     DATA_GROWN,
@@ -182,7 +183,7 @@ def test_adaptations_queue_with_check_and_set_and_forged_or_redelivered_events_c
                                         f"v{won['model_version']}")
     assert d.champion() == won["model_version"]
     tags = d.versions()
-    assert {tags[r["model_version"]]["perennial.batch"] for r in (won, lost)} == {"c.csv", "d.csv"}
+    assert {tags[r["model_version"]][Tag.BATCH] for r in (won, lost)} == {"c.csv", "d.csv"}
 
     # A redelivered request for a settled batch, and a forged one asking a settled batch's former
     # champion to be demoted by a noop: both refused, nothing changes.
@@ -223,7 +224,7 @@ def test_a_data_growth_retrain_reaches_the_adapt_deployment_through_its_own_even
     e = wait_for(lambda: (r := d.ledger().get("e.csv")) and r["status"] == "done" and r, "e.csv adapted")
     assert e["decision"] == "retrain" and e["trigger"] == "data_growth", e["reason"]
     assert re.match(r"data growth: [\d,]+ new labelled rows", e["reason"]), e["reason"]
-    assert e["promoted"] and d.versions()[e["model_version"]]["perennial.candidate"] == "retrain_grown"
+    assert e["promoted"] and d.versions()[e["model_version"]][Tag.CANDIDATE] == "retrain_grown"
     [run] = wait_for(lambda: len(r := d.runs(f"adapt-{MODEL}")[before:]) == 1 and r, "the growth's adapt run")
     assert run["created_by"]["type"] == "AUTOMATION" and run["parameters"]["batch_ids"] == ["e.csv"]
     grown = wait_for(lambda: [x for x in d.http.post("/events/filter", json={"filter": {

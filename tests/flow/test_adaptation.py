@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import make_batch, new_workspace
+from perennial.adapters.mlflow_registry import Tag
 from perennial.core.types import pct
 
 DEFAULTS = {"growth_ratio": 1.0, "candidate_budget": 0.5}  # conftest turns both off for other tests
@@ -34,7 +35,7 @@ def test_a_stable_stream_keeps_learning_through_data_growth_retrains_not_alarms(
     from mlflow import MlflowClient
 
     run = MlflowClient(ws.settings.tracking_uri()).get_run(second.run_id)
-    assert run.data.tags["perennial.trigger"] == "data_growth"
+    assert run.data.tags[Tag.TRIGGER] == "data_growth"
 
 
 def test_an_alarm_compares_candidates_on_the_same_holdout_rows_and_logs_each(tmp_path, monkeypatch,
@@ -69,7 +70,7 @@ def test_an_alarm_compares_candidates_on_the_same_holdout_rows_and_logs_each(tmp
     for name, c in tried.items():
         assert run.data.metrics[f"candidate.{name}.accuracy"] == c["accuracy"]
         assert run.data.metrics[f"candidate.{name}.train_cpu_seconds"] == c["train_cpu_seconds"]
-    assert run.data.tags["perennial.decision"] == second.decision
+    assert run.data.tags[Tag.DECISION] == second.decision
     # ... and so does the cycle's Prefect artifact.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 from conftest import make_batch
+from perennial.adapters.mlflow_registry import Tag
 from perennial.app import cli
 from perennial.app.local_server import BIN
 from perennial.core.lifelong import KEY
@@ -46,7 +47,7 @@ def assert_each_batch_once(ws, batches: list[str]) -> None:
     assert all(n == 1 for n in registered.values()), registered
     client = MlflowClient(ws.settings.tracking_uri())
     runs = client.search_runs([client.get_experiment_by_name(ws.name).experiment_id])
-    assert Counter(r.data.tags["perennial.batch"] for r in runs) == Counter(batches)
+    assert Counter(r.data.tags[Tag.BATCH] for r in runs) == Counter(batches)
     memory = ws.store.replay(100_000, "label").frame
     assert not memory.duplicated(subset=[KEY]).any() and not memory.drop(columns=[KEY]).duplicated().any()
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import Workspace, make_batch, new_workspace
+from perennial.adapters.mlflow_registry import Tag
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_registry_lineage_and_artifacts(stream):
 
     client = MlflowClient(ws.settings.tracking_uri())
     run = client.get_run(records["b03-concept-change.csv"].run_id)
-    assert run.data.tags["perennial.decision"] == "retrain"
+    assert run.data.tags[Tag.DECISION] == "retrain"
     assert run.data.metrics["champion_accuracy_before"] < 0.2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"drift", "validation", "lineage.json", "reference"} <= artifacts

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from perennial.adapters.prefect_events import BATCH_ARRIVED, resource_id
 from perennial.app.deployments import ADAPT_PARAMETERS, build
 from perennial.core.config import DeployConfig
 
@@ -31,8 +32,8 @@ def test_served_deployments_have_names_schedules_triggers_and_queues(config):
     assert monitor.parameters == {"config_path": path, "mode": "deployed"}
 
     (arrived,) = monitor.triggers
-    assert arrived.expect == {"perennial.batch.arrived"}
-    assert arrived.match.root == {"prefect.resource.id": "perennial.model.loan-approval"}
+    assert arrived.expect == {BATCH_ARRIVED}
+    assert arrived.match.root == {"prefect.resource.id": resource_id("loan-approval")}
     (drift,) = adapt.triggers
     assert drift.expect == {"perennial.drift.detected", "perennial.data.grown"}
     assert drift.match.root == {"prefect.resource.id": "perennial.model.loan-approval"}
