@@ -48,7 +48,7 @@ def embedded_settings(state: Path) -> Settings:
     flows (nothing is steered through the environment)."""
     from perennial.core.config import Settings
 
-    return Settings(state_dir=state, mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    return Settings(state_dir=state, state_url=None, mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
 
 
 def peak_rss_mb() -> float:

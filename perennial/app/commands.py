@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from perennial.adapters.postgres_state import state_store
 from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.state import RELEASED, StateStore
@@ -120,7 +121,7 @@ def run(config_path: Path) -> int:
     # Before the flow: an outage is one line and leaves nothing behind, not retries and a traceback.
     check_reachable(settings)
     check_rules_early(config)
-    store = StateStore(settings.state_dir, config.name)
+    store = state_store(settings, config.name)
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
         store.check()
         start_flow_server()
@@ -162,7 +163,7 @@ def check_rules_early(config: PipelineConfig) -> None:
 
     if not config.validation.columns:
         return
-    store = StateStore(Settings().state_dir, config.name)
+    store = state_store(Settings(), config.name)
     schema = next_schema(config, store.schema(), store.processed())
     if schema is not None:
         check_column_rules(config, schema)
@@ -196,7 +197,7 @@ def ingest(file: Path, config_path: Path) -> int:
                           f"(got {config.data.source!r})")
     if not file.is_file():
         raise BatchError(f"batch file {file}: not found")
-    store = StateStore(Settings().state_dir, config.name)
+    store = state_store(Settings(), config.name)
     rejected = check_ingest_name(file, store)
     target = folder / file.name
     if target.exists():  # early, to spare a copy; `copy_exclusively` is what guarantees it
@@ -276,12 +277,12 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
     from perennial.core.types import BatchError
 
     config = load_config(config_path)
-    store = StateStore(Settings().state_dir, config.name)
+    store = state_store(Settings(), config.name)
     record = store.record(batch_id)
     if not reason.strip():
         raise BatchError(f"batch {batch_id}: --reason must say why it is released")
     if record is None:
-        raise BatchError(f"batch {batch_id}: not in the ledger of {config.name} ({store.ledger_path}); "
+        raise BatchError(f"batch {batch_id}: not in the ledger of {config.name} ({store.ledger_location}); "
                          "only a rejected batch can be released")
     if record.status == RELEASED:
         raise BatchError(f"batch {batch_id}: already released ({record.release_reason}); "
@@ -348,12 +349,12 @@ def status(config_path: Path, last: int) -> int:
                           v.get("batch", "-"), pct(float(acc), 1) if acc else "-",
                           v.get("promoted", "-"), v.get("promotion", "-"))
         console.print(table)
-    store = StateStore(settings.state_dir, config.name)
+    store = state_store(settings, config.name)
     records = store.records()
     if records:
         console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))
         console.print(cost_summary(records))
         console.print(lifelong_summary(store.matrix()) or "")
     else:
-        console.print(f"No batch processed yet (ledger under {settings.state_dir.resolve()})")
+        console.print(f"No batch processed yet (ledger: {store.ledger_location})")
     return 0

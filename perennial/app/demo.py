@@ -125,8 +125,9 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
 
     workdir = (workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
     state = workdir / "state"
-    # Embedded infrastructure for this demo only, passed to the flow.
-    settings = Settings(state_dir=state, mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
+    # Embedded infrastructure for this demo only, passed to the flow (never a shared state database).
+    settings = Settings(state_dir=state, state_url=None,
+                        mlflow_tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
     os.environ["PREFECT_HOME"] = str(workdir / "prefect")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -189,7 +190,8 @@ def _print_where(console, workdir: Path, config_path: Path, settings: Settings) 
                   f"--default-artifact-root {artifacts} --port 5000   -> http://127.0.0.1:5000")
     console.print(f"  Prefect UI: PREFECT_HOME={workdir / 'prefect'} uv run prefect server start   "
                   "-> http://127.0.0.1:4200")
-    console.print(f"  Status:     PERENNIAL_STATE_DIR={settings.state_dir} uv run perennial status "
+    console.print(f"  Status:     PERENNIAL_STATE_URL= PERENNIAL_STATE_DIR={settings.state_dir} "
+                  "uv run perennial status "
                   f"--config {config_path}")
 
 

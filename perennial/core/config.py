@@ -11,6 +11,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -258,6 +259,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PERENNIAL_", extra="ignore")
 
     state_dir: Path = Field(default=Path(".perennial"), description="Ledgers, quarantine, reference.")
+    # Secret: it may hold a password; pydantic (and Prefect's record of a flow's parameters) show ***.
+    state_url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL of the state every worker shares "
+        "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE); unset, the state stays in state_dir.")
     mlflow_tracking_uri: str | None = Field(
         default=None,
         validation_alias=AliasChoices("PERENNIAL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),

@@ -73,13 +73,24 @@ class ReplayMemory:
     @classmethod
     def load(cls, path: Path, capacity: int, target: str) -> ReplayMemory:
         """A saved memory; a smaller capacity than it was saved with drops rows by the same rule."""
-        frame = pd.read_parquet(path)
+        try:
+            return cls.of(pd.read_parquet(path), capacity, target)
+        except NotAMemory as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, capacity: int, target: str) -> ReplayMemory:
+        """A memory from its saved rows (`frame`, as `load` reads it)."""
         if frame.empty:
             return cls.empty(capacity, target)
         if KEY not in frame.columns or target not in frame.columns:
-            raise ValueError(f"{path}: not a replay memory (expected columns {KEY!r} and {target!r})")
+            raise NotAMemory(f"not a replay memory (expected columns {KEY!r} and {target!r})")
         # The saved keys decide again: the same rows when the capacity is unchanged.
         return cls(capacity, target, _keep(frame, target, capacity))
+
+
+class NotAMemory(ValueError):
+    """Saved rows without the columns of a replay memory."""
 
 
 def _keep(pool: pd.DataFrame, target: str, capacity: int) -> pd.DataFrame:

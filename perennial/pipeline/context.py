@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from perennial.adapters.postgres_state import state_store
 from perennial.core.config import PipelineConfig, Settings, load_config
 from perennial.core.state import StateStore
 from perennial.core.types import Batch, Champion, CycleRecord, Schema
@@ -30,7 +31,7 @@ class Cycle:
         benchmark); a run a Prefect deployment starts reads them from its worker's environment."""
         config = config if isinstance(config, PipelineConfig) else load_config(config)
         settings = settings or Settings()
-        return cls(config, settings, StateStore(settings.state_dir, config.name))
+        return cls(config, settings, state_store(settings, config.name))
 
     def on(self, batch: Batch, schema: Schema | None = None, champion: Champion | None = None) -> Cycle:
         """This model's context for one batch."""

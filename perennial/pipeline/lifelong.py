@@ -17,7 +17,7 @@ from perennial.core.evaluation import accuracy
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
 from perennial.core.policy import concept_returned, forgets_too_much
 from perennial.core.sampling import batch_seed, uniform_mask
-from perennial.core.state import StateChange
+from perennial.core.state import REPLAY, StateChange
 from perennial.core.types import (
     Action,
     Batch,
@@ -121,7 +121,8 @@ def memory_in_service(cycle: Cycle) -> ReplayMemory:
     if store.has_replay() or champion is None or not store.matrix().steps:
         return store.replay(capacity, target)
     logging.getLogger(__name__).warning(
-        "%s is missing: restored the replay memory from v%d's copy", store.replay_path, champion.version)
+        "%s is missing: restored the replay memory from v%d's copy", store.storage.where(REPLAY),
+        champion.version)
     return replay_memory(config, cycle.settings, champion.version)
 
 
