@@ -16,11 +16,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
-from perennial.core import families, trusted
+from perennial.core import failpoints, families, trusted
 from perennial.core.config import PipelineConfig, Settings
+from perennial.core.history import previous_champion, settled
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.state import batch_key
 from perennial.core.types import (
+    ROLLBACK,
+    Action,
+    AliasMove,
     Batch,
     Challenger,
     Champion,
@@ -29,6 +33,7 @@ from perennial.core.types import (
     OutageError,
     Promotion,
     RegistryError,
+    RollbackError,
     Schema,
     ValidationResult,
 )
@@ -37,6 +42,11 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 REPLAY_ARTIFACT = "replay/memory.parquet"
 TAG_PREFIX = "perennial."
+# The `champion` alias history: one tag of the registered model per move, `<prefix><seq, 6 digits>`,
+# holding the move as compact JSON (`AliasMove.to_json`). Kept with the model, so every worker and
+# host that uses the registry reads the same history.
+HISTORY_TAG = "perennial.champion_history."
+HISTORY_REASON_CHARS = 2000  # an entry stays far below any server's limit on a tag's value
 
 
 class Tag(StrEnum):
@@ -58,6 +68,8 @@ class Tag(StrEnum):
     RELEASE_REASON = "perennial.release_reason"
     REPLAY_MEMORY = "perennial.replay_memory"
     REPLAY_ROWS = "perennial.replay_rows"
+    # On the version `perennial rollback` took `champion` from: no cycle reinstates it automatically.
+    ROLLED_BACK = "perennial.rolled_back"
     SHIFTED_COLUMNS = "perennial.shifted_columns"
     TRAINED_ON = "perennial.trained_on"
     TRIGGER = "perennial.trigger"
@@ -271,12 +283,14 @@ def load_model(name: str, version: str | int) -> Any:
 
 def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
                      limit: int) -> list[Champion]:
-    """Versions that were champion once (newest first, at most `limit`), the current one excluded;
-    for scoring, so without their reference data (the next cycle loads it if one is reinstated)."""
+    """Versions that were champion once (newest first, at most `limit`), the current one and those a
+    user rolled back from (`Tag.ROLLED_BACK`) excluded; for scoring, so without their reference data
+    (the next cycle loads it if one is reinstated)."""
     # The name may sit in a filter: PipelineConfig.name's pattern allows no quote.
     found = client(settings).search_model_versions(
         f"name = '{config.name}' AND tags.`perennial.promoted` = 'true'")
-    former = sorted((v for v in found if int(v.version) != current), key=lambda v: -int(v.version))
+    former = sorted((v for v in found if int(v.version) != current and Tag.ROLLED_BACK not in v.tags),
+                    key=lambda v: -int(v.version))
     loaded = []
     for v in former[:limit]:
         try:
@@ -523,22 +537,27 @@ def _requirements() -> list[str]:
 def promote(config: PipelineConfig, settings: Settings, version: int, verdict: tuple[bool, str],
             expected: int | None) -> Promotion:
     """Record the promotion verdict on the version; move `champion` to it when promoted, else make it
-    `challenger`. Check-and-set: `expected` is the champion the decision was made against."""
-    return _check_and_set(config.name, settings, version, expected, *verdict, new_version=True)
+    `challenger`. Check-and-set: `expected` is the champion the decision was made against. The
+    history entry takes the decision and batch the version was registered with."""
+    tags = client(settings).get_model_version(config.name, str(version)).tags
+    return _check_and_set(config.name, settings, version, expected, *verdict, new_version=True,
+                          move=(tags.get(Tag.DECISION, ""), tags.get(Tag.BATCH)))
 
 
 def reinstate(config: PipelineConfig, settings: Settings, version: int, reason: str,
-              expected: int | None) -> Promotion:
-    """Put a former champion back in service (`reuse`), check-and-set like `promote`."""
-    return _check_and_set(config.name, settings, version, expected, True, reason, new_version=False)
+              expected: int | None, batch: str | None = None) -> Promotion:
+    """Put a former champion back in service (`reuse`) for `batch`, check-and-set like `promote`."""
+    return _check_and_set(config.name, settings, version, expected, True, reason, new_version=False,
+                          move=(Action.REUSE.value, batch))
 
 
 def _check_and_set(name: str, settings: Settings, version: int, expected: int | None, promoted: bool,
-                   reason: str, new_version: bool) -> Promotion:
+                   reason: str, new_version: bool, move: tuple[str, str | None]) -> Promotion:
     """Move `champion` to `version` only if it is still on `expected`: if another adaptation moved it
     meanwhile, this one does not overwrite it. Already on `version` while `expected` was another: this
-    cycle moved it before a crash, so it is done. Tags first, alias last: a crash in between leaves
-    the alias where it was, and the rerun reaches the same verdict."""
+    cycle moved it before a crash, so it is done. Tags first, then the history entry (`move`: the
+    decision and batch it records), alias last: a crash in between leaves the alias where it was,
+    and the rerun reaches the same verdict (see `_move_champion`)."""
     mlflow_client = client(settings)
     current = _alias_version(mlflow_client, name, CHAMPION)
     if current == version and expected != version:
@@ -555,13 +574,129 @@ def _check_and_set(name: str, settings: Settings, version: int, expected: int | 
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version), key, value)
     if promoted:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+        _move_champion(mlflow_client, name, current, version, *move, reason)
         if _alias_version(mlflow_client, name, CHALLENGER) == version:
             mlflow_client.delete_registered_model_alias(name, CHALLENGER)
     else:
         mlflow_client.set_registered_model_alias(name, CHALLENGER, str(version))
     return Promotion(version=version, promoted=promoted, reason=reason,
                      champion_version=version if promoted else (current or 0))
+
+
+def _move_champion(mlflow_client: Any, name: str, current: int | None, version: int, decision: str,
+                   batch: str | None, reason: str) -> None:
+    """Move `champion` from `current` to `version`, recorded in the model's alias history.
+
+    Crash-safety: the history entry is written first, the alias moved last. A crash in between
+    leaves an entry for a move that did not happen: readers leave it out (`core.history.settled`:
+    the alias is still on its `from` version, or the next entry starts from there too), and the rerun
+    of the same move writes over it (`_record_move`). The other order could lose the record of a
+    move that did happen, with nothing left to tell what it was.
+
+    `perennial.rolled_back` follows the same order: a rollback tags the version it leaves before the
+    move. A champion never keeps that tag: one found on the version a promotion or reuse leaves is
+    from a rollback that crashed before its move, and is removed; the version a reuse or rollback puts
+    in service loses its own after the move.
+    """
+    _record_move(mlflow_client, name, current, version, decision, batch, reason)
+    if current is not None:
+        if decision == ROLLBACK:
+            mlflow_client.set_model_version_tag(name, str(current), Tag.ROLLED_BACK, reason[:4000])
+        elif Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(current)).tags:
+            mlflow_client.delete_model_version_tag(name, str(current), Tag.ROLLED_BACK)
+    failpoints.reached("history-written")
+    mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    if Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(version)).tags:
+        mlflow_client.delete_model_version_tag(name, str(version), Tag.ROLLED_BACK)
+
+
+def _record_move(mlflow_client: Any, name: str, current: int | None, version: int, decision: str,
+                 batch: str | None, reason: str) -> AliasMove:
+    """Append a move to the model's alias history (writers hold the model's lock, so `seq` is theirs).
+    The same move as the last entry (a rerun after a crash before its alias move) writes over it."""
+    from datetime import UTC, datetime
+
+    model = _registered(mlflow_client, name)
+    moves = _moves(dict(model.tags) if model is not None else {})
+    last = moves[-1] if moves else None
+    rerun = last is not None and (last.from_version, last.to_version, last.decision, last.batch) == (
+        current, version, decision, batch)
+    seq = last.seq if rerun else (last.seq + 1 if last else 1)
+    move = AliasMove(seq, datetime.now(UTC).isoformat(timespec="seconds"), current, version, decision, batch,
+                     reason[:HISTORY_REASON_CHARS])
+    mlflow_client.set_registered_model_tag(name, f"{HISTORY_TAG}{seq:06d}", move.to_json())
+    return move
+
+
+def _moves(tags: dict[str, str]) -> list[AliasMove]:
+    """Every alias history entry among a registered model's tags, oldest first (settled or not)."""
+    moves = []
+    for key, value in tags.items():
+        if key.startswith(HISTORY_TAG):
+            try:
+                moves.append(AliasMove.from_json(int(key.removeprefix(HISTORY_TAG)), value))
+            except (ValueError, KeyError, TypeError) as exc:
+                _warn(f"alias history entry {key} unreadable, skipped ({type(exc).__name__}: {exc})")
+    return sorted(moves, key=lambda m: m.seq)
+
+
+def champion_history(name: str, settings: Settings) -> list[AliasMove]:
+    """The moves of `champion` recorded with the model, oldest first; an entry for a move a crash
+    stopped before the alias moved is left out. None when the model is not registered yet; an outage
+    raises."""
+    mlflow_client = client(settings)
+    with outages(settings):
+        model = _registered(mlflow_client, name)
+    if model is None:
+        return []
+    champion = model.aliases.get(CHAMPION)
+    return settled(_moves(dict(model.tags)), int(champion) if champion is not None else None)
+
+
+def rollback(name: str, settings: Settings, target: int | None, reason: str) -> AliasMove:
+    """Move `champion` back to `target`, by default the version it was on before the current one (from
+    the history); check-and-set against the champion read here. The reason goes into the history and
+    the version's `perennial.promotion`; the version left is tagged `perennial.rolled_back`, so no
+    cycle reinstates it automatically. RollbackError for a rollback that cannot be done as asked,
+    RegistryError for a version Perennial would not load; callers hold the model's lock."""
+    mlflow_client = client(settings)
+    with outages(settings):
+        model = _registered(mlflow_client, name)
+    current = int(model.aliases[CHAMPION]) if model is not None and CHAMPION in model.aliases else None
+    if current is None:
+        raise RollbackError(f"model {name}: no champion to roll back")
+    if target is None:
+        target = previous_champion(settled(_moves(dict(model.tags)), current), current)
+        if target is None:
+            raise RollbackError(f"model {name}: the champion history records no version before v{current}; "
+                                "name one with --to VERSION")
+    if target == current:
+        raise RollbackError(f"model {name}: v{target} is the champion already")
+    with outages(settings):
+        _check_rollback_target(mlflow_client, name, target)
+        promotion = _check_and_set(name, settings, target, current, True,
+                                   f"rollback from v{current} to v{target}: {reason}", new_version=False,
+                                   move=(ROLLBACK, None))
+    if not promotion.promoted:
+        raise RollbackError(f"model {name}: the champion moved from v{current} to "
+                            f"v{promotion.champion_version} meanwhile; nothing changed")
+    return champion_history(name, settings)[-1]
+
+
+def _check_rollback_target(mlflow_client: Any, name: str, target: int) -> None:
+    """The version exists, Perennial registered it, and it loads as a skops model of our own types."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = mlflow_client.get_model_version(name, str(target))
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RollbackError(f"model {name}: there is no version {target}") from None
+        raise
+    if Tag.HOLDOUT_ACCURACY not in version.tags:
+        raise RegistryError(f"model {name} v{target}: not a version Perennial registered (no "
+                            f"{Tag.HOLDOUT_ACCURACY} tag); not rolled back to")
+    load_model(name, target)
 
 
 def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], matrix: AccuracyMatrix | None,
@@ -582,17 +717,23 @@ def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], mat
                 mlflow.log_artifact(str(heatmap), "lifelong")
 
 
-def _aliases(mlflow_client: Any, name: str) -> dict[str, str]:
-    """The model's aliases; none when it is not registered yet. Any other error raises: an outage
-    must not read as "no champion" (a challenger would become champion by default)."""
+def _registered(mlflow_client: Any, name: str) -> Any | None:
+    """The registered model (aliases, tags); None when it is not registered yet. Any other error
+    raises: an outage must not read as "no champion" (a challenger would become champion by default)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return dict(mlflow_client.get_registered_model(name).aliases)
+        return mlflow_client.get_registered_model(name)
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return {}
+            return None
         raise
+
+
+def _aliases(mlflow_client: Any, name: str) -> dict[str, str]:
+    """The model's aliases; none when it is not registered yet (see `_registered`)."""
+    model = _registered(mlflow_client, name)
+    return dict(model.aliases) if model is not None else {}
 
 
 def _alias_version(mlflow_client: Any, name: str, alias: str) -> int | None:

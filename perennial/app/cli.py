@@ -1,4 +1,4 @@
-"""The `perennial` command: demo, run, serve, ingest, release, status.
+"""The `perennial` command: demo, run, serve, ingest, release, rollback, status.
 
 Heavy libraries load inside commands."""
 
@@ -36,8 +36,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="Only write the stream (stream/) and its config; e.g. to ingest into a server.")
     run = sub.add_parser("run", help="One cycle over the batches not processed yet.")
     run.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
-    serve = sub.add_parser("serve", help="Serve the monitor and adapt deployments on a Prefect server.")
-    serve.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    serve = sub.add_parser("serve", help="Serve the monitor and adapt deployments of one model or a fleet "
+                           "on a Prefect server, from one process.")
+    serve.add_argument("--config", type=Path, required=True, action="append",
+                       help="A model's YAML config, or a folder of them (every .yaml / .yml in it); "
+                       "repeat it to serve several models.")
     ingest = sub.add_parser("ingest", help="Add a batch file atomically and announce it to the monitor.")
     ingest.add_argument("file", type=Path, help="A .csv or .parquet batch.")
     ingest.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
@@ -47,9 +50,19 @@ def _parser() -> argparse.ArgumentParser:
     release.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     release.add_argument("--reason", required=True, help="Why, e.g. 'ages above 120 are the new normal'; "
                          "recorded on the ledger line.")
+    rollback = sub.add_parser("rollback", help="Move the champion alias back to an earlier version; the "
+                              "version left is not reinstated automatically.")
+    rollback.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    rollback.add_argument("--to", type=int, default=None, metavar="VERSION",
+                          help="The version to serve (default: the champion before the current one, "
+                          "from the champion history).")
+    rollback.add_argument("--reason", required=True, help="Why, e.g. 'v7 rejects valid loans'; recorded in "
+                          "the champion history and on the version.")
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
     status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
+    status.add_argument("--history", action="store_true",
+                        help="Show every move of the champion alias instead (newest first).")
     return parser
 
 
@@ -61,41 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from perennial.core.types import USER_ERRORS
 
     try:
-        if args.command == "demo":
-            from perennial.app.demo import run_demo
-
-            if args.no_run:
-                return run_demo(args.workdir, args.rows, run=False)
-            # run_demo's default, decided here: the server keeps its database in the workdir too.
-            workdir = (args.workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
-            (workdir / "prefect").mkdir(parents=True, exist_ok=True)
-            os.environ["PREFECT_HOME"] = str(workdir / "prefect")
-            from perennial.app.commands import start_flow_server
-
-            start_flow_server()
-            return run_demo(workdir, args.rows)
-        if args.command == "run":
-            from perennial.app.commands import run
-
-            return run(args.config)
-        if args.command == "serve":
-            # A triggered run should start within seconds, not at the runner's default 10 s poll.
-            os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
-            from perennial.app.commands import serve, start_flow_server
-
-            start_flow_server(args.config)
-            return serve(args.config)
-        if args.command == "ingest":
-            from perennial.app.commands import ingest
-
-            return ingest(args.file, args.config)
-        if args.command == "release":
-            from perennial.app.commands import release
-
-            return release(args.batch, args.config, args.reason)
-        from perennial.app.commands import status
-
-        return status(args.config, args.last)
+        return _command(args)
     except (ConfigError, *USER_ERRORS) as exc:
         print(f"perennial: error: {exc}", file=sys.stderr)
         return 2
@@ -103,6 +82,62 @@ def main(argv: list[str] | None = None) -> int:
         print("perennial: interrupted; batches not in the ledger will be processed next time",
               file=sys.stderr)
         return 130
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "run":
+        from perennial.app.commands import run
+
+        return run(args.config)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "ingest":
+        from perennial.app.commands import ingest
+
+        return ingest(args.file, args.config)
+    if args.command == "release":
+        from perennial.app.commands import release
+
+        return release(args.batch, args.config, args.reason)
+    if args.command == "rollback":
+        from perennial.app.commands import rollback
+
+        return rollback(args.config, args.to, args.reason)
+    if args.history:
+        from perennial.app.commands import history
+
+        return history(args.config)
+    from perennial.app.commands import status
+
+    return status(args.config, args.last)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from perennial.app.demo import run_demo
+
+    if args.no_run:
+        return run_demo(args.workdir, args.rows, run=False)
+    # run_demo's default, decided here: the server keeps its database in the workdir too.
+    workdir = (args.workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
+    (workdir / "prefect").mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(workdir / "prefect")
+    from perennial.app.commands import start_flow_server
+
+    start_flow_server()
+    return run_demo(workdir, args.rows)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # A triggered run should start within seconds, not at the runner's default 10 s poll.
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+    from perennial.app.commands import serve, start_flow_server
+    from perennial.app.deployments import fleet
+
+    configs = fleet(args.config)  # checked before a server starts: a mistake is one line
+    start_flow_server()
+    return serve(configs)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`perennial run`, `status`, `serve`, `ingest` and `release`, and the tables they print."""
+"""`perennial run`, `status`, `serve`, `ingest`, `release` and `rollback`, and the tables they print."""
 
 from __future__ import annotations
 
@@ -169,16 +169,21 @@ def check_rules_early(config: PipelineConfig) -> None:
         check_column_rules(config, schema)
 
 
-def serve(config_path: Path) -> int:
-    """Serve the model's deployments from this process until interrupted."""
-    config = load_config(config_path)
-    check_rules_early(config)
-    from perennial.app.deployments import adapt_name, monitor_name
+def serve(config_paths: list[Path]) -> int:
+    """Serve the deployments of every model given (configs, or folders of them) from this process
+    until interrupted."""
+    from perennial.app.deployments import adapt_name, fleet, monitor_name
     from perennial.app.deployments import serve as serve_deployments
 
-    console.print(f"Serving [bold]{monitor_name(config)}[/] (cron {config.deploy.cron}, and on "
-                  f"perennial.batch.arrived) and [bold]{adapt_name(config)}[/] (on perennial.drift.detected)")
-    serve_deployments(config_path)
+    paths = fleet(config_paths)
+    configs = [load_config(path) for path in paths]
+    for config in configs:
+        check_rules_early(config)
+    for config in configs:
+        console.print(f"Serving [bold]{monitor_name(config)}[/] (cron {config.deploy.cron}, and on "
+                      f"perennial.batch.arrived) and [bold]{adapt_name(config)}[/] "
+                      "(on perennial.drift.detected)")
+    serve_deployments(paths)
     return 0
 
 
@@ -310,18 +315,77 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
 
 def announce(model: str, payload: dict) -> None:
     """Emit `perennial.batch.arrived` when a Prefect server is configured, so its monitor runs."""
+    from perennial.adapters.prefect_events import BATCH_ARRIVED
+
+    if send_event(BATCH_ARRIVED, model, payload):
+        console.print(f"Emitted {BATCH_ARRIVED} for perennial.model.{model}")
+    else:
+        console.print("No PREFECT_API_URL: no event sent; `perennial run` will pick the batch up.")
+
+
+def send_event(event: str, model: str, payload: dict) -> bool:
+    """Emit an event about `model` and deliver it before this short-lived process exits; False when
+    no Prefect server is configured (PREFECT_API_URL) to receive it."""
     from prefect.settings import PREFECT_API_URL
 
     if not PREFECT_API_URL.value():
-        console.print("No PREFECT_API_URL: no event sent; `perennial run` will pick the batch up.")
-        return
+        return False
     from prefect.events.worker import EventsWorker
 
-    from perennial.adapters.prefect_events import BATCH_ARRIVED, emit
+    from perennial.adapters.prefect_events import emit
 
-    emit(BATCH_ARRIVED, model, payload)
-    EventsWorker.drain_all()  # deliver before this short-lived process exits
-    console.print(f"Emitted {BATCH_ARRIVED} for perennial.model.{model}")
+    emit(event, model, payload)
+    EventsWorker.drain_all()
+    return True
+
+
+def rollback(config_path: Path, target: int | None, reason: str) -> int:
+    """Move `champion` back to `target` (default: the version before the current one, from the alias
+    history), check-and-set, holding the model's lock so no cycle moves it meanwhile; recorded in the
+    history, and announced as `perennial.model.promoted` with decision `rollback`."""
+    from perennial.adapters.mlflow_registry import check_reachable
+    from perennial.adapters.mlflow_registry import rollback as roll_back
+    from perennial.adapters.prefect_events import MODEL_PROMOTED
+    from perennial.core.types import ROLLBACK, RollbackError
+
+    config, settings = load_config(config_path), Settings()
+    if not reason.strip():
+        raise RollbackError(f"model {config.name}: --reason must say why the champion is rolled back")
+    check_reachable(settings, then="nothing was changed")
+    store = StateStore(settings.state_dir, config.name)
+    with store.lock(holder="perennial rollback"):
+        move = roll_back(config.name, settings, target, reason.strip())
+    console.print(escape(f"Rolled back {config.name}: champion v{move.from_version} -> v{move.to_version} "
+                         f"({reason.strip()}); v{move.from_version} will not be reinstated automatically. "
+                         f"Restart servers of models:/{config.name}@champion to serve v{move.to_version}."))
+    if send_event(MODEL_PROMOTED, config.name, {"version": move.to_version, "from_version": move.from_version,
+                                                "batch": None, "decision": ROLLBACK, "reason": move.reason}):
+        console.print(f"Emitted {MODEL_PROMOTED} (decision {ROLLBACK}) for perennial.model.{config.name}")
+    else:
+        console.print(f"No PREFECT_API_URL: no {MODEL_PROMOTED} event sent.")
+    return 0
+
+
+def history(config_path: Path) -> int:
+    """Every recorded move of `champion`, newest first: when, from and to which version, the decision
+    (a promotion's, `reuse` or `rollback`), the batch and why."""
+    from perennial.adapters.mlflow_registry import champion_history, check_reachable
+
+    config, settings = load_config(config_path), Settings()
+    check_reachable(settings, then=None)
+    moves = champion_history(config.name, settings)
+    if not moves:
+        console.print(f"[bold]{config.name}[/]: no move of the champion recorded yet "
+                      f"({settings.tracking_uri()})")
+        return 0
+    table = Table(title=f"{config.name}: champion history, newest first")
+    for column in ("time (UTC)", "from", "to", "decision", "batch", "reason"):
+        table.add_column(column, overflow="fold", max_width=70 if column == "reason" else None)
+    for m in reversed(moves):
+        table.add_row(m.at.removesuffix("+00:00"), f"v{m.from_version}" if m.from_version else "-",
+                      f"v{m.to_version}", m.decision, escape(m.batch or "-"), escape(m.reason))
+    console.print(table)
+    return 0
 
 
 def status(config_path: Path, last: int) -> int:

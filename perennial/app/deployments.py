@@ -1,6 +1,7 @@
-"""The `monitor` and `adapt` deployments of one model, with their schedules and triggers.
+"""The `monitor` and `adapt` deployments of a model, with their schedules and triggers; of several
+(a fleet) for one `perennial serve`, each model's named after it and triggered by its own events.
 
-`perennial serve` serves exactly these; `prefect.yaml` declares the same for workers
+`perennial serve` serves exactly these; `prefect.yaml` declares the same for workers, for one model
 (tests/test_deployments.py keeps the two in step).
 """
 
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from perennial.adapters import prefect_events as events
-from perennial.core.config import PipelineConfig, load_config
+from perennial.core.config import ConfigError, PipelineConfig, load_config
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 # What an `adapt` run receives from the event that triggers it (`events.ADAPTATION_EVENTS`).
 ADAPT_PARAMETERS = {
@@ -73,8 +76,37 @@ def build(config_path: str | Path) -> list[Any]:
     return [monitor, adapt_deployment]
 
 
-def serve(config_path: str | Path) -> None:
-    """Serve both deployments from this process until interrupted."""
+def fleet(paths: list[Path]) -> list[Path]:
+    """The configs of a fleet: each file given, and every .yaml / .yml file of a folder given (in name
+    order). Each must load, and name a model no other one names: deployment names and the events
+    that trigger them are per model. A mistake raises ConfigError naming the file."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix in CONFIG_SUFFIXES and p.is_file())
+            if not inside:
+                raise ConfigError(f"{path}: a folder without any {' or '.join(CONFIG_SUFFIXES)} config")
+            found.extend(inside)
+        else:
+            found.append(path)
+    names: dict[str, Path] = {}
+    for path in found:
+        name = load_config(path).name
+        if name in names:
+            raise ConfigError(f"{path}: model '{name}' is in {names[name]} too; a fleet serves each "
+                              "model once")
+        names[name] = path
+    return found
+
+
+def build_fleet(paths: list[Path]) -> list[Any]:
+    """Every model's two deployments (see `fleet` for `paths`), the models in the order given."""
+    return [deployment for path in fleet(paths) for deployment in build(path)]
+
+
+def serve(paths: list[Path]) -> None:
+    """Serve every model's deployments from this process until interrupted (each run in a process of
+    its own, as `prefect.serve` starts them)."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(*build(config_path))
+    prefect_serve(*build_fleet(paths))

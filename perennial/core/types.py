@@ -51,8 +51,49 @@ class OutageError(RuntimeError):
     the batch is wrong, so a later run processes it."""
 
 
+class RollbackError(ValueError):
+    """`perennial rollback` cannot do what was asked: no champion, no earlier one in the history, no
+    such version, or the version is the champion already (the message says which)."""
+
+
 # Errors whose message is all a user needs: the CLI prints them on one line, without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (BatchError, StateError, RegistryError, OutageError)
+USER_ERRORS: tuple[type[Exception], ...] = (BatchError, StateError, RegistryError, OutageError, RollbackError)
+
+# The decision of a `champion` move by `perennial rollback`. Not an `Action`: a rollback is no cycle,
+# so no ledger line (`CycleRecord.decision`) ever holds it; the alias history and the
+# `perennial.model.promoted` event do.
+ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    """One move of the `champion` alias, as its history in the registry records it: when (UTC, ISO),
+    from which version (None: there was no champion) to which, by which decision (an `Action` value:
+    a promotion or a reuse; or `ROLLBACK`), for which batch (None for a rollback), and why."""
+
+    seq: int
+    at: str
+    from_version: int | None
+    to_version: int
+    decision: str
+    batch: str | None
+    reason: str
+
+    def to_json(self) -> str:
+        """Compact JSON, the history entry's stored form (its `seq` is in the entry's key)."""
+        import json
+
+        return json.dumps({"at": self.at, "from": self.from_version, "to": self.to_version,
+                           "decision": self.decision, "batch": self.batch, "reason": self.reason},
+                          separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, seq: int, text: str) -> AliasMove:
+        import json
+
+        data = json.loads(text)
+        return cls(seq, data["at"], data.get("from"), int(data["to"]), data["decision"], data.get("batch"),
+                   data.get("reason", ""))
 
 
 @dataclass(frozen=True)

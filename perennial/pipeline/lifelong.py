@@ -115,14 +115,21 @@ def step_change(config: PipelineConfig, windows: Windows, matrix: AccuracyMatrix
 
 def memory_in_service(cycle: Cycle) -> ReplayMemory:
     """The replay memory of the concept in service; a lost file is restored from the champion's
-    version, which holds a copy as it was registered (rows kept since are not in it)."""
+    version, which holds a copy as it was registered (rows kept since are not in it). So is the
+    memory of a champion put in service outside a cycle (`perennial rollback`, or by hand): the
+    state's memory is that of the version the last cycle left in service (its matrix row's)."""
     store, config, champion = cycle.store, cycle.config, cycle.champion
     capacity, target = config.lifelong.replay_rows, config.data.target
-    if store.has_replay() or champion is None or not store.matrix().steps:
+    steps = store.matrix().steps
+    if champion is None or not steps:
         return store.replay(capacity, target)
-    logging.getLogger(__name__).warning(
-        "%s is missing: restored the replay memory from v%d's copy", store.storage.where(REPLAY),
-        champion.version)
+    kept_for = steps[-1].version
+    if store.has_replay() and kept_for in (None, champion.version):
+        return store.replay(capacity, target)
+    why = (f"{store.storage.where(REPLAY)} is missing" if not store.has_replay() else
+           f"the champion moved from v{kept_for} to v{champion.version} outside a cycle")
+    logging.getLogger(__name__).warning("%s: restored the replay memory from v%d's copy", why,
+                                        champion.version)
     return replay_memory(config, cycle.settings, champion.version)
 
 

@@ -173,7 +173,8 @@ def reuse_batch(cycle: Cycle, reuse: Reuse) -> StateChange | None:
     """Put a former champion back in service, with the replay memory it was registered with."""
     decision, matrix, record = reuse.decision, reuse.matrix, cycle.record
     version = decision.reuse_version or 0
-    promotion = reinstate(cycle.config, cycle.settings, version, decision.reason, cycle.champion.version)
+    promotion = reinstate(cycle.config, cycle.settings, version, decision.reason, cycle.champion.version,
+                          cycle.batch.id)
     failpoints.reached("promoted")
     train_idx, _ = holdout_split(cycle.batch, cycle.config)
     memory = remember(replay_memory(cycle.config, cycle.settings, version), cycle.batch, train_idx,
