@@ -352,7 +352,7 @@ def rollback(config_path: Path, target: int | None, reason: str) -> int:
     if not reason.strip():
         raise RollbackError(f"model {config.name}: --reason must say why the champion is rolled back")
     check_reachable(settings, then="nothing was changed")
-    store = StateStore(settings.state_dir, config.name)
+    store = state_store(settings, config.name)  # the lock every worker of this model sees
     with store.lock(holder="perennial rollback"):
         move = roll_back(config.name, settings, target, reason.strip())
     console.print(escape(f"Rolled back {config.name}: champion v{move.from_version} -> v{move.to_version} "
