@@ -37,7 +37,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # set before Prefect is imported, which reads it once.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="perennial-tests-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
-atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # and at unconfigure: xdist workers
+# may end without running atexit.
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)
+
 
 ROWS = 1400  # training rows (75%) stay above 1,000, where Evidently uses effect sizes, not p-values
 
