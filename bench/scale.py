@@ -187,7 +187,7 @@ def run(quick: bool, out: Path) -> Section:
         f"label linear in 13 of them with 5% noise; {big:,} rows in Parquet ({file_mb:.0f} MB, "
         f"generated in {generation_s:.0f} s), {test_rows:,} separate test rows.",
         f"Each fit runs in a fresh process. In memory: `pd.read_parquet` of a {base:,}-row file, then "
-        f"`families.build('sgd').fit` (epochs until converged). Out of core: `families.fit_out_of_core` "
+        f"`family('sgd').build().fit` (epochs until converged). Out of core: `family('sgd').fit_out_of_core` "
         f"over {chunk_rows:,}-row chunks (`perennial.adapters.batch_files.iter_chunks`): a pass to sample "
         f"{defaults.preprocess_sample_rows:,} rows for the preprocessing, then "
         f"{defaults.out_of_core_epochs} `partial_fit` passes.",

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 
+from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints, families, trusted
 from perennial.core.config import PipelineConfig, Settings
 from perennial.core.history import previous_champion, settled
@@ -296,19 +297,8 @@ def former_champions(config: PipelineConfig, settings: Settings, current: int | 
         try:
             loaded.append(_loaded(config, v, with_reference=False))
         except RegistryError as exc:
-            _warn(f"former champion skipped: {exc}")
+            run_logger().warning(f"former champion skipped: {exc}")
     return loaded
-
-
-def _warn(message: str) -> None:
-    """A warning in the flow run's log, or Python's outside a run."""
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        get_run_logger().warning(message)
-    except MissingContextError:
-        logging.getLogger(__name__).warning(message)
 
 
 def replay_memory(config: PipelineConfig, settings: Settings, version: int) -> ReplayMemory:
@@ -636,7 +626,8 @@ def _moves(tags: dict[str, str]) -> list[AliasMove]:
             try:
                 moves.append(AliasMove.from_json(int(key.removeprefix(HISTORY_TAG)), value))
             except (ValueError, KeyError, TypeError) as exc:
-                _warn(f"alias history entry {key} unreadable, skipped ({type(exc).__name__}: {exc})")
+                run_logger().warning("alias history entry %s unreadable, skipped (%s: %s)", key,
+                                     type(exc).__name__, exc)
     return sorted(moves, key=lambda m: m.seq)
 
 

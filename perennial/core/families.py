@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
-    from perennial.core.config import ModelConfig, TrainingConfig
+    from perennial.core.config import TrainingConfig
     from perennial.core.types import Schema
 
 # Our conversion of raw columns, logged in front of every pipeline (perennial.core.inputs.ModelInputs;
@@ -304,20 +304,3 @@ def family_of(model: Pipeline) -> Family:
     known = ", ".join(repr(n) for n in FAMILIES)
     raise ValueError(f"a pipeline with a {clf} classifier belongs to no model family "
                      f"(known families: {known})")
-
-
-# Shorthands for callers holding a ModelConfig.
-def build(model: ModelConfig, schema: Schema, seed: int) -> Pipeline:
-    """A fresh, unfitted pipeline of the configured family."""
-    return family(model.family).build(schema, seed, model.params)
-
-
-def fit_out_of_core(model: ModelConfig, schema: Schema, seed: int, chunks: Chunks,
-                    training: TrainingConfig) -> Pipeline:
-    """A pipeline of the configured family trained out of core (`Family.fit_out_of_core`)."""
-    return family(model.family).fit_out_of_core(schema, seed, chunks, training, model.params)
-
-
-def fine_tune(champion: Pipeline, X: pd.DataFrame, y: pd.Series, training: TrainingConfig) -> Pipeline:
-    """A fine-tuned copy of the champion, by its own family (`Family.fine_tune`)."""
-    return family_of(champion).fine_tune(champion, X, y, training)

@@ -3,7 +3,6 @@ reuse of a former champion when its concept returns (README: lifelong learning).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ import pandas as pd
 
 from perennial.adapters.batch_files import holdout_split, split_holdout
 from perennial.adapters.mlflow_registry import former_champions, load_version, replay_memory
+from perennial.adapters.prefect_logs import run_logger
 from perennial.core.config import PipelineConfig
 from perennial.core.evaluation import accuracy
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
@@ -128,8 +128,7 @@ def memory_in_service(cycle: Cycle) -> ReplayMemory:
         return store.replay(capacity, target)
     why = (f"{store.storage.where(REPLAY)} is missing" if not store.has_replay() else
            f"the champion moved from v{kept_for} to v{champion.version} outside a cycle")
-    logging.getLogger(__name__).warning("%s: restored the replay memory from v%d's copy", why,
-                                        champion.version)
+    run_logger().warning("%s: restored the replay memory from v%d's copy", why, champion.version)
     return replay_memory(config, cycle.settings, champion.version)
 
 

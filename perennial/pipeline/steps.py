@@ -7,12 +7,13 @@ from pathlib import Path
 
 from perennial.adapters.mlflow_registry import Tag, run_url
 from perennial.adapters.plots import accuracy_heatmap
+from perennial.adapters.prefect_logs import run_logger
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.state import StateChange
 from perennial.core.types import ChampionScore, CycleRecord, DriftResult
 from perennial.pipeline.context import Cycle
 from perennial.pipeline.records import step_metrics
-from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle, record_cycle, run_logger
+from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle, record_cycle
 
 
 def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:

@@ -8,7 +8,6 @@ without Prefect; here it becomes a task, with retries only where I/O can fail. I
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -65,17 +64,6 @@ def plain_calls(call: Callable[..., Any] | None = None) -> Iterator[None]:
         yield
     finally:
         _plain.reset(token)
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run's logger, or a plain one outside a run (`plain_calls`, tests)."""
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("perennial")
 
 
 def _task(fn: Callable[..., Any], **options: Any) -> CycleTask:

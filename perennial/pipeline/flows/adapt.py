@@ -12,6 +12,7 @@ from pathlib import Path
 
 from perennial.adapters.batch_files import holdout_split
 from perennial.adapters.mlflow_registry import check_reachable, replay_memory
+from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints
 from perennial.core.config import PipelineConfig, Settings
 from perennial.core.lifelong import ReplayMemory
@@ -58,7 +59,6 @@ from perennial.pipeline.tasks import (
     promote,
     register,
     reinstate,
-    run_logger,
     score_windows,
     train,
     training_rows,

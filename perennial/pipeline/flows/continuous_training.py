@@ -104,12 +104,13 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     -> register -> promote. A batch whose cycle crashed after deciding carries out that decision."""
     model = Cycle.open(config, settings)
     try:
-        cycle = judged_against(model, load_batch(batch_path, config))
+        batch = load_batch(batch_path, config)
     except BatchError as exc:
         return reject_unreadable(model, batch_path, str(exc))
+    intent = model.store.intent(batch.id)
+    cycle = judged_against(model, batch, intent)
     validation, drift = check_batch(cycle)
     growth = growth_of(cycle.store.records(), new_rows=len(holdout_split(cycle.batch, config)[0]))
-    intent = cycle.store.intent(cycle.batch.id)
     if intent is None:
         decision, reuse = decide_cycle(cycle, validation, drift, growth)
     else:
@@ -118,10 +119,9 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     return finish_cycle(cycle, drift, change)
 
 
-def judged_against(model: Cycle, batch: Batch) -> Cycle:
+def judged_against(model: Cycle, batch: Batch, intent: CycleRecord | None) -> Cycle:
     """The batch's context: its schema, and the champion it is judged against (a resumed cycle's is
     the one it decided against, even if it promoted another since)."""
-    intent = model.store.intent(batch.id)
     champion = load_version(model.config, model.settings, intent.champion_version_before) if intent \
         else load_champion(model.config, model.settings)
     return model.on(batch, resolve_schema(batch, model.config, model.store.schema()), champion)
