@@ -1,15 +1,17 @@
-"""Deployment definitions load, for `perennial serve` and for prefect.yaml, and agree."""
+"""Deployment definitions load, for `perennial serve` and for prefect.yaml (the topology's two models),
+and agree."""
 
 from __future__ import annotations
 
 import inspect
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from perennial.adapters.prefect_events import BATCH_ARRIVED, resource_id
-from perennial.app.deployments import ADAPT_PARAMETERS, build
+from perennial.app.deployments import ADAPT_PARAMETERS, build, build_fleet
 from perennial.core.config import DeployConfig
 
 ROOT = Path(__file__).parents[2]
@@ -57,25 +59,31 @@ def test_trigger_parameters_are_parameters_of_the_adapt_flow():
     assert set(ADAPT_PARAMETERS) | {"config_path"} <= accepted
 
 
-def test_prefect_yaml_declares_the_same_deployments(config, monkeypatch):
+def test_prefect_yaml_declares_the_deployments_serve_serves_for_each_model(tmp_path, monkeypatch):
     from prefect.flows import load_flow_from_entrypoint
 
+    models = tmp_path / "models"  # the topology's two models, as `prefect deploy` finds them
+    shutil.copytree(ROOT / "deployments" / "topology" / "models", models)
+    served = {d.name: d for d in build_fleet([models])}
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    served = {d.name: d for d in build(config)}
-    path = str(config.resolve())
-    for entry in spec["deployments"]:
+    entries = yaml.safe_load(yaml.safe_dump(spec["deployments"]).replace(
+        "{{ $PERENNIAL_MODELS }}", str(models.resolve())))
+    assert [e["name"] for e in entries] == list(served) == [
+        "monitor-loan-approval", "adapt-loan-approval", "monitor-sensor-alarm", "adapt-sensor-alarm"]
+    monkeypatch.chdir(ROOT)
+    for entry in entries:
         deployment = served[entry["name"]]
-        text = yaml.safe_dump(entry).replace("{{ $PERENNIAL_CONFIG }}", path)
-        entry = yaml.safe_load(text)
-        monkeypatch.chdir(ROOT)
         flow = load_flow_from_entrypoint(entry["entrypoint"])
         assert flow.name == deployment.flow_name
         assert entry["parameters"] == deployment.parameters
+        assert entry["tags"] == deployment.tags
         monitors = entry["name"].startswith("monitor")
         assert [s["cron"] for s in entry.get("schedules", [])] == ([DeployConfig().cron] if monitors else [])
         assert entry["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+        assert entry["work_pool"] == {"name": "perennial"}
         (trigger,) = entry["triggers"]
         (expected,) = deployment.triggers
+        assert trigger["name"] == expected.name
         assert set(trigger["expect"]) == expected.expect
         assert trigger["match"] == expected.match.root
         assert trigger["parameters"] == expected.parameters
