@@ -60,12 +60,14 @@ class Bench:
         subprocess.run([sys.executable, "-m", "deployments.topology", command, "--home", str(self.home)],
                        env=self.env, cwd=ROOT, check=True, capture_output=True, timeout=600)
 
-    def feed(self, models: tuple[str, ...], batch: str) -> float:
-        """Seconds from the ingest of `batch` for each model (at once) until every ledger settled it."""
-        started = time.perf_counter()
+    def feed(self, models: tuple[str, ...], batch: str) -> tuple[float, float]:
+        """Seconds from the ingest of `batch` for each model (at once) until every ledger settled it,
+        and the cores the machine kept busy meanwhile (on average)."""
+        started, cpu = time.perf_counter(), busy_seconds()
         ingests = [subprocess.Popen(
             [str(BIN / "perennial"), "ingest", str(self.home / "streams" / m / batch), "--config",
-             str(self.home / "models" / f"{m}.yaml")], env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL)
+             str(self.home / "models" / f"{m}.yaml")], env=self.env, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for m in models]
         for proc in ingests:
             if proc.wait(120):
@@ -75,7 +77,8 @@ class Bench:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{batch} not settled for {models} after 900 s")
             time.sleep(0.2)
-        return time.perf_counter() - started
+        wall = time.perf_counter() - started
+        return wall, (busy_seconds() - cpu) / wall
 
     def settled(self, model: str, batch: str) -> bool:
         import psycopg
@@ -87,27 +90,37 @@ class Bench:
                 "AND line::json->>'status' = 'done'", (model, batch)).fetchone())
 
 
-def measure(rows: int) -> dict[str, float]:
-    with Bench(rows) as bench:
-        alone = {m: bench.feed((m,), CHANGE) for m in MODELS}
-    with Bench(rows) as bench:
-        both = bench.feed(MODELS, CHANGE)
-    return {**{f"{m} alone": s for m, s in alone.items()}, "both at once": both}
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (every process: flow runs, servers)."""
+    aggregate = Path("/proc/stat").read_text().splitlines()[0].split()[1:]  # "cpu  user nice system ..."
+    user, nice, system, _idle, _iowait, irq, softirq, *_ = map(int, aggregate)
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
-def report(runs: list[dict[str, float]], rows: int) -> str:
+def measure(rows: int) -> dict[str, tuple[float, float]]:
+    """(seconds, cores busy) of each model alone, then of both at once on a fresh topology."""
+    with Bench(rows) as bench:
+        alone = {f"{m} alone": bench.feed((m,), CHANGE) for m in MODELS}
+    with Bench(rows) as bench:
+        return {**alone, "both at once": bench.feed(MODELS, CHANGE)}
+
+
+def report(runs: list[dict[str, tuple[float, float]]], rows: int) -> str:
     lines = ["# Two models adapting at once on two workers", "",
              f"`uv run python -m bench.topology_parallel --rows {rows} --repeat {len(runs)}`; "
              f"{os.cpu_count()} cores. Seconds from `perennial ingest` of batch 4 (a concept change) "
              "to the settled ledger line: the monitor run, then the adapt run (training, registry, "
-             "promotion), each a flow run a worker starts in a process of its own.", "",
+             "promotion), each a flow run a worker starts in a process of its own. In brackets: the "
+             "cores the machine kept busy meanwhile, on average (every process: flow runs, servers, "
+             "workers). Two runs at once cannot take less than (2 x cores busy alone / cores) x the "
+             "time alone.", "",
              "| run | " + " | ".join(runs[0]) + " | both / slower alone | both / mean alone |",
              "|---" * (len(runs[0]) + 3) + "|"]
     for i, run in enumerate(runs, 1):
-        alone = [run[f"{m} alone"] for m in MODELS]
-        lines.append(f"| {i} | " + " | ".join(f"{v:.1f}" for v in run.values())
-                     + f" | {run['both at once'] / max(alone):.2f}x | "
-                       f"{run['both at once'] / statistics.mean(alone):.2f}x |")
+        alone = [run[f"{m} alone"][0] for m in MODELS]
+        both = run["both at once"][0]
+        lines.append(f"| {i} | " + " | ".join(f"{wall:.1f} s ({cores:.2f})" for wall, cores in run.values())
+                     + f" | {both / max(alone):.2f}x | {both / statistics.mean(alone):.2f}x |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,8 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,6 +183,23 @@ def prefect_server(request: pytest.FixtureRequest) -> None:
         pytest.fail(f"{request.node.nodeid}: a unit test may not use the Prefect test server; move it to "
                     "tests/flow", pytrace=False)
     request.getfixturevalue("_prefect_harness")
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 300):
+    """`check()`'s first truthy value, polled each second (an HTTP error counts as not yet); an
+    AssertionError naming `what` after `timeout` seconds (a chain of runs on a loaded 2-core machine)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def make_batch(rows: int = ROWS, *, seed: int, theta: float = 10.0, shift: float = 0.0,

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deployments.topology.topology import ENV_FILE, Topology, TopologyError, down, restart, up
+from deployments.topology.topology import ENV_FILE, Topology, down, restart, up
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             for key, value in Topology(args.home).client_env().items():
                 print(f"export {key}={value}")
-    except TopologyError as exc:
+    except RuntimeError as exc:  # TopologyError, or a PostgreSQL tool's failure with its message
         print(f"topology: {exc}", file=sys.stderr)
         return 2
     return 0

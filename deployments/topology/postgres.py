@@ -61,7 +61,9 @@ class Cluster:
         command = [str(self.bin / args[0]), *args[1:]]
         if os.geteuid() == 0:  # the server refuses root
             command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=True, capture_output=True, text=True, cwd=self.folder)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=self.folder)
+        if done.returncode:
+            raise RuntimeError(f"{args[0]} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
 
     def init(self) -> Cluster:
         """A new cluster whose superuser is `user`; the password passes through a file only initdb reads."""

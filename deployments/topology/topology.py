@@ -23,8 +23,11 @@ from perennial.app.local_server import free_port, quiet_env
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: prefect.yaml and the flows' code
 MODELS = Path(__file__).parent / "models"
 BIN = Path(sys.executable).parent
-POOL, WORKERS, BUCKET, ADMIN, DB_USER = "perennial", ("worker-1", "worker-2"), "perennial-artifacts", \
-    "admin", "perennial"
+POOL = "perennial"  # the work pool prefect.yaml names
+WORKERS = ("worker-1", "worker-2")
+BUCKET = "perennial-artifacts"
+ADMIN = "admin"  # MLflow's admin user, the workers' user too
+DB_USER = "perennial"  # the PostgreSQL role owning the four databases
 DATABASES = ("prefect", "mlflow", "mlflow_auth", "perennial")
 # Each secret, the variable it comes from, and what it protects.
 SECRETS = {
@@ -197,7 +200,11 @@ def start_mlflow(top: Topology, secret: dict[str, str]) -> None:
     ini = top.home / "mlflow" / "basic_auth.ini"
     ini.write_text("[mlflow]\ndefault_permission = READ\n"
                    f"database_uri = {cluster.url('mlflow_auth', 'postgresql+psycopg')}\n"
-                   f"admin_username = {ADMIN}\n")
+                   f"admin_username = {ADMIN}\n"
+                   # Each request checks the password with PBKDF2 (~0.3 s on 2 cores, and an adapt
+                   # run makes ~100 requests); a check passed is trusted for a minute. A password
+                   # changed out of band (SQL) takes up to that minute to apply.
+                   "auth_cache_ttl_seconds = 60\n")
     env = top.env(secret, MLFLOW_AUTH_CONFIG_PATH=str(ini),
                   MLFLOW_AUTH_ADMIN_PASSWORD=secret["MLFLOW_TRACKING_PASSWORD"],
                   MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
@@ -307,6 +314,8 @@ def up(home: Path) -> Topology:
 
 def down(top: Topology) -> None:
     """Stop every service and drop its data; the logs stay."""
+    if not top.run.exists():
+        raise TopologyError(f"no topology in {top.home}")
     for name in (*reversed(WORKERS), *reversed(SERVICES)):
         top.kill(name)
     if top.record.exists() and (top.home / "postgres" / "data").exists():

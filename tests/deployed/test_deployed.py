@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import make_batch
+from conftest import make_batch, wait_for
 from perennial.adapters.mlflow_registry import Tag
 from perennial.adapters.prefect_events import (
     BATCH_ARRIVED,
@@ -30,21 +28,7 @@ from perennial.adapters.prefect_events import (
 )
 from perennial.app.local_server import BIN, PrefectServer, quiet_env, stop
 
-TIMEOUT = 300  # seconds to wait for a chain of runs on a loaded 2-core machine
 MODEL = "deployed-model"
-
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class Deployed:

@@ -15,14 +15,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
+from conftest import wait_for as poll
 from deployments.topology.postgres import server_bin
 from deployments.topology.topology import ROOT, WORKERS, Topology, auth_header
 from perennial.app.local_server import BIN, quiet_env
@@ -30,20 +30,10 @@ from perennial.app.local_server import BIN, quiet_env
 pytestmark = pytest.mark.skipif(server_bin() is None, reason="PostgreSQL server binaries not installed")
 
 MODELS = ("loan-approval", "sensor-alarm")
-TIMEOUT = 420  # a monitor run and an adapt run per model, on two workers, on a loaded 2-core machine
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+# Each wait: a monitor run and an adapt run per model, on two workers, on a loaded 2-core machine.
+wait_for = partial(poll, timeout=420)
 
 
 class Running:
@@ -204,7 +194,7 @@ def test_a_worker_killed_mid_cycle_and_the_run_retried_on_the_other_one(topology
                                  and "batch-005.csv" in json.dumps(r["parameters"])), None),
                    "the adapt run of batch-005.csv")
     # Mid-cycle: the challenger is registered, not yet promoted nor the cycle committed.
-    wait_for(lambda: t.versions("sensor-alarm")["batch-005.csv"], "batch-005.csv's version", 300)
+    wait_for(lambda: t.versions("sensor-alarm")["batch-005.csv"], "batch-005.csv's version", timeout=300)
     victim = t.worker_of(run["id"])
     kill_host(t, victim, t.prefect.get(f"/flow_runs/{run['id']}").json())
     assert t.settled("sensor-alarm").get("batch-005.csv") is None
