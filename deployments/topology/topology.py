@@ -109,6 +109,9 @@ class Topology:
         pid = self._pid(name)
         if pid is None:
             return False
+        with contextlib.suppress(ChildProcessError):  # started by this process: ended means a zombie
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return False
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -76,20 +76,22 @@ class Running:
     def settled(self, model: str) -> dict[str, dict]:
         return {line["batch"]: line for line in self.ledger(model) if line["status"] == "done"}
 
-    def mlflow(self):
-        from mlflow import MlflowClient
-
-        os.environ.update(MLFLOW_TRACKING_USERNAME="admin",
-                          MLFLOW_TRACKING_PASSWORD=self.secret["MLFLOW_TRACKING_PASSWORD"])
-        return MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+    def mlflow(self, path: str, **params: str) -> dict:
+        """MLflow's REST API as the workers' user (this process's environment stays untouched)."""
+        response = httpx.get(f"{self.env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/{path}", params=params,
+                             auth=("admin", self.secret["MLFLOW_TRACKING_PASSWORD"]), timeout=30)
+        response.raise_for_status()
+        return response.json()
 
     def champion(self, model: str) -> int | None:
-        aliases = self.mlflow().get_registered_model(model).aliases
-        return int(aliases["champion"]) if "champion" in aliases else None
+        aliases = self.mlflow("registered-models/get", name=model)["registered_model"].get("aliases", [])
+        return next((int(a["version"]) for a in aliases if a["alias"] == "champion"), None)
 
     def versions(self, model: str) -> Counter:
-        return Counter(v.tags.get("perennial.batch") for v in
-                       self.mlflow().search_model_versions(f"name = '{model}'"))
+        """How many versions were registered for each batch."""
+        found = self.mlflow("model-versions/search", filter=f"name = '{model}'").get("model_versions", [])
+        return Counter(next((t["value"] for t in v.get("tags", []) if t["key"] == "perennial.batch"), None)
+                       for v in found)
 
     def every(self, path: str, body: dict | None = None) -> list[dict]:
         """Every object a /filter endpoint has, page by page (a page holds at most 200)."""
@@ -111,7 +113,7 @@ class Running:
             "deployments": {"id": {"any_": [dep["id"]]}}, "sort": "START_TIME_ASC"}).json()
 
     def worker_of(self, run_id: str, *names: str) -> str:
-        """The (last) worker whose log says it submitted the flow run, among `names` (default: both)."""
+        """The worker whose log says it submitted the flow run, looked for among `names` (default: both)."""
         for name in names or WORKERS:
             if f"submitting flow run '{run_id}'" in (self.home / "logs" / f"{name}.log").read_text():
                 return name
