@@ -1,9 +1,8 @@
 """The `monitor` and `adapt` deployments of a model, with their schedules and triggers; of several
 (a fleet) for one `perennial serve`, each model's named after it and triggered by its own events.
 
-`perennial serve` serves exactly these; `prefect.yaml` declares the same for workers, for the two models
-of the production topology
-(tests/test_deployments.py keeps the two in step).
+`perennial serve` serves exactly these; `prefect.yaml` declares the same for workers, for the two
+models of the production topology (tests/unit/test_deployments.py keeps the two in step).
 """
 
 from __future__ import annotations
