@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -26,6 +28,9 @@ BIN = Path(sys.executable).parent
 POOL = "perennial"  # the work pool prefect.yaml names
 WORKERS = ("worker-1", "worker-2")
 BUCKET = "perennial-artifacts"
+# moto accepts any key; a real object store's keys come from the MLflow server's environment.
+S3_KEYS = {"AWS_ACCESS_KEY_ID": "topology", "AWS_SECRET_ACCESS_KEY": "topology",
+           "AWS_DEFAULT_REGION": "us-east-1"}
 ADMIN = "admin"  # MLflow's admin user, the workers' user too
 DB_USER = "perennial"  # the PostgreSQL role owning the four databases
 DATABASES = ("prefect", "mlflow", "mlflow_auth", "perennial")
@@ -74,7 +79,7 @@ class Topology:
 
     # -- where everything is ------------------------------------------------------------------------
 
-    @property
+    @functools.cached_property
     def ports(self) -> Ports:
         if not self.record.exists():
             raise TopologyError(f"no topology in {self.home} (run `up` first)")
@@ -174,13 +179,11 @@ def answers(url: str) -> bool:
 
 # -- the services, in the order `up` starts them ------------------------------------------------------
 
-def start_postgres(top: Topology, secret: dict[str, str], fresh: bool) -> None:
+def start_postgres(top: Topology, secret: dict[str, str]) -> None:
     cluster = top.cluster(secret["PGPASSWORD"])
-    if fresh:
-        if os.geteuid() == 0:  # the server runs as `postgres`, which must reach its folder
-            top.home.chmod(0o711)
-        cluster.init()
-    cluster.start()
+    if os.geteuid() == 0:  # the server runs as `postgres`, which must reach its folder
+        top.home.chmod(0o711)
+    cluster.init().start()
     cluster.create_databases(*DATABASES, extensions={"prefect": "pg_trgm"})
 
 
@@ -191,8 +194,9 @@ def start_s3(top: Topology, secret: dict[str, str]) -> None:
     top.wait_until("s3", lambda: answers(f"http://127.0.0.1:{port}/moto-api/"))
     import boto3
 
-    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
-                 aws_access_key_id="topology", aws_secret_access_key="topology").create_bucket(Bucket=BUCKET)
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=S3_KEYS["AWS_DEFAULT_REGION"],
+                 aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket=BUCKET)
 
 
 def start_mlflow(top: Topology, secret: dict[str, str]) -> None:
@@ -211,10 +215,7 @@ def start_mlflow(top: Topology, secret: dict[str, str]) -> None:
     env = top.env(secret, MLFLOW_AUTH_CONFIG_PATH=str(ini),
                   MLFLOW_AUTH_ADMIN_PASSWORD=secret["MLFLOW_TRACKING_PASSWORD"],
                   MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
-                  MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{p.s3}",
-                  # moto accepts any key; a real object store's come from the server's environment.
-                  AWS_ACCESS_KEY_ID="topology", AWS_SECRET_ACCESS_KEY="topology",
-                  AWS_DEFAULT_REGION="us-east-1",
+                  MLFLOW_S3_ENDPOINT_URL=f"http://127.0.0.1:{p.s3}", **S3_KEYS,
                   # One worker and no job consumers: ~500 MB instead of ~3 GB.
                   MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     top.spawn("mlflow", [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
@@ -267,15 +268,9 @@ def start_workers(top: Topology, secret: dict[str, str], names: tuple[str, ...] 
         found = httpx.post(f"{api}/work_pools/{POOL}/workers/filter", headers=headers, timeout=5).json()
         # A restarted worker counts once it has polled again, not on its predecessor's heartbeat.
         return set(names) <= {w["name"] for w in found if w["status"] == "ONLINE"
-                              and _timestamp(w["last_heartbeat_time"]) >= started}
+                              and datetime.fromisoformat(w["last_heartbeat_time"]).timestamp() >= started}
 
     top.wait_until(names[-1], online)
-
-
-def _timestamp(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def auth_header(auth_string: str) -> dict[str, str]:
@@ -303,8 +298,7 @@ def up(home: Path) -> Topology:
     top.record.write_text(json.dumps(Ports.free().__dict__))
     try:
         write_models(top)
-        start_postgres(top, secret, fresh=True)
-        for start in (*SERVICES.values(), deploy, start_workers):
+        for start in (start_postgres, *SERVICES.values(), deploy, start_workers):
             start(top, secret)
     except BaseException:
         down(top)
