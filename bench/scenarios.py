@@ -207,6 +207,41 @@ def seasonal_shift(rows: int, n: int, rng: np.random.Generator) -> Scenario:
     )
 
 
+# Bananas' first coordinate cut into four bands of equal rows: the regions batches are drawn from.
+REGION_COLUMN, REGIONS = "1", 4
+
+
+def regions(n: int, rng: np.random.Generator) -> Scenario:
+    """Real rows drawn region by region, regions revisited: a covariate shift with a fixed relation.
+
+    Rows come from river's bundled Bananas dataset (5,300 points of two banana-shaped classes in
+    the plane). Sorted by their first coordinate and cut into four bands of equal rows, the bands
+    are the regions; batch i draws, without replacement, rows of region i mod 4: every region is
+    new for the first four batches, then each comes back. P(y|x) is the dataset's own everywhere, so
+    one model of every region serves them all: what a housing stream does whose batches come from
+    one region after another (the relation of price to features holding everywhere). `concepts`
+    marks the regions, for forgetting measured when a region returns.
+    """
+    from river import datasets
+
+    frame = pd.DataFrame([{**x, TARGET: int(y)} for x, y in datasets.Bananas()])
+    band = pd.qcut(frame[REGION_COLUMN].rank(method="first"), REGIONS, labels=False).to_numpy()
+    visits = [i % REGIONS for i in range(n)]
+    pools = [rng.permutation(np.flatnonzero(band == r)) for r in range(REGIONS)]
+    rows = min(len(pools[r]) // visits.count(r) for r in set(visits))
+    batches = [frame.iloc[pools[r][(k := visits[:i].count(r)) * rows:(k + 1) * rows]].reset_index(drop=True)
+               for i, r in enumerate(visits)]
+    return Scenario(
+        "regions",
+        f"river's Bananas rows region by region: four bands of its first coordinate, each new in turn, "
+        f"then revisited; the class relation fixed; {rows} rows per batch",
+        batches,
+        [(i, i) for i in range(1, min(n, REGIONS))],
+        synthetic=False,
+        concepts=visits,
+    )
+
+
 def all_scenarios(rows: int, batches: int, seed: int = 42) -> list[Scenario]:
     rng = np.random.default_rng(seed)
     # The later scenarios draw from their own streams, so the earlier ones keep their batches.
@@ -219,4 +254,5 @@ def all_scenarios(rows: int, batches: int, seed: int = 42) -> list[Scenario]:
         loan_nulls(rows, batches, np.random.default_rng([seed, 1])),
         phishing(10),
         seasonal_shift(rows, batches, np.random.default_rng([seed, 2])),
+        regions(batches, np.random.default_rng([seed, 3])),
     ]

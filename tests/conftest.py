@@ -300,11 +300,13 @@ BASE_CONFIG = {
     "name": "test-model",
     "data": {"source": "batches", "format": "auto", "target": "label"},
     "model": {"family": "sgd", "params": {}},
-    # Tests of one path each: no data-growth retrains and only the policy's own candidate, unless a
-    # test turns them on (tests/test_adaptation.py runs them with the defaults).
+    # Tests of one path each: no data-growth retrains and only the policy's own candidate (no
+    # retrain on the concept's history either), unless a test turns them on (tests/flow/
+    # test_adaptation.py runs them with the defaults).
     "policy": {"drift_share_moderate": 0.2, "drift_share_severe": 0.7,
                "accuracy_drop_moderate": 0.05, "accuracy_drop_severe": 0.15, "max_fine_tunes": 3,
-               "growth_ratio": None, "candidate_budget": 0.0},
+               "growth_ratio": None, "candidate_budget": 0.0,
+               "candidates": ["fine_tune", "retrain_window", "retrain_batch"]},
     "training": {"window_batches": 3, "holdout_fraction": 0.25},
 }
 

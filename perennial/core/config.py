@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
-CandidateKind = Literal["fine_tune", "retrain_window", "retrain_batch"]
+CandidateKind = Literal["fine_tune", "retrain_window", "retrain_batch", "retrain_all"]
 
 
 class ConfigError(ValueError):
@@ -93,8 +93,10 @@ class PolicyConfig(_Strict):
         "(1.0: when they double); null: never."
     )
     candidates: list[CandidateKind] = Field(
-        default_factory=lambda: ["fine_tune", "retrain_window", "retrain_batch"], min_length=1,
-        description="Ways to train a challenger when an alarm calls for an adaptation."
+        default_factory=lambda: ["fine_tune", "retrain_window", "retrain_batch", "retrain_all"], min_length=1,
+        description="Ways to train a challenger when an alarm calls for an adaptation (`retrain_all`: "
+        "every accepted batch of the concept in service, within `training.history_rows`, trained at "
+        "every alarm outside `candidate_budget`: the evidence whether the history still holds)."
     )
     candidate_budget: float = Field(
         0.5, ge=0, description="Training an adaptation may spend on candidates besides the policy's own "
@@ -200,6 +202,11 @@ class TrainingConfig(_Strict):
         "which it is trained out of core, reading the files in chunks."
     )
     chunk_rows: int = Field(100_000, ge=1, description="Rows per chunk when training out of core.")
+    history_rows: int = Field(
+        200_000, ge=1, description="Most rows a retrain on the concept's whole history learns from "
+        "(`retrain_all`, data growth): beyond it, the newest batches in full up to half of it and a "
+        "uniform sample of the older ones for the rest."
+    )
     preprocess_sample_rows: int = Field(
         100_000, ge=1, description="Out of core: rows sampled uniformly to fit the preprocessing on."
     )

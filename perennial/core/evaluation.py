@@ -15,17 +15,32 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 
+def hits(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """Which rows' label the model predicts (booleans, in row order)."""
+    predicted = pd.Series(model.predict(features_frame(frame, schema)), index=frame.index)
+    return (predicted.astype(str) == labels(frame, schema.target)).to_numpy(dtype=bool)
+
+
 def accuracy(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> float:
     """Share of rows whose label the model predicts."""
-    predicted = pd.Series(model.predict(features_frame(frame, schema)), index=frame.index)
-    return float((predicted.astype(str) == labels(frame, schema.target)).mean())
+    return float(hits(model, frame, schema).mean())
+
+
+def paired_noise(a: np.ndarray, b: np.ndarray) -> float:
+    """Two standard errors of the accuracy difference of two models scored on the same rows (`hits`
+    of each): only the rows where they disagree count, so it is much tighter than comparing two
+    accuracies measured on different rows."""
+    diff = a.astype(float) - b.astype(float)
+    return 2 * float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 1.0
 
 
 def evaluate(challenger: Pipeline, champion: Champion | None, holdout: pd.DataFrame,
-             schema: Schema) -> Evaluation:
-    """Accuracy of both models on the holdout rows."""
+             schema: Schema, challenger_hits: np.ndarray | None = None) -> Evaluation:
+    """Accuracy of both models on the holdout rows (the challenger's from its `hits`, when known)."""
+    if challenger_hits is None:
+        challenger_hits = hits(challenger, holdout, schema)
     return Evaluation(
-        challenger_accuracy=accuracy(challenger, holdout, schema),
+        challenger_accuracy=float(challenger_hits.mean()),
         champion_accuracy=accuracy(champion.model, holdout, schema) if champion else None,
         holdout_rows=len(holdout),
     )

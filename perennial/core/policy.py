@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from perennial.core.config import PolicyConfig
 from perennial.core.state import REQUESTED
@@ -143,9 +144,11 @@ def _by_accuracy(drift: DriftResult, drifted: str, fine_tunes: int, policy: Poli
         accuracy += f" (drop {pct(drop)} within sampling noise ±{pct(noise)})" if drop > 0 else ""
         drop = 0.0
     if drop >= policy.accuracy_drop_severe:
-        # The old concept no longer holds: learn from this batch alone, not from a mixed window.
+        # The old concept seems not to hold: learn from this batch alone, unless the candidates show
+        # that the history still holds (`history_verdict`: inputs moved where the model never was).
         return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {pct(drop)} >= "
-                        f"{pct(policy.accuracy_drop_severe)}); retraining on this batch", 1, supersedes=True,
+                        f"{pct(policy.accuracy_drop_severe)}); retraining on this batch unless its history "
+                        "still holds", 1, supersedes=True,
                         trigger=Trigger.DRIFT)
     if drop >= policy.accuracy_drop_moderate and share >= policy.drift_share_severe:
         return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {pct(policy.drift_share_severe)}), "
@@ -212,9 +215,11 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
     it, the first allowed kind), then others while their estimated cost fits `candidate_budget`
     times the own choice's: the kind that won the last comparison first, then the cheapest.
 
-    A concept change always trains the window too. Only an alarm compares candidates: a first
-    model, new labels and a data-growth retrain each have one way to train. `costs` holds
-    estimated CPU seconds per kind (None: not known yet, taken as the own choice's).
+    Every alarm also trains `retrain_all`, the concept's whole history (its rows bounded by
+    `training.history_rows`, not by the budget): it is the evidence whether that history still holds
+    (`history_verdict`). A concept change always trains the window too. Only an alarm compares
+    candidates: a first model, new labels and a data-growth retrain each have one way to train.
+    `costs` holds estimated CPU seconds per kind (None: not known yet, taken as the own choice's).
     """
     own = decision.candidate
     if own is None:
@@ -236,6 +241,8 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
         # covariate shift): the window keeps what still holds and ties or wins in the second case.
         plan.append(Candidate.RETRAIN_WINDOW)
         spent += cost(Candidate.RETRAIN_WINDOW)
+    if Candidate.RETRAIN_ALL in allowed and own is not Candidate.RETRAIN_ALL:
+        plan.append(Candidate.RETRAIN_ALL)
     others = sorted((k for k in allowed if k not in plan), key=lambda k: (k is not last_winner, cost(k)))
     for kind in others:
         if spent + cost(kind) <= policy.candidate_budget * own_cost:
@@ -276,6 +283,50 @@ def choose(trials: Sequence[CandidateResult], forgetting_budget: float) -> int:
         or range(len(trials))
     return max(within, key=lambda i: (trials[i].accuracy, -trials[i].forgetting_all,
                                       -(trials[i].train_cpu_seconds or 0.0)))
+
+
+@dataclass(frozen=True)
+class HistoryChoice:
+    """The candidate kept, what the evidence of the concept's history said, and whether it starts a
+    new concept (the history conflicts with the batch)."""
+
+    kept: int
+    evidence: str | None = None
+    new_concept: bool = False
+
+
+def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: float, noise: float,
+                      concept_change: bool) -> HistoryChoice:
+    """The challenger, weighing the evidence of the candidate that learnt the concept's whole
+    history (`retrain_all`): does that history still hold for the new batch?
+
+    `noise` is the paired sampling noise of that candidate against the most accurate other one on
+    the same holdout rows. History that costs accuracy beyond the noise conflicts with the new batch
+    (the relation changed, abruptly or bit by bit): that candidate is evidence, not a challenger,
+    the others are chosen from as `choose` does, and the one kept starts a new concept -- the old
+    concept's windows, replay memory and history no longer describe what the model must do. History
+    that costs no more than the noise still holds (the batch moved where the model had not been, a
+    covariate shift): on a concept change that candidate is kept and nothing is reset; on another
+    alarm it competes like any other."""
+    history = next((i for i, t in enumerate(trials) if t.kind == Candidate.RETRAIN_ALL), None)
+    others = [i for i in range(len(trials)) if i != history]
+    if history is None or not others:
+        return HistoryChoice(choose(trials, forgetting_budget))
+    top = max(others, key=lambda i: trials[i].accuracy)
+    all_, rival = trials[history], trials[top]
+    gap = rival.accuracy - all_.accuracy
+    on = (f"{all_.kind} on {all_.rows:,} rows of the concept's history {pct(all_.accuracy, 1)} vs "
+          f"{rival.kind} {pct(rival.accuracy, 1)}")
+    if gap > noise:
+        # Without the history's candidate, and with the concept's windows out of scope: the old
+        # concept's forgetting gate must not hold back the model that follows the change.
+        kept = max(others, key=lambda i: (trials[i].accuracy, -(trials[i].train_cpu_seconds or 0.0)))
+        return HistoryChoice(kept, f"history conflicts: {on} (worse by {pct(gap, 1)}, beyond paired noise "
+                                   f"±{pct(noise, 1)}); a new concept starts", new_concept=True)
+    if concept_change and not forgets_too_much(all_.forgetting, forgetting_budget):
+        within = f" (within paired noise ±{pct(noise, 1)})" if gap > 0 else ""
+        return HistoryChoice(history, f"history still holds: {on}{within}; {all_.kind} kept, no new concept")
+    return HistoryChoice(choose(trials, forgetting_budget))
 
 
 def forgets_too_much(forgetting: float, budget: float) -> bool:

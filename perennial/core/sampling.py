@@ -57,6 +57,23 @@ def uniform_rows(frame: pd.DataFrame, n: int, seed: int, keep: np.ndarray | None
     return frame[chosen]
 
 
+def history_quotas(sizes: list[int], budget: int) -> list[int]:
+    """Rows to take from each earlier batch (`sizes`, oldest first) so that all of them fit `budget`:
+    the newest in full while they fit half of it, then the older ones share what is left in
+    proportion to their sizes (newest rows favoured; every older row equally likely)."""
+    if sum(sizes) <= budget:
+        return list(sizes)
+    quotas, used, newest = [0] * len(sizes), 0, len(sizes)
+    for i in reversed(range(len(sizes))):
+        if used + sizes[i] > budget // 2:
+            break
+        quotas[i], used, newest = sizes[i], used + sizes[i], i
+    older = sum(sizes[:newest])
+    for i in range(newest):
+        quotas[i] = min(sizes[i], (budget - used) * sizes[i] // older)
+    return quotas
+
+
 def sampling_error(n: int, confidence: float = 0.999) -> float:
     """Largest gap between a uniform sample of n rows and the whole batch, at `confidence`.
 

@@ -254,6 +254,13 @@ class Candidate(StrEnum):
     RETRAIN_BATCH = "retrain_batch"
     # Every accepted batch of the champion's concept (a data-growth retrain).
     RETRAIN_GROWN = "retrain_grown"
+    # The same rows when an alarm asks: all the history that still holds, the evidence that it does.
+    RETRAIN_ALL = "retrain_all"
+
+    @property
+    def learns_history(self) -> bool:
+        """Learns from every accepted batch of the concept (within `training.history_rows`)."""
+        return self in (Candidate.RETRAIN_GROWN, Candidate.RETRAIN_ALL)
 
     @property
     def action(self) -> Action:
@@ -384,6 +391,8 @@ class Challenger:
     train_cpu_seconds: float = 0.0
     eval_seconds: float = 0.0
     eval_cpu_seconds: float = 0.0
+    # Which holdout rows it predicted right: candidates are compared row by row (paired).
+    hits: Any = None
 
     def result(self, chosen: bool) -> CandidateResult:
         return CandidateResult(self.kind.value, self.evaluation.challenger_accuracy,

@@ -14,7 +14,7 @@ from perennial.adapters.batch_files import iter_rows, read_batch
 from perennial.core import families
 from perennial.core.config import PipelineConfig
 from perennial.core.lifelong import ReplayMemory
-from perennial.core.sampling import batch_seed
+from perennial.core.sampling import batch_seed, history_quotas, uniform_mask
 from perennial.core.schema import features_frame, labels
 from perennial.core.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
 from perennial.pipeline.lifelong import learnable_positions
@@ -39,13 +39,13 @@ def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema
 def earlier_batches(kind: Candidate, history: list[CycleRecord], config: PipelineConfig,
                     concept: int | None) -> list[CycleRecord]:
     """The accepted batches before this one that a candidate learns from (besides this batch):
-    the last `window_batches - 1` for a window, every one of the concept in service for a
-    data-growth retrain, none for a fine-tune or a retrain on the batch alone."""
+    the last `window_batches - 1` for a window, every one of the concept in service for a retrain
+    on its history (`retrain_all`, data growth), none for a fine-tune or a retrain on the batch alone."""
     accepted = [r for r in history if r.decision != Action.REJECT and r.path]
     if kind is Candidate.RETRAIN_WINDOW:
         return accepted[len(accepted) - config.training.window_batches + 1:] \
             if config.training.window_batches > 1 else []
-    if kind is Candidate.RETRAIN_GROWN:
+    if kind.learns_history:
         return [r for r in accepted if r.concept == concept]
     return []
 
@@ -56,7 +56,8 @@ def estimated_rows(kind: Candidate, history: list[CycleRecord], config: Pipeline
     if kind is Candidate.FINE_TUNE:
         return new_rows + round(config.lifelong.replay_ratio * new_rows)
     earlier = earlier_batches(kind, history, config, concept)
-    return new_rows + round(sum(r.rows for r in earlier) * (1 - config.training.holdout_fraction))
+    rows = new_rows + round(sum(r.rows for r in earlier) * (1 - config.training.holdout_fraction))
+    return min(rows, max(new_rows, config.training.history_rows)) if kind.learns_history else rows
 
 
 def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier: list[CycleRecord],
@@ -67,8 +68,9 @@ def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier:
     A fine-tune learns from the new batch mixed with `lifelong.replay_ratio` replayed rows per new
     row, drawn from the replay memory; a retrain from the batch's training rows and, for each
     `earlier` batch, the rows it may learn from (`learnable_positions`: its holdout rows too, once
-    they serve no comparison). A retrain with more rows than `training.max_rows_in_memory` is read
-    in chunks (out of core), not into one frame.
+    they serve no comparison); a retrain on the concept's history at most `training.history_rows`
+    of them (`history_quotas`: the newest batches favoured). A retrain with more rows than
+    `training.max_rows_in_memory` is read in chunks (out of core), not into one frame.
     """
     if kind is Candidate.FINE_TUNE:
         new = batch.frame.iloc[train_idx]
@@ -80,6 +82,8 @@ def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier:
     # A batch the user removed is skipped: train on what is left.
     present = [(p, r.rows) for r in earlier if (p := Path(r.path)).exists()]
     files = [(p, learnable_positions(p.name, n, config, p.name in kept_windows)) for p, n in present]
+    if kind.learns_history:
+        files = within_budget(files, config.training.history_rows - len(train_idx))
     sources = [p.name for p, _ in files] + [batch.id]
     if batch.rows + sum(n for _, n in present) > config.training.max_rows_in_memory:
         rows = sum(len(idx) for _, idx in files) + len(train_idx)
@@ -88,6 +92,14 @@ def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier:
               for path, positions in files]
     frame = pd.concat([*frames, batch.frame.iloc[train_idx]], ignore_index=True)
     return TrainingRows(len(frame), frame=frame), sources
+
+
+def within_budget(files: list[tuple[Path, np.ndarray]], budget: int) -> list[tuple[Path, np.ndarray]]:
+    """The earlier batches' learnable rows cut to `budget` rows in all: each batch's quota drawn
+    uniformly from its rows, seeded by the batch (the same rows at every retrain of the same size)."""
+    quotas = history_quotas([len(positions) for _, positions in files], max(budget, 0))
+    return [(path, positions[uniform_mask(len(positions), quota, batch_seed(path.name))])
+            for (path, positions), quota in zip(files, quotas, strict=True) if quota]
 
 
 def _window_chunks(files: list[tuple[Path, np.ndarray]], batch: Batch, train_idx: np.ndarray,

@@ -3,13 +3,17 @@ compares candidates on the same holdout rows and keeps the best."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from conftest import make_batch, new_workspace
+from conftest import ROWS, make_batch, new_workspace
 from perennial.adapters.mlflow_registry import Tag
 from perennial.core.types import pct
 
-DEFAULTS = {"growth_ratio": 1.0, "candidate_budget": 0.5}  # conftest turns both off for other tests
+# conftest turns these off for other tests
+DEFAULTS = {"growth_ratio": 1.0, "candidate_budget": 0.5,
+            "candidates": ["fine_tune", "retrain_window", "retrain_batch", "retrain_all"]}
 
 
 def test_a_stable_stream_keeps_learning_through_data_growth_retrains_not_alarms(tmp_path, monkeypatch,
@@ -46,7 +50,8 @@ def test_an_alarm_compares_candidates_on_the_same_holdout_rows_and_logs_each(tmp
     first, second = ws.run()
     assert second.trigger == "drift" and second.reason.startswith("moderate drift"), second.reason
     tried = {c["kind"]: c for c in second.candidates}
-    assert set(tried) == {"fine_tune", "retrain_window", "retrain_batch"}
+    # The window (a and b) is the concept's whole history: trained once, as retrain_all.
+    assert set(tried) == {"fine_tune", "retrain_batch", "retrain_all"}
     chosen = [c for c in second.candidates if c["chosen"]]
     # The best on the holdout among those forgetting at most the budget (5%) on a's window.
     within = [c["accuracy"] for c in second.candidates if c["forgetting"] <= 0.05]
@@ -81,3 +86,44 @@ def test_an_alarm_compares_candidates_on_the_same_holdout_rows_and_logs_each(tmp
     summary = next(s for s in summaries if "`b.csv`" in s)
     assert "| candidate | holdout accuracy | forgetting | rows | train s (CPU) | |" in summary
     assert summary.count("| chosen |") == 1
+
+
+def region(seed: int, low: float, high: float, flip: bool = False) -> pd.DataFrame:
+    """Rows whose `x one` lies in [low, high): one region of a checkerboard whose labels follow the
+    same cells everywhere (a fixed relation), or the opposite ones (`flip`, a concept change)."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.uniform(low, high, ROWS), rng.uniform(0, 10, ROWS)
+    dark = (np.floor(x1 / 2.5) + np.floor(x2 / 2.5)) % 2 == (1 if flip else 0)
+    labels = np.where(dark, "dark", "light")
+    return pd.DataFrame({"x one": x1.round(3), "x-two": x2.round(3), "label": labels})
+
+
+def test_a_shift_into_a_region_never_seen_keeps_the_history_and_a_changed_relation_does_not(
+        tmp_path, monkeypatch, prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch, model={"family": "hgb", "params": {}}, policy=DEFAULTS)
+    ws.add("a.csv", region(71, 0, 5))
+    ws.add("b.csv", region(72, 5, 10))  # a region the model has never seen: its trees know nothing there
+    ws.add("c.csv", region(73, 0, 5))  # the first region again
+    ws.add("d.csv", region(74, 0, 10, flip=True))  # every cell changes colour: the relation itself changed
+    first, second, third, fourth = ws.run()
+
+    # The drop looks like a concept change; the history's candidate shows that it still holds.
+    assert second.reason.startswith("concept change"), second.reason
+    assert "; history still holds: retrain_all on 2,100 rows of the concept's history" in second.reason
+    assert second.reason.endswith("retrain_all kept, no new concept"), second.reason
+    assert [c["kind"] for c in second.candidates if c["chosen"]] == ["retrain_all"]
+    assert second.decision == "retrain" and second.promoted and not second.supersedes
+    assert second.concept == first.concept  # no reset: a's rows, window and replay memory stay its concept's
+    assert (second.learned_rows, second.trained_rows) == (2100, 2100)  # a's 1,050 training rows and b's
+    v2 = next(v for v in ws.versions() if v["version"] == second.model_version)
+    assert v2["trained_on"] == "a.csv,b.csv"
+
+    # The first region comes back: the model of both serves it, no alarm, no reuse of a's model.
+    assert third.decision == "noop" and third.champion_version_after == second.model_version, third.reason
+
+    # A changed relation: the history now teaches the wrong labels, and a new concept starts.
+    assert fourth.reason.startswith("concept change"), fourth.reason
+    assert "; history conflicts: retrain_all" in fourth.reason, fourth.reason
+    assert fourth.reason.endswith("a new concept starts")
+    assert [c["kind"] for c in fourth.candidates if c["chosen"]] == ["retrain_batch"]
+    assert fourth.supersedes and fourth.concept == first.concept + 1

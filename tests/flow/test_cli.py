@@ -73,7 +73,10 @@ def test_demo_shows_every_decision_and_a_second_run_does_not_fail(tmp_path, monk
     summary = next(line for line in out.splitlines() if line.startswith("Summary:"))
     counts = {name: int(n) for name, n in re.findall(r"(reject|noop|fine_tune|retrain|reuse) (\d+)", summary)}
     assert counts["reject"] == 1, summary  # the corrupt batch
-    assert all(counts[d] >= 1 for d in ("noop", "fine_tune", "retrain", "reuse")), summary
+    assert all(counts[d] >= 1 for d in ("noop", "retrain", "reuse")), summary
+    # The older applicants (a covariate shift) are met by comparing a fine-tune with a retrain on the
+    # concept's whole history on the same holdout rows; the history, which still holds, wins.
+    assert "fine_tune" in out and "retrain_all" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
 
     assert main(demo) == 0

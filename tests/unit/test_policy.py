@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 
 from perennial.core.config import PolicyConfig
 from perennial.core.policy import (
+    HistoryChoice,
     batches_since_adaptation,
     candidate_plan,
     choose,
+    choose_by_history,
     decide,
     estimated_costs,
     fine_tunes_since_retrain,
@@ -294,25 +296,28 @@ ALARM = Decision(Action.FINE_TUNE, "accuracy drop", trigger=Trigger.DRIFT)
 COSTS = {Candidate.FINE_TUNE: 0.2, Candidate.RETRAIN_WINDOW: 0.3, Candidate.RETRAIN_BATCH: 0.1}
 
 
-def test_an_alarm_trains_the_policy_choice_then_the_cheapest_others_within_the_budget():
+def test_an_alarm_trains_the_policy_choice_the_history_then_the_cheapest_others_within_the_budget():
     # Budget 0.5 of the fine-tune's 0.2 s: the 0.1 s retrain on the batch fits, the window does not.
-    assert candidate_plan(ALARM, POLICY, True, COSTS, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_BATCH]
+    # The concept's history (retrain_all) is trained at every alarm, outside the budget: it is the
+    # evidence whether that history still holds.
+    assert candidate_plan(ALARM, POLICY, True, COSTS, None) == [
+        Candidate.FINE_TUNE, Candidate.RETRAIN_ALL, Candidate.RETRAIN_BATCH]
     generous = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 2.5})
     assert candidate_plan(ALARM, generous, True, COSTS, None) == [
-        Candidate.FINE_TUNE, Candidate.RETRAIN_BATCH, Candidate.RETRAIN_WINDOW]
+        Candidate.FINE_TUNE, Candidate.RETRAIN_ALL, Candidate.RETRAIN_BATCH, Candidate.RETRAIN_WINDOW]
     frugal = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 0.0})
-    assert candidate_plan(ALARM, frugal, True, COSTS, None) == [Candidate.FINE_TUNE]
+    assert candidate_plan(ALARM, frugal, True, COSTS, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_ALL]
     # Unknown costs count as the own choice's: one more candidate per unit of budget.
     assert candidate_plan(ALARM, PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 1.0}), True,
-                          {}, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_WINDOW]
+                          {}, None) == [Candidate.FINE_TUNE, Candidate.RETRAIN_ALL, Candidate.RETRAIN_WINDOW]
 
 
 def test_the_kind_that_won_the_last_comparison_is_tried_first_among_the_others():
     generous = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 1.5})
     assert candidate_plan(ALARM, generous, True, COSTS, Candidate.RETRAIN_WINDOW) == [
-        Candidate.FINE_TUNE, Candidate.RETRAIN_WINDOW]  # then 0.1 s more does not fit 0.3 s
+        Candidate.FINE_TUNE, Candidate.RETRAIN_ALL, Candidate.RETRAIN_WINDOW]  # then 0.1 s more does not fit
     assert candidate_plan(ALARM, generous, True, COSTS, None) == [
-        Candidate.FINE_TUNE, Candidate.RETRAIN_BATCH]  # the cheapest first; the window no longer fits
+        Candidate.FINE_TUNE, Candidate.RETRAIN_ALL, Candidate.RETRAIN_BATCH]  # the cheapest first
     # The policy's own choice stays first: a concept change retrains on the batch alone.
     change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
     assert candidate_plan(change, POLICY, True, COSTS, Candidate.FINE_TUNE)[0] is Candidate.RETRAIN_BATCH
@@ -323,12 +328,54 @@ def test_a_concept_change_also_trains_the_window_and_a_tie_goes_to_what_forgets_
     # what still holds, whatever the budget.
     change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
     frugal = PolicyConfig(**{**POLICY.model_dump(), "candidate_budget": 0.0})
-    assert candidate_plan(change, frugal, True, COSTS, None) == [Candidate.RETRAIN_BATCH,
-                                                                 Candidate.RETRAIN_WINDOW]
+    assert candidate_plan(change, frugal, True, COSTS, None) == [
+        Candidate.RETRAIN_BATCH, Candidate.RETRAIN_WINDOW, Candidate.RETRAIN_ALL]
     # Seasonal rows: both are perfect on the new season; only the window still knows the old one.
     trials = [CandidateResult("retrain_batch", 1.0, 0.0, 1500, train_cpu_seconds=0.04, forgetting_all=0.38),
               CandidateResult("retrain_window", 1.0, 0.0, 4500, train_cpu_seconds=0.14, forgetting_all=0.0)]
     assert choose(trials, 0.05) == 1
+
+
+# An alarm's candidates on 500 holdout rows: the batch alone, and the concept's whole history.
+def retrains(batch: float, history: float, batch_forgets: float = 0.0,
+             history_forgets: float = 0.0) -> list[CandidateResult]:
+    return [CandidateResult("retrain_batch", batch, batch_forgets, 1500, train_cpu_seconds=0.1,
+                            forgetting_all=0.3),
+            CandidateResult("retrain_all", history, history_forgets, 9000, train_cpu_seconds=0.5)]
+
+
+def test_history_that_costs_nothing_beyond_the_paired_noise_still_holds_and_resets_nothing():
+    # A region never seen: the earlier regions neither help nor hurt on it, and the history is kept.
+    assert choose_by_history(retrains(0.85, 0.84), 0.05, noise=0.02, concept_change=True) == HistoryChoice(
+        1, "history still holds: retrain_all on 9,000 rows of the concept's history 84.0% vs retrain_batch "
+        "85.0% (within paired noise ±2.0%); retrain_all kept, no new concept")
+    # An alarm short of a concept change discards nothing: the best candidate plainly wins.
+    assert choose_by_history(retrains(0.85, 0.84), 0.05, 0.02, concept_change=False) == HistoryChoice(0)
+
+
+def test_history_that_costs_accuracy_beyond_the_paired_noise_conflicts_and_a_new_concept_starts():
+    # The relation changed: the earlier batches teach the old labels, the batch alone wins clearly.
+    assert choose_by_history(retrains(0.85, 0.76), 0.05, noise=0.02, concept_change=True) == HistoryChoice(
+        0, "history conflicts: retrain_all on 9,000 rows of the concept's history 76.0% vs retrain_batch "
+        "85.0% (worse by 9.0%, beyond paired noise ±2.0%); a new concept starts", new_concept=True)
+
+
+def test_history_that_conflicts_is_evidence_not_a_challenger_whatever_the_others_forget():
+    # A concept that keeps moving (incremental drift): every recent retrain "forgets" the concept's
+    # stale windows, the history alone does not -- it must not win for that alone, and the old
+    # concept's windows no longer hold the one that follows the change back.
+    trials = retrains(0.86, 0.80, batch_forgets=0.08)
+    assert choose(trials, 0.05) == 1  # the forgetting gate alone would pick the stale history
+    choice = choose_by_history(trials, 0.05, noise=0.02, concept_change=False)
+    assert choice.kept == 0 and choice.new_concept and choice.evidence.startswith("history conflicts")
+
+
+def test_no_history_evidence_without_its_candidate_or_when_it_forgets_too_much():
+    assert choose_by_history(retrains(0.85, 0.84)[:1], 0.05, 0.02, True) == HistoryChoice(0)
+    assert choose_by_history(retrains(0.80, 0.84), 0.05, 0.02, True) == HistoryChoice(1, (  # the best anyway
+        "history still holds: retrain_all on 9,000 rows of the concept's history 84.0% vs "
+        "retrain_batch 80.0%; retrain_all kept, no new concept"))
+    assert choose_by_history(retrains(0.85, 0.84, history_forgets=0.2), 0.05, 0.02, True) == HistoryChoice(0)
 
 
 def test_only_an_alarm_compares_candidates():
@@ -371,3 +418,26 @@ def test_costs_are_estimated_from_the_ledger_and_the_last_winner_remembered():
     assert costs == pytest.approx({Candidate.FINE_TUNE: 0.3, Candidate.RETRAIN_GROWN: 0.6})  # latest rate
     assert estimated_costs([], {Candidate.FINE_TUNE: 3000}) == {Candidate.FINE_TUNE: None}
     assert last_winner(history) is Candidate.RETRAIN_BATCH
+
+
+def test_paired_noise_counts_only_the_rows_where_two_models_disagree():
+    import numpy as np
+
+    from perennial.core.evaluation import paired_noise
+
+    same = np.array([True] * 80 + [False] * 20)
+    assert paired_noise(same, same) == 0.0
+    # 10 rows of 100 where they disagree, 5 each way: two standard errors of the mean difference.
+    other = same.copy()
+    other[:5], other[80:85] = False, True
+    assert paired_noise(same, other) == pytest.approx(2 * np.std([1] * 5 + [-1] * 5 + [0] * 90, ddof=1) / 10)
+
+
+def test_the_history_budget_keeps_the_newest_batches_whole_and_samples_the_older():
+    from perennial.core.sampling import history_quotas
+
+    assert history_quotas([100, 100, 100, 100], 1000) == [100, 100, 100, 100]  # within the budget
+    assert history_quotas([100, 100, 100, 100], 250) == [50, 50, 50, 100]  # newest whole up to half
+    assert history_quotas([500, 100], 300) == [200, 100]
+    assert history_quotas([100, 100, 100, 100], 100) == [25, 25, 25, 25]  # no batch fits half
+    assert sum(history_quotas([7, 300, 41, 1000, 3], 500)) <= 500

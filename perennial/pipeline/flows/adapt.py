@@ -15,10 +15,11 @@ from perennial.adapters.mlflow_registry import check_reachable, replay_memory
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints
 from perennial.core.config import PipelineConfig, Settings
+from perennial.core.evaluation import hits, paired_noise
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.policy import (
     candidate_plan,
-    choose,
+    choose_by_history,
     estimated_costs,
     growth_of,
     last_winner,
@@ -78,8 +79,8 @@ def adapt_batch(cycle: Cycle, decision: Decision, expected_champion: int | None)
     in_service = memory_in_service(cycle)
     trials = [train_candidate(cycle, kind, decision, in_service, history, windows)
               for kind in candidates_for(decision, history, config, champion, len(train_idx))]
-    best = trials[choose([t.result(chosen=False) for t in trials], config.lifelong.forgetting_budget)]
-    decision = chosen_decision(decision, best, trials)
+    best, evidence = chosen(cycle, trials, decision, windows)
+    decision = chosen_decision(decision, best, trials, evidence, champion)
     version = register(config, cycle.settings, record.run_id, best, batch, cycle.schema, decision, champion)
     failpoints.reached("registered")
     verdict = promotion_verdict(best.evaluation, champion.version if champion else None, config.policy,
@@ -108,10 +109,18 @@ def candidates_for(decision: Decision, history: list[CycleRecord], config: Pipel
     rows = {kind: estimated_rows(kind, history, config, concept, new_rows) for kind in Candidate}
     plan = candidate_plan(decision, config.policy, champion is not None, estimated_costs(history, rows),
                           last_winner(history))
-    if config.training.window_batches == 1 and Candidate.RETRAIN_BATCH in plan:
-        # A window of one batch is the batch alone: the same rows, trained once.
-        plan = [kind for kind in plan if kind is not Candidate.RETRAIN_WINDOW]
-    return plan
+    # Retrains that would learn from the same batches are trained once: a window of one batch is the
+    # batch alone, and a window holding the concept's whole history is that history (which, kept,
+    # gives the evidence whether it holds).
+    once: dict[frozenset[str], Candidate] = {}
+    for kind in sorted((k for k in plan if k is not Candidate.FINE_TUNE), key=SAME_ROWS_KEPT.index):
+        once.setdefault(frozenset(r.batch for r in earlier_batches(kind, history, config, concept)), kind)
+    return [kind for kind in plan if kind is Candidate.FINE_TUNE or kind in once.values()]
+
+
+# Which of several retrains on the same batches is trained.
+SAME_ROWS_KEPT = [Candidate.RETRAIN_BATCH, Candidate.RETRAIN_ALL, Candidate.RETRAIN_GROWN,
+                  Candidate.RETRAIN_WINDOW]
 
 
 def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_service: ReplayMemory,
@@ -129,7 +138,8 @@ def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_servic
     with timed() as training:
         model = train(kind, rows, champion, schema, config)
     with timed() as evaluating:
-        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema)
+        right = hits(model, batch.frame.iloc[holdout_idx], schema)
+        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema, right)
         matrix = score_windows(model, windows, schema, concept)
         evaluation.forgetting = matrix.metrics().concept_forgetting
         evaluation.forgetting_windows = concept_windows(matrix)
@@ -137,19 +147,56 @@ def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_servic
                if kind is Candidate.FINE_TUNE else rows.rows)
     return Challenger(kind, model, evaluation, concept, remember(memory, batch, train_idx, config), rows,
                       trained_on, learned, matrix, training.wall, training.cpu, evaluating.wall,
-                      evaluating.cpu)
+                      evaluating.cpu, right)
 
 
-def chosen_decision(decision: Decision, best: Challenger, trials: list[Challenger]) -> Decision:
+def chosen(cycle: Cycle, trials: list[Challenger], decision: Decision,
+           windows: Windows) -> tuple[Challenger, str | None]:
+    """The candidate kept (`policy.choose_by_history`: the best, unless the evidence of the concept's
+    history says otherwise), moved to a new concept when that history conflicts with the batch; and
+    the evidence in words."""
+    history = next((t for t in trials if t.kind is Candidate.RETRAIN_ALL), None)
+    others = [t for t in trials if t is not history]
+    noise = 0.0
+    if history is not None and others:
+        rival = max(others, key=lambda t: t.evaluation.challenger_accuracy)
+        noise = paired_noise(history.hits, rival.hits)
+    choice = choose_by_history([t.result(chosen=False) for t in trials],
+                               cycle.config.lifelong.forgetting_budget, noise, decision.supersedes)
+    best = trials[choice.kept]
+    if choice.new_concept and cycle.champion is not None and best.concept == cycle.champion.concept:
+        best = in_new_concept(best, windows, cycle)
+        trials[choice.kept] = best
+    return best, choice.evidence
+
+
+def in_new_concept(challenger: Challenger, windows: Windows, cycle: Cycle) -> Challenger:
+    """The challenger as the first model of a new concept: its forgetting measured on no earlier
+    window, its replay memory the batch's training rows alone."""
+    concept = max(windows.matrix.concepts() | {challenger.concept}) + 1
+    matrix = score_windows(challenger.model, windows, cycle.schema, concept)
+    evaluation = replace(challenger.evaluation, forgetting=matrix.metrics().concept_forgetting,
+                         forgetting_windows=concept_windows(matrix))
+    train_idx, _ = holdout_split(cycle.batch, cycle.config)
+    memory = concept_memory(challenger.memory, cycle.config, cycle.champion, concept)
+    return replace(challenger, concept=concept, matrix=matrix, evaluation=evaluation,
+                   memory=remember(memory, cycle.batch, train_idx, cycle.config))
+
+
+def chosen_decision(decision: Decision, best: Challenger, trials: list[Challenger],
+                    evidence: str | None = None, champion: Champion | None = None) -> Decision:
     """The decision as carried out: the action of the candidate kept, its concept, and the reason
-    with every candidate's accuracy when there were several."""
+    with every candidate's accuracy when there were several, and the evidence about the history."""
     reason = decision.reason
     if len(trials) > 1:
         scores = ", ".join(f"{t.kind.value} {pct(t.evaluation.challenger_accuracy)}"
                            + (" (chosen)" if t is best else "") for t in trials)
         reason += f"; candidates on {best.evaluation.holdout_rows} holdout rows: {scores}"
+    if evidence:
+        reason += f"; {evidence}"
+    # A new concept starts when the challenger kept belongs to one (see `next_concept`, `chosen`).
     return replace(decision, action=best.kind.action, reason=reason,
-                   supersedes=decision.supersedes and best.kind is decision.candidate)
+                   supersedes=champion is not None and best.concept != champion.concept)
 
 
 def champion_learned_rows(history: list[CycleRecord], champion: Champion | None) -> int:
