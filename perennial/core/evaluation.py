@@ -26,12 +26,12 @@ def accuracy(model: Pipeline, frame: pd.DataFrame, schema: Schema) -> float:
     return float(hits(model, frame, schema).mean())
 
 
-def paired_noise(a: np.ndarray, b: np.ndarray) -> float:
-    """Two standard errors of the accuracy difference of two models scored on the same rows (`hits`
-    of each): only the rows where they disagree count, so it is much tighter than comparing two
-    accuracies measured on different rows."""
+def paired_noise(a: np.ndarray, b: np.ndarray, standard_errors: float = 2.0) -> float:
+    """`standard_errors` standard errors of the accuracy difference of two models scored on the same
+    rows (`hits` of each): only the rows where they disagree count, so it is much tighter than
+    comparing two accuracies measured on different rows."""
     diff = a.astype(float) - b.astype(float)
-    return 2 * float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 1.0
+    return standard_errors * float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 1.0
 
 
 def evaluate(challenger: Pipeline, champion: Champion | None, holdout: pd.DataFrame,

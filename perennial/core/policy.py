@@ -295,19 +295,27 @@ class HistoryChoice:
     new_concept: bool = False
 
 
+# Standard errors of the paired difference beyond which the concept's history conflicts with a batch:
+# three, not two. Keeping history that fits a little worse costs little, and the next alarm measures
+# again; discarding history that still held cannot be undone, and splits one concept in two whose
+# models are then reinstated in turn as their regions come back.
+HISTORY_CONFLICT_SE = 3.0
+
+
 def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: float, noise: float,
                       concept_change: bool) -> HistoryChoice:
     """The challenger, weighing the evidence of the candidate that learnt the concept's whole
     history (`retrain_all`): does that history still hold for the new batch?
 
     `noise` is the paired sampling noise of that candidate against the most accurate other one on
-    the same holdout rows. History that costs accuracy beyond the noise conflicts with the new batch
-    (the relation changed, abruptly or bit by bit): that candidate is evidence, not a challenger,
-    the others are chosen from as `choose` does, and the one kept starts a new concept -- the old
-    concept's windows, replay memory and history no longer describe what the model must do. History
+    the same holdout rows (`HISTORY_CONFLICT_SE` standard errors of their difference). History that
+    costs accuracy beyond the noise conflicts with the new batch (the relation changed, abruptly or
+    bit by bit): that candidate is evidence, not a challenger; the most accurate of the others is
+    kept and starts a new concept, since the old concept's windows, replay memory and history no
+    longer describe what the model must do (nor hold it back through the forgetting gate). History
     that costs no more than the noise still holds (the batch moved where the model had not been, a
     covariate shift): on a concept change that candidate is kept and nothing is reset; on another
-    alarm it competes like any other."""
+    alarm it competes like any other, as `choose` has it."""
     history = next((i for i, t in enumerate(trials) if t.kind == Candidate.RETRAIN_ALL), None)
     others = [i for i in range(len(trials)) if i != history]
     if history is None or not others:

@@ -18,6 +18,7 @@ from perennial.core.config import PipelineConfig, Settings
 from perennial.core.evaluation import hits, paired_noise
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.policy import (
+    HISTORY_CONFLICT_SE,
     candidate_plan,
     choose_by_history,
     estimated_costs,
@@ -160,7 +161,7 @@ def chosen(cycle: Cycle, trials: list[Challenger], decision: Decision,
     noise = 0.0
     if history is not None and others:
         rival = max(others, key=lambda t: t.evaluation.challenger_accuracy)
-        noise = paired_noise(history.hits, rival.hits)
+        noise = paired_noise(history.hits, rival.hits, HISTORY_CONFLICT_SE)
     choice = choose_by_history([t.result(chosen=False) for t in trials],
                                cycle.config.lifelong.forgetting_budget, noise, decision.supersedes)
     best = trials[choice.kept]
