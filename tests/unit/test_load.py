@@ -64,3 +64,31 @@ def test_holdout_split_is_stable_and_disjoint():
     assert np.array_equal(train, again_train) and np.array_equal(holdout, again_holdout)
     assert len(holdout) == 250 and not set(train) & set(holdout)
     assert set(train) | set(holdout) == set(range(1000))
+
+
+def test_a_retrain_on_the_concepts_history_keeps_the_newest_batches_whole_within_its_row_budget(tmp_path):
+    from perennial.adapters.batch_files import load_batch
+    from perennial.core.config import PipelineConfig
+    from perennial.core.lifelong import ReplayMemory
+    from perennial.core.types import Candidate, CycleRecord
+    from perennial.pipeline.training import earlier_batches, estimated_rows, training_rows
+
+    config = PipelineConfig(name="m", data={"source": str(tmp_path), "target": "label"},
+                            training={"history_rows": 5000})
+    records = []
+    for i in range(5):
+        make_batch(seed=i).to_csv(tmp_path / f"b{i}.csv", index=False)
+        records.append(CycleRecord(batch=f"b{i}.csv", path=str(tmp_path / f"b{i}.csv"), rows=1400,
+                                   validation="passed", drift_share=None, champion_accuracy_before=None,
+                                   decision="noop", reason="", champion_version_after=1, concept=1))
+    batch = load_batch(tmp_path / "b4.csv", config)
+    train_idx, _ = split_holdout(batch.id, batch.rows, 0.25, 0)
+    earlier = earlier_batches(Candidate.RETRAIN_ALL, records[:4], config, concept=1)
+    rows, sources = training_rows(Candidate.RETRAIN_ALL, batch, train_idx, earlier, set(), config,
+                                  ReplayMemory.empty(100, "label"))
+    # 5,000 rows: the new batch's 1,050 training rows, the newest earlier batch whole (its 1,400 rows,
+    # no window kept), and the other three sharing the remaining 2,550 rows (850 each, sampled).
+    assert rows.rows == 5000 == estimated_rows(Candidate.RETRAIN_ALL, records[:4], config, 1, 1050)
+    assert sources == ["b0.csv", "b1.csv", "b2.csv", "b3.csv", "b4.csv"]
+    newest = read_batch(tmp_path / "b3.csv", "auto", "label").frame
+    assert rows.frame.iloc[2550:3950].reset_index(drop=True).equals(newest)
