@@ -217,16 +217,21 @@ def candidate_plan(decision: Decision, policy: PolicyConfig, has_champion: bool,
 
     Every alarm also trains `retrain_all`, the concept's whole history (its rows bounded by
     `training.history_rows`, not by the budget): it is the evidence whether that history still holds
-    (`history_verdict`). A concept change always trains the window too. Only an alarm compares
-    candidates: a first model, new labels and a data-growth retrain each have one way to train.
+    (`choose_by_history`). A concept change always trains the window too. Only an alarm compares
+    candidates: a first model and a data-growth retrain each have one way to train, new labels the
+    window and the concept's history (the evidence whether it still holds).
     `costs` holds estimated CPU seconds per kind (None: not known yet, taken as the own choice's).
     """
     own = decision.candidate
     if own is None:
         return []
+    allowed = [Candidate(k) for k in policy.candidates]
+    if decision.trigger is Trigger.NEW_LABELS and has_champion and Candidate.RETRAIN_ALL in allowed:
+        # New labels from where the model has never been (a new region brings its own classes) are
+        # no reason to discard the history either: the same evidence decides.
+        return [own, Candidate.RETRAIN_ALL]
     if decision.trigger is not Trigger.DRIFT or not has_champion:
         return [own]
-    allowed = [Candidate(k) for k in policy.candidates]
     if own not in allowed:
         own = allowed[0]
     own_cost = costs.get(own) or 1.0

@@ -90,11 +90,12 @@ def test_an_alarm_compares_candidates_on_the_same_holdout_rows_and_logs_each(tmp
 
 def region(seed: int, low: float, high: float, flip: bool = False) -> pd.DataFrame:
     """Rows whose `x one` lies in [low, high): one region of a checkerboard whose labels follow the
-    same cells everywhere (a fixed relation), or the opposite ones (`flip`, a concept change)."""
+    same cells everywhere (a fixed relation), or the opposite ones (`flip`, a concept change); the
+    cells beyond 7.5 are grey, a label only the right-hand region shows."""
     rng = np.random.default_rng(seed)
     x1, x2 = rng.uniform(low, high, ROWS), rng.uniform(0, 10, ROWS)
     dark = (np.floor(x1 / 2.5) + np.floor(x2 / 2.5)) % 2 == (1 if flip else 0)
-    labels = np.where(dark, "dark", "light")
+    labels = np.where(x1 >= 7.5, "grey", np.where(dark, "dark", "light"))
     return pd.DataFrame({"x one": x1.round(3), "x-two": x2.round(3), "label": labels})
 
 
@@ -102,9 +103,9 @@ def test_a_shift_into_a_region_never_seen_keeps_the_history_and_a_changed_relati
         tmp_path, monkeypatch, prefect_server):
     ws = new_workspace(tmp_path, monkeypatch, model={"family": "hgb", "params": {}}, policy=DEFAULTS)
     ws.add("a.csv", region(71, 0, 5))
-    ws.add("b.csv", region(72, 5, 10))  # a region the model has never seen: its trees know nothing there
+    ws.add("b.csv", region(72, 5, 7.5))  # a region the model has never seen: its trees know nothing there
     ws.add("c.csv", region(73, 0, 5))  # the first region again
-    ws.add("d.csv", region(74, 0, 10, flip=True))  # every cell changes colour: the relation itself changed
+    ws.add("d.csv", region(74, 0, 7.5, flip=True))  # every cell changes colour: the relation itself changed
     first, second, third, fourth = ws.run()
 
     # The drop looks like a concept change; the history's candidate shows that it still holds.
@@ -127,3 +128,19 @@ def test_a_shift_into_a_region_never_seen_keeps_the_history_and_a_changed_relati
     assert fourth.reason.endswith("a new concept starts")
     assert [c["kind"] for c in fourth.candidates if c["chosen"]] == ["retrain_batch"]
     assert fourth.supersedes and fourth.concept == first.concept + 1
+
+
+def test_new_labels_from_a_region_never_seen_keep_the_history_that_still_holds(tmp_path, monkeypatch,
+                                                                              prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch, model={"family": "hgb", "params": {}}, policy=DEFAULTS,
+                       validation={"allow_new_classes": True}, training={"window_batches": 2})
+    ws.add("a.csv", region(81, 0, 5))
+    ws.add("a2.csv", region(82, 0, 5))
+    ws.add("b.csv", region(83, 5, 10))  # a new region, and with it a new label: grey
+    first, _, third = ws.run()
+    assert third.trigger == "new_labels" and third.reason.startswith("new label(s) grey"), third.reason
+    # The label set changed, yet the earlier regions still hold: their history is kept.
+    assert "; history still holds: retrain_all" in third.reason, third.reason
+    assert [c["kind"] for c in third.candidates] == ["retrain_window", "retrain_all"]
+    assert [c["kind"] for c in third.candidates if c["chosen"]] == ["retrain_all"]
+    assert third.promoted and not third.supersedes and third.concept == first.concept

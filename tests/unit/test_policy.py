@@ -384,7 +384,9 @@ def test_only_an_alarm_compares_candidates():
     labels = Decision(Action.RETRAIN, "labels", 3, supersedes=True, trigger=Trigger.NEW_LABELS)
     assert candidate_plan(first, POLICY, False, COSTS, None) == [Candidate.RETRAIN_WINDOW]
     assert candidate_plan(grown, POLICY, True, COSTS, None) == [Candidate.RETRAIN_GROWN]
-    assert candidate_plan(labels, POLICY, True, COSTS, None) == [Candidate.RETRAIN_WINDOW]
+    # New labels: the window, and the concept's history as the evidence whether it still holds.
+    assert candidate_plan(labels, POLICY, True, COSTS, None) == [
+        Candidate.RETRAIN_WINDOW, Candidate.RETRAIN_ALL]
     concept_change = Decision(Action.RETRAIN, "change", 1, supersedes=True, trigger=Trigger.DRIFT)
     assert concept_change.candidate is Candidate.RETRAIN_BATCH
 
