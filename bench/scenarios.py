@@ -165,6 +165,17 @@ def loan_nulls(rows: int, n: int, rng: np.random.Generator) -> Scenario:
     )
 
 
+def in_turn(frame: pd.DataFrame, pools: list[np.ndarray], visits: list[int], rows: int) -> list[pd.DataFrame]:
+    """Batches of `rows` rows, batch i drawn from pool `visits[i]` (row positions in `frame`, already
+    shuffled) where the previous draw from that pool stopped: without replacement."""
+    taken = [0] * len(pools)
+    batches = []
+    for pool in visits:
+        batches.append(frame.iloc[pools[pool][taken[pool]: taken[pool] + rows]].reset_index(drop=True))
+        taken[pool] += rows
+    return batches
+
+
 # Shuttle's f1 in each season: winter around 40, summer from 48 on, outside winter's range widened by
 # half its span on each side (37-44 -> 33.5-47.5). Rows with f1 of 45-47 or below 37 are never drawn.
 SEASON_COLUMN = "f1"
@@ -191,11 +202,7 @@ def seasonal_shift(rows: int, n: int, rng: np.random.Generator) -> Scenario:
     seasons = [sum(i >= c for c in cut) % 2 for i in range(n)]
     pools = [rng.permutation(np.flatnonzero(frame[SEASON_COLUMN].between(*band))) for band in SEASONS]
     rows = min(rows, *(len(pool) // max(1, seasons.count(s)) for s, pool in enumerate(pools)))
-    taken = [0, 0]
-    batches = []
-    for season in seasons:
-        batches.append(frame.iloc[pools[season][taken[season]: taken[season] + rows]].reset_index(drop=True))
-        taken[season] += rows
+    batches = in_turn(frame, pools, seasons, rows)
     return Scenario(
         "seasonal-shift",
         f"river's Shuttle rows in seasons, f1 in 37-44 (winter) or >= 48 (summer, outside winter's range "
@@ -229,8 +236,7 @@ def regions(n: int, rng: np.random.Generator) -> Scenario:
     visits = [i % REGIONS for i in range(n)]
     pools = [rng.permutation(np.flatnonzero(band == r)) for r in range(REGIONS)]
     rows = min(len(pools[r]) // visits.count(r) for r in set(visits))
-    batches = [frame.iloc[pools[r][(k := visits[:i].count(r)) * rows:(k + 1) * rows]].reset_index(drop=True)
-               for i, r in enumerate(visits)]
+    batches = in_turn(frame, pools, visits, rows)
     return Scenario(
         "regions",
         f"river's Bananas rows region by region: four bands of its first coordinate, each new in turn, "

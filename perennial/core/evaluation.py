@@ -35,12 +35,12 @@ def paired_noise(a: np.ndarray, b: np.ndarray, standard_errors: float = 2.0) -> 
 
 
 def evaluate(challenger: Pipeline, champion: Champion | None, holdout: pd.DataFrame,
-             schema: Schema, challenger_hits: np.ndarray | None = None) -> Evaluation:
-    """Accuracy of both models on the holdout rows (the challenger's from its `hits`, when known)."""
-    if challenger_hits is None:
-        challenger_hits = hits(challenger, holdout, schema)
+             schema: Schema) -> Evaluation:
+    """Accuracy of both models on the holdout rows, and which rows the challenger got right."""
+    challenger_hits = hits(challenger, holdout, schema)
     return Evaluation(
         challenger_accuracy=float(challenger_hits.mean()),
+        challenger_hits=challenger_hits,
         champion_accuracy=accuracy(champion.model, holdout, schema) if champion else None,
         holdout_rows=len(holdout),
     )

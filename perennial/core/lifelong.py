@@ -199,6 +199,14 @@ class AccuracyMatrix:
         return AccuracyMatrix([self.windows[i] for i in keep] + [window],
                               [self.steps[i] for i in keep] + [step])
 
+    def last_in(self, concept: int) -> AccuracyMatrix:
+        """The same matrix with its last window and last row (the batch just added, the model after
+        it) belonging to `concept`."""
+        *windows, window = self.windows
+        *steps, step = self.steps
+        return AccuracyMatrix([*windows, Window(window.batch, concept)],
+                              [*steps, Step(step.batch, step.version, concept, step.accuracy)])
+
     def metrics(self) -> LifelongMetrics:
         """Metrics of the last row's model; the concept ones over the windows of its concept."""
         return LifelongMetrics.of(self.array(), self.concept_columns(self.steps[-1].concept))

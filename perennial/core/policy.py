@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from perennial.core.config import PolicyConfig
@@ -145,7 +145,7 @@ def _by_accuracy(drift: DriftResult, drifted: str, fine_tunes: int, policy: Poli
         drop = 0.0
     if drop >= policy.accuracy_drop_severe:
         # The old concept seems not to hold: learn from this batch alone, unless the candidates show
-        # that the history still holds (`history_verdict`: inputs moved where the model never was).
+        # that the history still holds (`choose_by_history`: inputs moved where the model never was).
         return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {pct(drop)} >= "
                         f"{pct(policy.accuracy_drop_severe)}); retraining on this batch unless its history "
                         "still holds", 1, supersedes=True,
@@ -307,13 +307,14 @@ class HistoryChoice:
 HISTORY_CONFLICT_SE = 3.0
 
 
-def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: float, noise: float,
-                      concept_change: bool) -> HistoryChoice:
+def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: float,
+                      noise_against: Callable[[int], float], concept_change: bool) -> HistoryChoice:
     """The challenger, weighing the evidence of the candidate that learnt the concept's whole
     history (`retrain_all`): does that history still hold for the new batch?
 
-    `noise` is the paired sampling noise of that candidate against the most accurate other one on
-    the same holdout rows (`HISTORY_CONFLICT_SE` standard errors of their difference). History that
+    `noise_against(i)` is the paired sampling noise of that candidate against candidate i on the same holdout
+    rows (`HISTORY_CONFLICT_SE` standard errors of their difference); it is weighed against the most
+    accurate other candidate. History that
     costs accuracy beyond the noise conflicts with the new batch (the relation changed, abruptly or
     bit by bit): that candidate is evidence, not a challenger; the most accurate of the others is
     kept and starts a new concept, since the old concept's windows, replay memory and history no
@@ -327,7 +328,7 @@ def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: floa
         return HistoryChoice(choose(trials, forgetting_budget))
     top = max(others, key=lambda i: trials[i].accuracy)
     all_, rival = trials[history], trials[top]
-    gap = rival.accuracy - all_.accuracy
+    gap, noise = rival.accuracy - all_.accuracy, noise_against(top)
     on = (f"{all_.kind} on {all_.rows:,} rows of the concept's history {pct(all_.accuracy, 1)} vs "
           f"{rival.kind} {pct(rival.accuracy, 1)}")
     if gap > noise:

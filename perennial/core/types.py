@@ -354,6 +354,8 @@ class Evaluation:
     # The challenger's forgetting on earlier windows of its concept, and how many windows that was.
     forgetting: float = 0.0
     forgetting_windows: int = 0
+    # Which holdout rows the challenger predicted right: candidates are compared row by row (paired).
+    challenger_hits: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -391,8 +393,6 @@ class Challenger:
     train_cpu_seconds: float = 0.0
     eval_seconds: float = 0.0
     eval_cpu_seconds: float = 0.0
-    # Which holdout rows it predicted right: candidates are compared row by row (paired).
-    hits: Any = None
 
     def result(self, chosen: bool) -> CandidateResult:
         return CandidateResult(self.kind.value, self.evaluation.challenger_accuracy,

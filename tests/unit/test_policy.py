@@ -336,6 +336,11 @@ def test_a_concept_change_also_trains_the_window_and_a_tie_goes_to_what_forgets_
     assert choose(trials, 0.05) == 1
 
 
+def two_points(_: int) -> float:
+    """The paired noise of the history's candidate against any other: two accuracy points."""
+    return 0.02
+
+
 # An alarm's candidates on 500 holdout rows: the batch alone, and the concept's whole history.
 def retrains(batch: float, history: float, batch_forgets: float = 0.0,
              history_forgets: float = 0.0) -> list[CandidateResult]:
@@ -346,16 +351,16 @@ def retrains(batch: float, history: float, batch_forgets: float = 0.0,
 
 def test_history_that_costs_nothing_beyond_the_paired_noise_still_holds_and_resets_nothing():
     # A region never seen: the earlier regions neither help nor hurt on it, and the history is kept.
-    assert choose_by_history(retrains(0.85, 0.84), 0.05, noise=0.02, concept_change=True) == HistoryChoice(
+    assert choose_by_history(retrains(0.85, 0.84), 0.05, two_points, concept_change=True) == HistoryChoice(
         1, "history still holds: retrain_all on 9,000 rows of the concept's history 84.0% vs retrain_batch "
         "85.0% (within paired noise ±2.0%); retrain_all kept, no new concept")
     # An alarm short of a concept change discards nothing: the best candidate plainly wins.
-    assert choose_by_history(retrains(0.85, 0.84), 0.05, 0.02, concept_change=False) == HistoryChoice(0)
+    assert choose_by_history(retrains(0.85, 0.84), 0.05, two_points, concept_change=False) == HistoryChoice(0)
 
 
 def test_history_that_costs_accuracy_beyond_the_paired_noise_conflicts_and_a_new_concept_starts():
     # The relation changed: the earlier batches teach the old labels, the batch alone wins clearly.
-    assert choose_by_history(retrains(0.85, 0.76), 0.05, noise=0.02, concept_change=True) == HistoryChoice(
+    assert choose_by_history(retrains(0.85, 0.76), 0.05, two_points, concept_change=True) == HistoryChoice(
         0, "history conflicts: retrain_all on 9,000 rows of the concept's history 76.0% vs retrain_batch "
         "85.0% (worse by 9.0%, beyond paired noise ±2.0%); a new concept starts", new_concept=True)
 
@@ -366,16 +371,18 @@ def test_history_that_conflicts_is_evidence_not_a_challenger_whatever_the_others
     # concept's windows no longer hold the one that follows the change back.
     trials = retrains(0.86, 0.80, batch_forgets=0.08)
     assert choose(trials, 0.05) == 1  # the forgetting gate alone would pick the stale history
-    choice = choose_by_history(trials, 0.05, noise=0.02, concept_change=False)
+    choice = choose_by_history(trials, 0.05, noise_against=two_points, concept_change=False)
     assert choice.kept == 0 and choice.new_concept and choice.evidence.startswith("history conflicts")
 
 
 def test_no_history_evidence_without_its_candidate_or_when_it_forgets_too_much():
-    assert choose_by_history(retrains(0.85, 0.84)[:1], 0.05, 0.02, True) == HistoryChoice(0)
-    assert choose_by_history(retrains(0.80, 0.84), 0.05, 0.02, True) == HistoryChoice(1, (  # the best anyway
+    assert choose_by_history(retrains(0.85, 0.84)[:1], 0.05, two_points, True) == HistoryChoice(0)
+    # The history's candidate is the best anyway.
+    assert choose_by_history(retrains(0.80, 0.84), 0.05, two_points, True) == HistoryChoice(1, (
         "history still holds: retrain_all on 9,000 rows of the concept's history 84.0% vs "
         "retrain_batch 80.0%; retrain_all kept, no new concept"))
-    assert choose_by_history(retrains(0.85, 0.84, history_forgets=0.2), 0.05, 0.02, True) == HistoryChoice(0)
+    forgetful = retrains(0.85, 0.84, history_forgets=0.2)
+    assert choose_by_history(forgetful, 0.05, two_points, True) == HistoryChoice(0)
 
 
 def test_only_an_alarm_compares_candidates():

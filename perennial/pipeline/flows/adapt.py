@@ -15,7 +15,7 @@ from perennial.adapters.mlflow_registry import check_reachable, replay_memory
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints
 from perennial.core.config import PipelineConfig, Settings
-from perennial.core.evaluation import hits, paired_noise
+from perennial.core.evaluation import paired_noise
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.policy import (
     HISTORY_CONFLICT_SE,
@@ -139,8 +139,7 @@ def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_servic
     with timed() as training:
         model = train(kind, rows, champion, schema, config)
     with timed() as evaluating:
-        right = hits(model, batch.frame.iloc[holdout_idx], schema)
-        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema, right)
+        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema)
         matrix = score_windows(model, windows, schema, concept)
         evaluation.forgetting = matrix.metrics().concept_forgetting
         evaluation.forgetting_windows = concept_windows(matrix)
@@ -148,7 +147,7 @@ def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_servic
                if kind is Candidate.FINE_TUNE else rows.rows)
     return Challenger(kind, model, evaluation, concept, remember(memory, batch, train_idx, config), rows,
                       trained_on, learned, matrix, training.wall, training.cpu, evaluating.wall,
-                      evaluating.cpu, right)
+                      evaluating.cpu)
 
 
 def chosen(cycle: Cycle, trials: list[Challenger], decision: Decision,
@@ -157,13 +156,13 @@ def chosen(cycle: Cycle, trials: list[Challenger], decision: Decision,
     history says otherwise), moved to a new concept when that history conflicts with the batch; and
     the evidence in words."""
     history = next((t for t in trials if t.kind is Candidate.RETRAIN_ALL), None)
-    others = [t for t in trials if t is not history]
-    noise = 0.0
-    if history is not None and others:
-        rival = max(others, key=lambda t: t.evaluation.challenger_accuracy)
-        noise = paired_noise(history.hits, rival.hits, HISTORY_CONFLICT_SE)
+
+    def noise_against(other: int) -> float:
+        return paired_noise(history.evaluation.challenger_hits, trials[other].evaluation.challenger_hits,
+                            HISTORY_CONFLICT_SE)
+
     choice = choose_by_history([t.result(chosen=False) for t in trials],
-                               cycle.config.lifelong.forgetting_budget, noise, decision.supersedes)
+                               cycle.config.lifelong.forgetting_budget, noise_against, decision.supersedes)
     best = trials[choice.kept]
     if choice.new_concept and cycle.champion is not None and best.concept == cycle.champion.concept:
         best = in_new_concept(best, windows, cycle)
@@ -175,7 +174,7 @@ def in_new_concept(challenger: Challenger, windows: Windows, cycle: Cycle) -> Ch
     """The challenger as the first model of a new concept: its forgetting measured on no earlier
     window, its replay memory the batch's training rows alone."""
     concept = max(windows.matrix.concepts() | {challenger.concept}) + 1
-    matrix = score_windows(challenger.model, windows, cycle.schema, concept)
+    matrix = challenger.matrix.last_in(concept)
     evaluation = replace(challenger.evaluation, forgetting=matrix.metrics().concept_forgetting,
                          forgetting_windows=concept_windows(matrix))
     train_idx, _ = holdout_split(cycle.batch, cycle.config)
@@ -184,8 +183,8 @@ def in_new_concept(challenger: Challenger, windows: Windows, cycle: Cycle) -> Ch
                    memory=remember(memory, cycle.batch, train_idx, cycle.config))
 
 
-def chosen_decision(decision: Decision, best: Challenger, trials: list[Challenger],
-                    evidence: str | None = None, champion: Champion | None = None) -> Decision:
+def chosen_decision(decision: Decision, best: Challenger, trials: list[Challenger], evidence: str | None,
+                    champion: Champion | None) -> Decision:
     """The decision as carried out: the action of the candidate kept, its concept, and the reason
     with every candidate's accuracy when there were several, and the evidence about the history."""
     reason = decision.reason
