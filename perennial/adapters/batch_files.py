@@ -7,6 +7,7 @@ import csv
 import glob
 import io
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -18,21 +19,30 @@ import numpy as np
 import pandas as pd
 
 from perennial.core.config import DataConfig, PipelineConfig
+from perennial.core.files import file_sha256
 from perennial.core.sampling import batch_seed
 from perennial.core.schema import check_column_rules, infer_schema
+from perennial.core.text import shorten
 from perennial.core.types import Batch, BatchError, Schema
 
 BATCH_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
+def name_order(name: str) -> tuple:
+    """A file name's place in the stream: runs of digits compare as numbers, so `batch-9.csv` comes
+    before `batch-10.csv` (and `2026-12-06` dates in order); ties broken by the name itself."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts), name
+
+
 def batch_files(pattern: str) -> list[Path]:
-    """Batch files under a folder or matching a glob, in name order; hidden (in-flight) files skipped."""
+    """Batch files under a folder or matching a glob, in `name_order`; hidden (in-flight) files skipped."""
     root = Path(pattern)
     candidates = root.iterdir() if root.is_dir() else (Path(p) for p in glob.glob(pattern))
     return sorted(
         (p for p in candidates
          if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in BATCH_SUFFIXES),
-        key=lambda p: p.name,
+        key=lambda p: name_order(p.name),
     )
 
 
@@ -97,12 +107,12 @@ def read_batch(path: Path, file_format: str, target: str, limits: InputLimits | 
     except FileNotFoundError:
         raise BatchError(f"batch file {path}: not found") from None
     except Exception as exc:  # pandas and pyarrow raise many types for a damaged file
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first_line = shorten(str(exc)) or type(exc).__name__
         raise BatchError(f"batch file {path}: cannot be read as {fmt} ({first_line})") from None
     if frame.empty:
         raise BatchError(f"batch file {path}: has no rows")
     if target not in frame.columns:
-        columns = ", ".join(map(str, frame.columns[:20]))
+        columns = ", ".join(shorten(str(c), 60) for c in frame.columns[:20])
         raise BatchError(f"batch file {path}: target column '{target}' missing (found: {columns})")
     return Batch(id=path.name, path=path, frame=frame)
 
@@ -244,8 +254,13 @@ def iter_rows(path: Path, file_format: str, positions: np.ndarray, chunk_rows: i
 
 
 def load_batch(path: Path, config: PipelineConfig) -> Batch:
-    """Read one batch file within the configured input limits."""
-    return read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data))
+    """Read one batch file within the configured input limits, with at least `data.min_rows` rows."""
+    batch = read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data))
+    batch.sha256 = file_sha256(path)
+    if batch.rows < config.data.min_rows:
+        raise BatchError(f"batch file {path}: {batch.rows} row(s), fewer than data.min_rows "
+                         f"({config.data.min_rows}) a batch needs to be split into training and holdout rows")
+    return batch
 
 
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from perennial.core.config import DriftConfig
 from perennial.core.evaluation import accuracy
+from perennial.core.files import place_atomically
 from perennial.core.sampling import batch_seed, uniform_rows
 from perennial.core.schema import features_frame
 from perennial.core.types import Batch, Champion, DriftResult, FeatureDrift, Reference, Schema
@@ -34,8 +35,8 @@ def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Sche
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
     )
     if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        snapshot.save_html(str(html_path))
+        html = snapshot.get_html_str(as_iframe=False).encode()  # what save_html writes, placed whole
+        place_atomically(html_path, lambda out: out.write(html))
 
     # Match results by metric id and column name, never by position in the report.
     result = snapshot.dict()

@@ -22,6 +22,7 @@ import pandas as pd
 from perennial.core.config import ColumnRule, ValidationConfig
 from perennial.core.sampling import batch_seed, uniform_rows
 from perennial.core.schema import features_frame, labels
+from perennial.core.text import shorten
 from perennial.core.types import Batch, Schema, ValidationResult, pct
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -149,8 +150,13 @@ def _checked_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return out
 
 
+# Longest value a message quotes from a batch (a column name, a category, an example): a batch of
+# 1 MB category values made 3 MB ledger lines and events larger than Prefect accepts.
+VALUE_CHARS = 60
+
+
 def _values(values: list[Any], limit: int = 10) -> str:
-    shown = ", ".join(map(str, values[:limit]))
+    shown = ", ".join(shorten(str(v), VALUE_CHARS) for v in values[:limit])
     return shown + (", ..." if len(values) > limit else "")
 
 
@@ -164,14 +170,14 @@ def _declared_range(low: float | None, high: float | None) -> str:
 
 def _message(check: str, details: dict, kwargs: dict, result: dict, dtypes: dict[str, str]) -> str:
     """What broke or moved, and against what; one line naming the column."""
-    column = kwargs.get("column")
+    column = shorten(str(kwargs.get("column")), VALUE_CHARS)
     unexpected = float(result.get("unexpected_percent") or 0.0)
     count = int(result.get("unexpected_count") or 0)
-    examples = ", ".join(list(dict.fromkeys(map(str, result.get("partial_unexpected_list") or [])))[:3])
+    examples = _values(list(dict.fromkeys(map(str, result.get("partial_unexpected_list") or [])))[:3])
     allowed = pct(1 - (kwargs.get("mostly") or 1.0), 1)
     if check == "columns":
         missing = (result.get("details") or {}).get("mismatched", {}).get("missing") or []
-        return "missing column(s) " + ", ".join(f"'{c}'" for c in missing)
+        return "missing column(s) " + ", ".join(f"'{shorten(str(c), VALUE_CHARS)}'" for c in missing)
     if check == "numeric_type":
         return f"column '{column}': values of type {dtypes.get(column)}, expected numbers"
     if check == "boolean_values":

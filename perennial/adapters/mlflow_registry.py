@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pandas as pd
 
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints, families, trusted
-from perennial.core.config import PipelineConfig, Settings
-from perennial.core.history import previous_champion, settled
+from perennial.core.config import PipelineConfig, Settings, without_credentials
+from perennial.core.history import previous_champion, rolled_back_from, settled
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.state import batch_key
 from perennial.core.types import (
@@ -35,6 +35,7 @@ from perennial.core.types import (
     Promotion,
     RegistryError,
     RollbackError,
+    RollbackOutcome,
     Schema,
     ValidationResult,
 )
@@ -94,11 +95,9 @@ def client(settings: Settings):
 
 
 def _safe_uri(uri: str) -> str:
-    """The tracking URI without credentials a user may have put in it, for messages."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    """The tracking URI without credentials, for messages (Settings refuses them in an HTTP URI; a
+    database URI may hold them)."""
+    return without_credentials(uri)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -285,13 +284,16 @@ def load_model(name: str, version: str | int) -> Any:
 def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
                      limit: int) -> list[Champion]:
     """Versions that were champion once (newest first, at most `limit`), the current one and those a
-    user rolled back from (`Tag.ROLLED_BACK`) excluded; for scoring, so without their reference data
-    (the next cycle loads it if one is reinstated)."""
+    user rolled back from (`Tag.ROLLED_BACK`, or the settled alias history) excluded; for scoring, so
+    without their reference data (the next cycle loads it if one is reinstated)."""
     # The name may sit in a filter: PipelineConfig.name's pattern allows no quote.
     found = client(settings).search_model_versions(
         f"name = '{config.name}' AND tags.`perennial.promoted` = 'true'")
-    former = sorted((v for v in found if int(v.version) != current and Tag.ROLLED_BACK not in v.tags),
-                    key=lambda v: -int(v.version))
+    model = _registered(client(settings), config.name)
+    # The settled history too: a rollback killed after its move, before its tag, still excludes.
+    rolled_back = rolled_back_from(settled(_moves(dict(model.tags)), current)) if model is not None else set()
+    former = sorted((v for v in found if int(v.version) != current and Tag.ROLLED_BACK not in v.tags
+                     and int(v.version) not in rolled_back), key=lambda v: -int(v.version))
     loaded = []
     for v in former[:limit]:
         try:
@@ -583,21 +585,32 @@ def _move_champion(mlflow_client: Any, name: str, current: int | None, version: 
     of the same move writes over it (`_record_move`). The other order could lose the record of a
     move that did happen, with nothing left to tell what it was.
 
-    `perennial.rolled_back` follows the same order: a rollback tags the version it leaves before the
-    move. A champion never keeps that tag: one found on the version a promotion or reuse leaves is
-    from a rollback that crashed before its move, and is removed; the version a reuse or rollback puts
-    in service loses its own after the move.
+    A rollback's tags claim it happened, so they come after the alias move (`_mark_rollback`): one
+    killed before the move leaves only the entry readers drop; one killed after it has its settled
+    entry, which is what keeps the version left out of reuse (`former_champions`), and its retry
+    writes the tags. A champion never keeps `perennial.rolled_back`: one found on the version a
+    promotion or reuse leaves (written before the move by earlier versions of Perennial) is removed.
     """
     _record_move(mlflow_client, name, current, version, decision, batch, reason)
-    if current is not None:
-        if decision == ROLLBACK:
-            mlflow_client.set_model_version_tag(name, str(current), Tag.ROLLED_BACK, reason[:4000])
-        elif Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(current)).tags:
-            mlflow_client.delete_model_version_tag(name, str(current), Tag.ROLLED_BACK)
+    if current is not None and decision != ROLLBACK \
+            and Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(current)).tags:
+        mlflow_client.delete_model_version_tag(name, str(current), Tag.ROLLED_BACK)
     failpoints.reached("history-written")
     mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
-    if Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(version)).tags:
+    failpoints.reached("alias-moved")
+    if decision == ROLLBACK and current is not None:
+        _mark_rollback(mlflow_client, name, current, version, reason)
+    elif Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(version)).tags:
         mlflow_client.delete_model_version_tag(name, str(version), Tag.ROLLED_BACK)
+
+
+def _mark_rollback(mlflow_client: Any, name: str, left: int, served: int, why: str) -> None:
+    """Tag a rollback whose alias move happened (idempotent): the version left `perennial.rolled_back`,
+    the one served says why in `perennial.promotion` and loses a rolled-back mark of its own."""
+    mlflow_client.set_model_version_tag(name, str(left), Tag.ROLLED_BACK, why[:4000])
+    mlflow_client.set_model_version_tag(name, str(served), Tag.PROMOTION, why)
+    if Tag.ROLLED_BACK in mlflow_client.get_model_version(name, str(served)).tags:
+        mlflow_client.delete_model_version_tag(name, str(served), Tag.ROLLED_BACK)
 
 
 def _record_move(mlflow_client: Any, name: str, current: int | None, version: int, decision: str,
@@ -644,34 +657,78 @@ def champion_history(name: str, settings: Settings) -> list[AliasMove]:
     return settled(_moves(dict(model.tags)), int(champion) if champion is not None else None)
 
 
-def rollback(name: str, settings: Settings, target: int | None, reason: str) -> AliasMove:
-    """Move `champion` back to `target`, by default the version it was on before the current one (from
-    the history); check-and-set against the champion read here. The reason goes into the history and
-    the version's `perennial.promotion`; the version left is tagged `perennial.rolled_back`, so no
-    cycle reinstates it automatically. RollbackError for a rollback that cannot be done as asked,
-    RegistryError for a version Perennial would not load; callers hold the model's lock."""
+def rollback(name: str, settings: Settings, target: int | None, reason: str,
+             allow_unpromoted: bool = False) -> RollbackOutcome:
+    """Move `champion` back to `target`, by default the version before the current one in the history,
+    past versions rolled back from; check-and-set against the champion read here. The reason goes into
+    the history and the version's `perennial.promotion`; the version left is tagged
+    `perennial.rolled_back`, so no cycle reinstates it automatically. A retry of the rollback last
+    done (same reason, the champion on its target) moves nothing again. A version that never passed
+    the promotion gate is served only with `allow_unpromoted`. RollbackError for a rollback that cannot
+    be done as asked, RegistryError for a version Perennial would not load; callers hold the lock."""
     mlflow_client = client(settings)
     with outages(settings):
         model = _registered(mlflow_client, name)
     current = int(model.aliases[CHAMPION]) if model is not None and CHAMPION in model.aliases else None
     if current is None:
         raise RollbackError(f"model {name}: no champion to roll back")
-    if target is None:
-        target = previous_champion(settled(_moves(dict(model.tags)), current), current)
-        if target is None:
-            raise RollbackError(f"model {name}: the champion history records no version before v{current}; "
-                                "name one with --to VERSION")
+    moves = settled(_moves(dict(model.tags)), current)
+    if (done := _done_rollback(moves, current, target, reason)) is not None:
+        with outages(settings):  # killed after its move, maybe before its tags: finish those only
+            _mark_rollback(mlflow_client, name, done.from_version, current,
+                           _rollback_why(done.from_version, current, reason))
+            return RollbackOutcome(done, again=True, ungated=_ungated(mlflow_client, name, current, moves))
+    target = _default_target(name, moves, current) if target is None else target
     if target == current:
         raise RollbackError(f"model {name}: v{target} is the champion already")
     with outages(settings):
         _check_rollback_target(mlflow_client, name, target)
-        promotion = _check_and_set(name, settings, target, current, True,
-                                   f"rollback from v{current} to v{target}: {reason}", new_version=False,
-                                   move=(ROLLBACK, None))
-    if not promotion.promoted:
-        raise RollbackError(f"model {name}: the champion moved from v{current} to "
-                            f"v{promotion.champion_version} meanwhile; nothing changed")
-    return champion_history(name, settings)[-1]
+        if (ungated := _ungated(mlflow_client, name, target, moves)) and not allow_unpromoted:
+            raise RollbackError(f"model {name} v{target}: {ungated}; roll back to it only with "
+                                "--allow-unpromoted")
+        if (now := _alias_version(mlflow_client, name, CHAMPION)) != current:
+            raise RollbackError(f"model {name}: the champion moved from v{current} to v{now} meanwhile; "
+                                "nothing changed")
+        _move_champion(mlflow_client, name, current, target, ROLLBACK, None,
+                       _rollback_why(current, target, reason))
+    return RollbackOutcome(champion_history(name, settings)[-1], ungated=ungated)
+
+
+def _rollback_why(left: int, served: int, reason: str) -> str:
+    return f"rollback from v{left} to v{served}: {reason}"
+
+
+def _done_rollback(moves: list[AliasMove], current: int, target: int | None, reason: str) -> AliasMove | None:
+    """The latest settled move when it is this very rollback, done already: to the champion, for the
+    same reason (and the same target, if one was named)."""
+    last = moves[-1] if moves else None
+    if last is None or last.decision != ROLLBACK or last.to_version != current \
+            or target not in (None, current):
+        return None
+    why = _rollback_why(last.from_version, current, reason)[:HISTORY_REASON_CHARS]
+    return last if last.reason == why else None
+
+
+def _default_target(name: str, moves: list[AliasMove], current: int) -> int:
+    """The version before the current one in the history, past versions rolled back from."""
+    target = previous_champion(moves, current)
+    if target is None:
+        left = sorted(rolled_back_from(moves) - {current})
+        other = f" other than those rolled back from ({', '.join(f'v{v}' for v in left)})" if left else ""
+        raise RollbackError(f"model {name}: the champion history records no version before "
+                            f"v{current}{other}; name one with --to VERSION")
+    return target
+
+
+def _ungated(mlflow_client: Any, name: str, version: int, moves: list[AliasMove]) -> str | None:
+    """Why a version never passed the promotion gate (not tagged promoted, or never champion), or None."""
+    promoted = mlflow_client.get_model_version(name, str(version)).tags.get(Tag.PROMOTED)
+    if promoted != "true":
+        tagged = f"tagged {Tag.PROMOTED}={promoted}" if promoted else "no promotion verdict recorded"
+        return f"it never passed the promotion gate ({tagged})"
+    if moves and not any(version in (m.from_version, m.to_version) for m in moves):
+        return "it never passed the promotion gate (it never held champion)"
+    return None
 
 
 def _check_rollback_target(mlflow_client: Any, name: str, target: int) -> None:

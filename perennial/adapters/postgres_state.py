@@ -14,7 +14,8 @@ PERENNIAL_STATE_URL (`postgresql://USER:PASSWORD@HOST:PORT/DATABASE`); unset, th
 - Quarantined batch copies and drift reports stay in the worker's local state folder (reports are
   also logged to MLflow).
 
-psycopg is imported when the database is first used; messages name the URL without its password.
+psycopg is imported when the database is first used. Messages name the URL rebuilt from what libpq reads
+in it, without the password (whatever its characters); a URL libpq cannot read shows its scheme only.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import threading
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote
 
 from perennial.core import failpoints
 from perennial.core.config import Settings
@@ -51,6 +54,10 @@ LOCK_OPTIONS: dict[str, Any] = {
     "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=4 "
                "-c idle_session_timeout=0"}
 CONNECT_TIMEOUT = 10  # seconds: an unreachable host fails a run in this time, not in minutes
+UNREAD = "(not shown: it cannot be parsed and may hold a password)"
+MISREAD = "(not shown: an @ after its user info may be part of a password)"
+ENCODE = " (percent-encode a space, %, / or @ in the password: %20, %25, %2F, %40)"
+_SCHEME = re.compile(r"[A-Za-z][\w+.-]*")
 TODO = ("check PERENNIAL_STATE_URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE) and that the server "
         "is up, or unset it to keep the state in the local folder PERENNIAL_STATE_DIR")
 
@@ -65,10 +72,60 @@ def state_store(settings: Settings, model: str) -> StateStore:
 
 
 def redact(url: str) -> str:
-    """The URL without its password (in the authority or a `password=` parameter)."""
-    # user:password@ after the scheme (or at the start of a URL without one), to the authority's last @
-    url = re.sub(r"^([A-Za-z][\w+.-]*://)?([^/?#@:]*):[^/?#]*@", r"\1\2:***@", url.strip())
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+    """The URL rebuilt from what libpq reads in it, without the password (`postgresql://USER:***@HOST:PORT/
+    DATABASE`); a URL it cannot read, or may misread, shows its scheme only."""
+    url = url.strip()
+    scheme, sep, _ = url.partition("://")
+    shown = f"{scheme}://" if sep and _SCHEME.fullmatch(scheme) else ""
+    parts = _read(url)
+    if parts is None or _misread(url):
+        return shown + (MISREAD if parts else UNREAD)
+    user = quote(parts.get("user", ""), safe="")
+    login = f"{user}:***@" if "password" in parts else f"{user}@" if user else ""
+    hosts = (parts.get("host") or parts.get("hostaddr") or "").split(",")
+    ports = parts["port"].split(",") if parts.get("port") else []
+    ports = ports * len(hosts) if len(ports) == 1 else ports  # one port serves every host
+    netloc = ",".join(_host(h) + (f":{quote(p, safe='')}" if p else "")
+                      for h, p in zip_longest(hosts, ports, fillvalue=""))
+    database = f"/{quote(parts['dbname'], safe='')}" if parts.get("dbname") else ""
+    return f"{shown}{login}{netloc}{database}"
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else quote(host, safe="")
+
+
+def _libpq_form(url: str) -> str | None:
+    """The URL as libpq takes it (a SQLAlchemy-style `postgresql+driver://` loses its driver); None if
+    it is not a PostgreSQL URL."""
+    scheme, sep, rest = url.strip().partition("://")
+    base = scheme.split("+", 1)[0]
+    if not sep or not rest or base.lower() not in SCHEMES:
+        return None
+    return f"{base}://{rest}"
+
+
+def _read(url: str) -> dict[str, str] | None:
+    """What libpq reads in the URL (user, password, host, port, dbname, ...); None when it cannot."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    form = _libpq_form(url)
+    if form is None:
+        return None
+    try:
+        return {key: str(value) for key, value in conninfo_to_dict(form).items()}
+    except psycopg.Error:
+        return None
+
+
+def _misread(url: str) -> bool:
+    """Whether libpq may have read part of a password as the host, port or database: its user info ends
+    at the first @ (unless a / comes first), so a raw @ after that may be a password's (`u:p@ss@h`)."""
+    rest = url.strip().partition("://")[2]
+    ends = [i for i in (rest.find("@"), rest.find("/")) if i >= 0]
+    end = min(ends, default=-1)
+    return "@" in (rest[end + 1:] if end >= 0 and rest[end] == "@" else rest)
 
 
 def advisory_key(kind: str, model: str) -> int:
@@ -102,7 +159,10 @@ class PostgresStorage:
         self.safe_url = redact(url)
         self.url = _checked(url, self.safe_url)
         self.lock_key = advisory_key("cycle", model)
-        self.lock_id = ("postgresql", self.safe_url, model)
+        # The database libpq connects to, whatever the URL's spelling or password (never shown).
+        parts = _read(self.url) or {}
+        database = tuple(parts.get(k) for k in ("host", "hostaddr", "port", "dbname", "user"))
+        self.lock_id = ("postgresql", database, model)
         self.fresh_start = (f"delete the model's rows (model = '{model}') from the tables perennial_ledger "
                             "and perennial_files to start it afresh")
 
@@ -290,35 +350,54 @@ def _checked(url: str, safe_url: str) -> str:
     """The URL libpq takes (a SQLAlchemy-style `postgresql+driver://` loses its driver); a URL that is
     not PostgreSQL's is a StateError saying what to set."""
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
-    scheme, sep, rest = url.partition("://")
-    if sep and "+" in scheme:
-        scheme, url = scheme.split("+", 1)[0], f"{scheme.split('+', 1)[0]}://{rest}"
-    if scheme.lower() not in SCHEMES or not rest:
+    form = _libpq_form(url)
+    if form is None:
         raise StateError(f"PERENNIAL_STATE_URL={safe_url}: not a PostgreSQL URL; set it to "
                          "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, or unset it to keep the state in "
                          "the local folder PERENNIAL_STATE_DIR")
-    from psycopg.conninfo import conninfo_to_dict
-
     try:
-        port = str(conninfo_to_dict(url).get("port") or "5432")
+        port = str(conninfo_to_dict(form).get("port") or "5432")
     except psycopg.Error as exc:
-        why = scrub((str(exc).strip().splitlines() or ["invalid"])[0][:200], url)
+        why = scrub((str(exc).strip().splitlines() or ["invalid"])[0][:200], form)
         raise StateError(f"PERENNIAL_STATE_URL={safe_url}: not a valid PostgreSQL URL ({why}); expected "
-                         "postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+                         f"postgresql://USER:PASSWORD@HOST:PORT/DATABASE{ENCODE}") from None
     if not all(p.isdigit() for p in port.split(",")):
-        raise StateError(f"PERENNIAL_STATE_URL={safe_url}: not a valid PostgreSQL URL (port {port!r} is not "
-                         "a number); expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
-    return url
+        # A port libpq read from a password (`u:a/b@h`) is not shown.
+        what = "its port" if _misread(form) else f"port {port!r}"
+        raise StateError(f"PERENNIAL_STATE_URL={safe_url}: not a valid PostgreSQL URL ({what} is not a "
+                         f"number); expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE{ENCODE}")
+    return form
 
 
 def scrub(text: str, url: str) -> str:
-    """`text` (a driver's message, which may quote part of the URL) without the URL's password, as
-    written or decoded."""
-    from urllib.parse import unquote
-
-    found = re.findall(r"^(?:[A-Za-z][\w+.-]*://)?[^/?#@:]*:([^/?#]*)@", url.strip())
-    found += re.findall(r"(?i)password=([^&\s]*)", url)
-    for secret in sorted({f for raw in found for f in (raw, unquote(raw)) if f}, key=len, reverse=True):
+    """`text` (a driver's message, which may quote the URL or part of it) without the URL's password, as
+    written, decoded or percent-encoded; when libpq cannot read the URL (or may misread it), without
+    anything quoted either."""
+    url = url.strip()
+    if url:
+        text = text.replace(url, redact(url))
+    if _read(url) is None or _misread(url):
+        # libpq quotes the offending part of a URL it rejects, or a host it read from a password.
+        text = re.sub(r"[\"'].*[\"']", '"(not shown)"', text, flags=re.DOTALL)
+    for secret in sorted(_secrets(url), key=len, reverse=True):
         text = text.replace(secret, "***")
-    return redact(text)
+    return text
+
+
+def _secrets(url: str) -> set[str]:
+    """Every text that may be the URL's password, as written, decoded and percent-encoded: libpq's, and
+    what a naive reading takes (after the first : of the user info that ends at the last @, and a
+    `password=` parameter's value)."""
+    url = url.strip()
+    found = set(re.findall(r"(?i)password=([^&\s]*)", url))
+    parts = _read(url)
+    if parts and parts.get("password"):
+        found.add(parts["password"])
+    rest = url.partition("://")[2] or url
+    if "@" in rest:
+        found.add(rest.rpartition("@")[0].partition(":")[2])
+    forms = {form for raw in found for form in (raw, unquote(raw), quote(raw, safe=""),
+                                                  quote(unquote(raw), safe=""), quote_plus(unquote(raw)))}
+    return {form for form in forms if form}

@@ -21,14 +21,30 @@ def resource_id(model: str) -> str:
     return f"perennial.model.{model}"
 
 
+# Longest text and list an event carries: far below Prefect's event size limit (1.5 MB by default),
+# which a reason quoting huge values once exceeded (EventTooLarge), leaving the batch unreleasable.
+PAYLOAD_TEXT_CHARS, PAYLOAD_ITEMS = 2000, 50
+
+
 def emit(event: str, model: str, payload: dict[str, Any]) -> bool:
     """Emit an event about `model`; False when no Prefect API is there to receive it."""
     from prefect.events import emit_event
 
     sent = emit_event(event=event, resource={"prefect.resource.id": resource_id(model),
                                              "prefect.resource.name": model},
-                      payload={"model": model, **payload})
+                      payload=within_bounds({"model": model, **payload}))
     return sent is not None
+
+
+def within_bounds(value: Any) -> Any:
+    """`value` with every text cut to `PAYLOAD_TEXT_CHARS` and every list to `PAYLOAD_ITEMS` items."""
+    if isinstance(value, str):
+        return value if len(value) <= PAYLOAD_TEXT_CHARS else value[:PAYLOAD_TEXT_CHARS - 3] + "..."
+    if isinstance(value, dict):
+        return {within_bounds(k): within_bounds(v) for k, v in list(value.items())[:PAYLOAD_ITEMS]}
+    if isinstance(value, list | tuple):
+        return [within_bounds(v) for v in value[:PAYLOAD_ITEMS]]
+    return value
 
 
 def request_adaptation(model: str, record: CycleRecord, decision: Decision, drift: DriftResult | None,

@@ -55,9 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     rollback.add_argument("--to", type=int, default=None, metavar="VERSION",
                           help="The version to serve (default: the champion before the current one, "
-                          "from the champion history).")
+                          "from the champion history, past versions rolled back from).")
     rollback.add_argument("--reason", required=True, help="Why, e.g. 'v7 rejects valid loans'; recorded in "
                           "the champion history and on the version.")
+    rollback.add_argument("--allow-unpromoted", action="store_true",
+                          help="Also serve a version that never passed the promotion gate (never champion, "
+                          "or not promoted by its cycle).")
     status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
     status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
@@ -70,13 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
-    from perennial.core.config import ConfigError
+    from pydantic import ValidationError
+
+    from perennial.core.config import ConfigError, settings_error
     from perennial.core.types import USER_ERRORS
 
     try:
         return _command(args)
     except (ConfigError, *USER_ERRORS) as exc:
         print(f"perennial: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # The environment's settings: one line, never quoting a value (it may hold a password).
+        print(f"perennial: error: {settings_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("perennial: interrupted; batches not in the ledger will be processed next time",
@@ -104,7 +115,7 @@ def _command(args: argparse.Namespace) -> int:
     if args.command == "rollback":
         from perennial.app.commands import rollback
 
-        return rollback(args.config, args.to, args.reason)
+        return rollback(args.config, args.to, args.reason, args.allow_unpromoted)
     if args.history:
         from perennial.app.commands import history
 
@@ -134,8 +145,10 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
     from perennial.app.commands import serve, start_flow_server
     from perennial.app.deployments import fleet
+    from perennial.core.config import Settings
 
     configs = fleet(args.config)  # checked before a server starts: a mistake is one line
+    Settings()  # the environment's settings too
     start_flow_server()
     return serve(configs)
 

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from perennial.adapters.postgres_state import state_store
-from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config
+from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config, without_credentials
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.state import RELEASED, StateStore
 from perennial.core.types import Action, CycleRecord, Trigger, pct
@@ -121,7 +121,7 @@ def run(config_path: Path) -> int:
     # Before the flow: an outage is one line and leaves nothing behind, not retries and a traceback.
     check_reachable(settings)
     check_rules_early(config)
-    store = state_store(settings, config.name)
+    store = model_store(config, settings)
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
         store.check()
         start_flow_server()
@@ -136,16 +136,25 @@ def run(config_path: Path) -> int:
     return 0
 
 
+def model_store(config: PipelineConfig, settings: Settings) -> StateStore:
+    """The model's state, when it belongs to this config's batches (else a ConfigError naming both)."""
+    store = state_store(settings, config.name)
+    store.check_source(config.source_pattern(), config.config_file)
+    return store
+
+
 def hide_user_error_tracebacks() -> None:
     """Prefect logs a failed run's exception with its traceback; for our own errors (a held lock, a
     corrupt state file, an untrusted version, an outage) the message is all a user needs, and the
     CLI prints it."""
     import logging
 
+    from perennial.core.files import disk_error
     from perennial.core.types import USER_ERRORS
 
     def one_line(record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], (ConfigError, *USER_ERRORS)):
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (isinstance(error, (ConfigError, *USER_ERRORS)) or disk_error(error)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -202,13 +211,17 @@ def ingest(file: Path, config_path: Path) -> int:
                           f"(got {config.data.source!r})")
     if not file.is_file():
         raise BatchError(f"batch file {file}: not found")
-    store = state_store(Settings(), config.name)
+    store = model_store(config, Settings())
     rejected = check_ingest_name(file, store)
     target = folder / file.name
     if target.exists():  # early, to spare a copy; `copy_exclusively` is what guarantees it
         raise BatchError(already_arrived(target))
     copy_exclusively(file, target)
     console.print(f"Ingested {file} -> {target}")
+    if (later := processed_after(file.name, store)) is not None:
+        console.print(escape(f"Warning: {file.name} sorts before {later}, already processed: batches are "
+                             "taken in name order (numbers by value: batch-9 before batch-10), so this one "
+                             "comes late; name batches so that each new one sorts last"))
     if rejected is not None:
         console.print(escape(f"It was rejected before ({rejected.reason}); " + (
             "it is released: the next run processes it" if rejected.status == RELEASED else
@@ -248,6 +261,14 @@ def check_ingest_name(file: Path, store: StateStore) -> CycleRecord | None:
     return None
 
 
+def processed_after(name: str, store: StateStore) -> str | None:
+    """The last batch already processed when `name` sorts before it, else None."""
+    from perennial.adapters.batch_files import name_order
+
+    last = max(store.processed(), key=name_order, default=None)
+    return last if last is not None and name_order(name) < name_order(last) else None
+
+
 def already_arrived(target: Path) -> str:
     return f"batch file {target}: a batch of that name already arrived; ingest the new one under a new name"
 
@@ -275,14 +296,16 @@ def copy_exclusively(file: Path, target: Path) -> None:
 
 def release(batch_id: str, config_path: Path, reason: str) -> int:
     """Let a quarantined (rejected) batch back into the stream: the next run processes it again with
-    its failures waived as shifts and its unseen labels as new classes; the reason is recorded."""
+    its failures waived as shifts and its unseen labels as new classes; the reason is recorded. Only
+    the bytes that were rejected are released: a file changed since is refused, and the next run
+    learns from the quarantined copy (its hash is on the `released` line)."""
     from dataclasses import replace
     from datetime import UTC, datetime
 
     from perennial.core.types import BatchError
 
     config = load_config(config_path)
-    store = state_store(Settings(), config.name)
+    store = model_store(config, Settings())
     record = store.record(batch_id)
     if not reason.strip():
         raise BatchError(f"batch {batch_id}: --reason must say why it is released")
@@ -303,14 +326,34 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
     if not path.is_file():
         raise BatchError(f"batch {batch_id}: file {path} is no longer there; ingest it again "
                          f"(`perennial ingest FILE --config {config_path}`), then release it")
+    digest = rejected_bytes(batch_id, path, store)
     with store.lock(holder="perennial release"):
         if store.record(batch_id) != record:
             raise BatchError(f"batch {batch_id}: processed meanwhile; run `perennial status` and try again")
-        store.append(replace(record, status=RELEASED, release_reason=reason.strip(),
+        store.append(replace(record, status=RELEASED, release_reason=reason.strip(), released_sha256=digest,
                              released_at=datetime.now(UTC).isoformat(timespec="seconds")))
-    console.print(f"Released {batch_id} ({reason.strip()}); the next run processes it again")
+    console.print(f"Released {batch_id} ({reason.strip()}); the next run processes it again, learning the "
+                  f"bytes that were rejected (sha256 {digest[:12]}, its quarantined copy)")
     announce(config.name, {"batch": batch_id, "path": str(path), "released": True})
     return 0
+
+
+def rejected_bytes(batch_id: str, path: Path, store: StateStore) -> str:
+    """The SHA-256 of the bytes a batch was rejected with (its quarantined copy); BatchError when the
+    file in the source folder is not those bytes: a release covers only what was judged."""
+    from perennial.core.files import file_sha256
+    from perennial.core.types import BatchError
+
+    copy = store.quarantine_dir / batch_id
+    if not copy.is_file():
+        raise BatchError(f"batch {batch_id}: its quarantined copy {copy} is missing, so what was rejected "
+                         "is unknown; ingest the file under a new name")
+    digest = file_sha256(copy)
+    if file_sha256(path) != digest:
+        raise BatchError(f"batch {batch_id}: {path} changed since it was rejected (it differs from its "
+                         f"quarantined copy {copy}); a changed file is a new batch: ingest it under a new "
+                         "name")
+    return digest
 
 
 def announce(model: str, payload: dict) -> None:
@@ -339,10 +382,12 @@ def send_event(event: str, model: str, payload: dict) -> bool:
     return True
 
 
-def rollback(config_path: Path, target: int | None, reason: str) -> int:
+def rollback(config_path: Path, target: int | None, reason: str, allow_unpromoted: bool = False) -> int:
     """Move `champion` back to `target` (default: the version before the current one, from the alias
-    history), check-and-set, holding the model's lock so no cycle moves it meanwhile; recorded in the
-    history, and announced as `perennial.model.promoted` with decision `rollback`."""
+    history, past versions rolled back from), check-and-set, holding the model's lock so no cycle moves
+    it meanwhile; recorded in the history, and announced as `perennial.model.promoted` with decision
+    `rollback`. A retry of the rollback just done moves nothing again; a version that never passed
+    the promotion gate needs `allow_unpromoted`, and the output says so."""
     from perennial.adapters.mlflow_registry import check_reachable
     from perennial.adapters.mlflow_registry import rollback as roll_back
     from perennial.adapters.prefect_events import MODEL_PROMOTED
@@ -354,10 +399,17 @@ def rollback(config_path: Path, target: int | None, reason: str) -> int:
     check_reachable(settings, then="nothing was changed")
     store = state_store(settings, config.name)  # the lock every worker of this model sees
     with store.lock(holder="perennial rollback"):
-        move = roll_back(config.name, settings, target, reason.strip())
-    console.print(escape(f"Rolled back {config.name}: champion v{move.from_version} -> v{move.to_version} "
-                         f"({reason.strip()}); v{move.from_version} will not be reinstated automatically. "
-                         f"Restart servers of models:/{config.name}@champion to serve v{move.to_version}."))
+        outcome = roll_back(config.name, settings, target, reason.strip(), allow_unpromoted)
+    move = outcome.move
+    done = (f"Rolled back {config.name} already: champion v{move.from_version} -> v{move.to_version} "
+            f"({reason.strip()}) was done by an earlier rollback with this reason; nothing moved again."
+            if outcome.again else
+            f"Rolled back {config.name}: champion v{move.from_version} -> v{move.to_version} "
+            f"({reason.strip()}); v{move.from_version} will not be reinstated automatically.")
+    asked = "" if outcome.again else "; served as --allow-unpromoted asked"
+    ungated = f" v{move.to_version}: {outcome.ungated}{asked}." if outcome.ungated else ""
+    console.print(escape(f"{done}{ungated} Restart servers of models:/{config.name}@champion to serve "
+                         f"v{move.to_version}."))
     if send_event(MODEL_PROMOTED, config.name, {"version": move.to_version, "from_version": move.from_version,
                                                 "batch": None, "decision": ROLLBACK, "reason": move.reason}):
         console.print(f"Emitted {MODEL_PROMOTED} (decision {ROLLBACK}) for perennial.model.{config.name}")
@@ -376,7 +428,7 @@ def history(config_path: Path) -> int:
     moves = champion_history(config.name, settings)
     if not moves:
         console.print(f"[bold]{config.name}[/]: no move of the champion recorded yet "
-                      f"({settings.tracking_uri()})")
+                      f"({without_credentials(settings.tracking_uri())})")
         return 0
     table = Table(title=f"{config.name}: champion history, newest first")
     for column in ("time (UTC)", "from", "to", "decision", "batch", "reason"):
@@ -398,7 +450,8 @@ def status(config_path: Path, last: int) -> int:
     versions = registered_versions(config.name, settings)
     champion = next((v for v in versions if "champion" in v["aliases"]), None)
     if champion is None:
-        console.print(f"[bold]{config.name}[/]: no champion yet ({settings.tracking_uri()})")
+        console.print(f"[bold]{config.name}[/]: no champion yet "
+                      f"({without_credentials(settings.tracking_uri())})")
     else:
         console.print(f"[bold]{config.name}[/]: champion v{champion['version']} "
                       f"(holdout accuracy {float(champion.get('holdout_accuracy', 'nan')):.1%}, "
@@ -413,7 +466,7 @@ def status(config_path: Path, last: int) -> int:
                           v.get("batch", "-"), pct(float(acc), 1) if acc else "-",
                           v.get("promoted", "-"), v.get("promotion", "-"))
         console.print(table)
-    store = state_store(settings, config.name)
+    store = model_store(config, settings)
     records = store.records()
     if records:
         console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,11 +14,14 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from perennial.core.text import bounded, shorten
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]
 CandidateKind = Literal["fine_tune", "retrain_window", "retrain_batch", "retrain_all"]
@@ -49,6 +53,10 @@ class DataConfig(_Strict):
     max_parse_seconds: float = Field(
         600, gt=0, description="Longest a batch file may take to parse; checked between chunks."
     )
+    min_rows: int = Field(
+        10, ge=2, description="Fewest rows a batch may have: fewer cannot be split into training and "
+        "holdout rows; such a batch is rejected, not released (merge it into a larger one)."
+    )
 
 
 class ModelConfig(_Strict):
@@ -68,6 +76,23 @@ class ModelConfig(_Strict):
             # Worded as pydantic words a Literal: "Input should be 'sgd' or 'hgb'".
             raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
         return name
+
+    @field_validator("params")
+    @classmethod
+    def _params_the_family_takes(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # Checked by scikit-learn now, not at the first training: there a mistake failed a cycle, and
+        # the cycle's batch was blamed for it. Only configured params cost the import of scikit-learn.
+        from perennial.core.families import FAMILIES, ParamError
+
+        family = FAMILIES.get(info.data.get("family", ""))
+        if family is None or not params:
+            return params
+        try:
+            family.check_params(params)
+        except ParamError as exc:
+            raise PydanticCustomError("model_param", "{problem}", {"param": exc.key, "problem": str(exc)}) \
+                from None
+        return params
 
 
 class PolicyConfig(_Strict):
@@ -260,10 +285,33 @@ class PipelineConfig(_Strict):
         return str(source if source.is_absolute() else (self.base_dir / source).resolve())
 
 
+CREDENTIALS_IN_URI = "credentials_in_tracking_uri"  # the error type of a tracking URI refused for them
+
+
+def without_credentials(uri: str) -> str:
+    """The URI without the user info a network URI may carry, for messages."""
+    # All from `//` to the last @: a password may hold / ? # or @, which end a URL parser's user info.
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest or scheme.lower() in ("file", "sqlite"):
+        return uri
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def settings_error(error: ValidationError) -> str:
+    """A Settings error on one line, never with the values given (the environment may hold secrets)."""
+    parts = []
+    for err in error.errors():
+        key = "_".join(str(p) for p in err["loc"]).upper()  # a field's name, or its variable's
+        key = key if key.startswith("PERENNIAL_") else f"PERENNIAL_{key}"
+        parts.append(err["msg"] if err["type"] == CREDENTIALS_IN_URI else f"{key}: {err['msg']}")
+    return "; ".join(parts)
+
+
 class Settings(BaseSettings):
     """Infrastructure, from the environment, with defaults that run on a laptop."""
 
-    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", extra="ignore")
+    # Errors never quote a value: the environment holds URLs and may hold passwords.
+    model_config = SettingsConfigDict(env_prefix="PERENNIAL_", extra="ignore", hide_input_in_errors=True)
 
     state_dir: Path = Field(default=Path(".perennial"), description="Ledgers, quarantine, reference.")
     # Secret: it may hold a password; pydantic (and Prefect's record of a flow's parameters) show ***.
@@ -288,6 +336,19 @@ class Settings(BaseSettings):
         "cycle of its model to finish (`perennial run` does not wait: it says who holds the lock)."
     )
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        """An HTTP tracking URI without user info: MLflow prints the URI in its "View run" lines and Prefect
+        keeps it with each run's parameters, so a password in it would show there."""
+        scheme, sep, rest = (uri or "").strip().partition("://")
+        if sep and scheme.lower() in ("http", "https") and "@" in rest:
+            raise PydanticCustomError(CREDENTIALS_IN_URI, (
+                "MLFLOW_TRACKING_URI (or PERENNIAL_MLFLOW_TRACKING_URI) holds credentials, which MLflow and "
+                "Prefect would show: set it to {uri} and put them in MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD"), {"uri": without_credentials(uri.strip())})
+        return uri
+
     def tracking_uri(self) -> str:
         """The configured MLflow URI, or a SQLite file under the state folder."""
         if self.mlflow_tracking_uri:
@@ -307,34 +368,101 @@ class Settings(BaseSettings):
         return (self.state_dir.resolve() / "mlartifacts").as_uri()
 
 
+# A config is a page of YAML: a larger file is a mistake (or an attack), refused before it is read whole.
+MAX_CONFIG_BYTES = 2**20
+# Values YAML aliases may add to a document: ten lines of nested anchors ("billion laughs") expand to
+# billions, which loading, validating or printing in an error would try to build.
+MAX_ALIAS_VALUES = 10_000
+# Problems a config error lists; the rest are counted.
+MAX_PROBLEMS = 5
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _describe(error: ValidationError) -> str:
+    """Pydantic's errors in one line, each value quoted at bounded length."""
+    errors = error.errors()
     parts = []
-    for err in error.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    for err in errors[:MAX_PROBLEMS]:
+        key = shorten(".".join(str(p) for p in err["loc"]), 120) or "(top level)"
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}'")
         elif err["type"] == "missing":
             parts.append(f"missing key '{key}'")
+        elif err["type"] == "model_param":  # names the parameter; the message quotes its value
+            param = shorten(err.get("ctx", {}).get("param", ""), 120)
+            parts.append(f"key '{key}.{param}': {err['msg']}" if param else f"key '{key}': {err['msg']}")
         else:
-            parts.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
+            parts.append(f"key '{key}': {err['msg']} (got {bounded(err.get('input'))})")
+    more = len(errors) - MAX_PROBLEMS
+    return "; ".join(parts) + (f"; and {more} more problem(s)" if more > 0 else "")
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes, read no further than the size limit."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file larger than the limit of 1 MB ({MAX_CONFIG_BYTES:,} bytes)")
+    return data
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, float], open_nodes: set[int]) -> float:
+    """Values `node` stands for with every alias expanded: an alias is the very node it names, so each
+    node is counted once (memoised by id); a node inside itself stands for infinitely many."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        return math.inf
+    open_nodes.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    size = 1 + sum(_expanded(child, sizes, open_nodes) for child in children)
+    open_nodes.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
+def _parse(path: Path, data: bytes) -> Any:
+    """The YAML document in `data`: composed (cheap: an alias is not copied), its alias expansion
+    checked, then built."""
+    try:
+        loader = _YAML_LOADER(data)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+        if node is None:
+            return None
+        sizes: dict[int, float] = {}
+        if _expanded(node, sizes, set()) - len(sizes) > MAX_ALIAS_VALUES:
+            raise ConfigError(f"{path}: uses YAML aliases that expand to more than {MAX_ALIAS_VALUES:,} "
+                              "values")
+        return yaml.constructor.SafeConstructor().construct_document(node)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # built values: e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"{path}: not valid YAML ({shorten(str(exc), 120)})") from None
 
 
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and check a model's YAML config; every problem names the file and the key."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise ConfigError(f"{path}: not valid YAML{line}") from None
+    raw = _parse(path, _read(path))
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (name, data, model, ...)")
     try:

@@ -4,8 +4,9 @@ with SIGKILL (as a power cut or the OOM killer would), `<name>@<n>` the n-th tim
 
 Unset (always, outside tests) a point does nothing. Points: `decided` (the intent is recorded),
 `registered`, `history-written` (the champion's alias history has the move, the alias has not moved),
-`promoted`, `staged` (the commit is staged), `state-written` (state files in place, ledger line not
-yet); see tests/test_faults.py and tests/flow/test_rollback.py.
+`alias-moved` (the alias moved, a rollback's tags not written yet), `promoted`, `staged` (the commit
+is staged), `state-written` (state files in place, ledger line not yet); see tests/test_faults.py
+and tests/flow/test_rollback.py.
 """
 
 from __future__ import annotations

@@ -21,11 +21,15 @@ flow module imports it at start-up. scikit-learn classes are imported by the met
 from __future__ import annotations
 
 import copy
+import difflib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+from perennial.core.text import bounded, shorten
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -43,6 +47,14 @@ INPUTS_TYPE = "perennial.core.inputs.ModelInputs"
 LEGACY_INPUTS_TYPE = "perennial.inputs.ModelInputs"
 
 Chunks = Callable[[], Iterable["pd.DataFrame"]]
+
+
+class ParamError(ValueError):
+    """A configured parameter (`model.params.<key>`) the family's classifier does not take or refuses."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
 
 
 class Family(ABC):
@@ -81,6 +93,25 @@ class Family(ABC):
         pre = self.preprocessor(numeric, categorical)
         clf = self.classifier_type()(**self.classifier_params(seed, params or {}, categorical))
         return Pipeline([("pre", pre), ("clf", clf)])
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raises ParamError for the first configured parameter the classifier does not take, the
+        family sets itself, or scikit-learn's own constraints refuse; nothing is fitted."""
+        cls = self.classifier_type()
+        known = cls().get_params(deep=False)
+        for key, value in params.items():
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ParamError(key, f"not a parameter of {cls.__name__}{hint}")
+            given = self.classifier_params(0, {key: value}, [])
+            if given.get(key) is not value:
+                raise ParamError(key, f"set by the '{self.name}' family itself; remove it")
+            _validate(cls(**given), key, value)
+        self._check_together(cls(**self.classifier_params(0, params, [])), params)
+
+    def _check_together(self, clf: BaseEstimator, params: Mapping[str, Any]) -> None:  # noqa: B027
+        """Raises ParamError for parameters valid one by one but not together (nothing by default)."""
 
     def owns(self, model: Pipeline) -> bool:
         """Whether `model` is a pipeline of this family (judged by its classifier)."""
@@ -147,6 +178,22 @@ class Family(ABC):
 class IncrementalFamily(Family):
     """A family whose classifier learns with `partial_fit`: a fine-tune pass is one epoch over the
     rows; out of core, it learns from every row of the window, in epochs over the chunks."""
+
+    def _check_together(self, clf: BaseEstimator, params: Mapping[str, Any]) -> None:
+        # Fine-tunes and out-of-core training call partial_fit, which refuses some of what fit takes:
+        # found at the first fine-tune, the mistake would fail a cycle long after the config loaded.
+        if params.get("class_weight") == "balanced":
+            raise ParamError("class_weight", f"'balanced' is refused by partial_fit, which the '{self.name}' "
+                             "family fine-tunes with; give a weight per class")
+        more = getattr(clf, "_more_validate_params", None)  # SGD's checks of parameters together
+        if more is None:
+            return
+        try:
+            more(for_partial_fit=True)
+        except ValueError as exc:
+            named = [key for key in params if key in str(exc)]
+            raise ParamError(named[0] if named else "",
+                             f"{exc} (the '{self.name}' family fine-tunes with partial_fit)") from None
 
     def _fine_tune_pass(self, clf: BaseEstimator, Xt: Any, y: np.ndarray, rows: np.ndarray,
                         rng: np.random.Generator, training: TrainingConfig) -> None:
@@ -284,6 +331,35 @@ ALL_TRUSTED_TYPES: list[str] = sorted({LEGACY_INPUTS_TYPE,
                                        *(t for f in FAMILIES.values() for t in f.trusted_types)})
 # The trusted types of each family by name.
 TRUSTED_TYPES: dict[str, list[str]] = {name: f.trusted_types for name, f in FAMILIES.items()}
+
+
+def _validate(clf: BaseEstimator, key: str, value: Any) -> None:
+    """Raises ParamError when scikit-learn's constraints refuse `clf`'s parameter `key` (set to `value`)."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        clf._validate_params()
+    except InvalidParameterError as exc:
+        # "The 'max_iter' parameter of SGDClassifier must be <constraints>. Got <repr> instead."
+        found = re.search(r" must be (.*?)\. Got ", str(exc), re.S)
+        expected = found.group(1) if found else "a valid value"
+        raise ParamError(key, f"{type(clf).__name__} expects {shorten(expected)} "
+                         f"(got {bounded(value)})") from None
+
+
+def refused_param(exc: BaseException, params: Mapping[str, Any]) -> str | None:
+    """The configured parameter a scikit-learn error at training is about (an InvalidParameterError
+    naming it, or a TypeError of a constructor that does not take it), or None."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    head = str(exc)[:300]
+    if isinstance(exc, InvalidParameterError):
+        found = re.match(r"The '(\w+)' parameter of ", head)
+    elif isinstance(exc, TypeError):
+        found = re.search(r"unexpected keyword argument '(\w+)'", head)
+    else:
+        return None
+    return found.group(1) if found and found.group(1) in params else None
 
 
 def family(name: str) -> Family:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -15,21 +16,56 @@ def place_atomically(target: Path, write: Callable[[BinaryIO], object], *, repla
     at `target` is never replaced (FileExistsError). The temporary file never outlives the call."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
-    # Its own (no two writers share a partial file), with the permissions the umask gives.
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        if replace:
-            os.replace(partial, target)
-        else:
-            os.link(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+        # Its own (no two writers share a partial file), with the permissions the umask gives.
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+                out.flush()
+                os.fsync(out.fileno())
+            if replace:
+                os.replace(partial, target)
+            else:
+                os.link(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS and exc.filename is None:  # a write's error names no file
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
+
+
+# Errors of the disk itself (full, over quota, read-only, failing): never the fault of the batch a
+# cycle was writing for.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def disk_error(exc: BaseException) -> OSError | None:
+    """The disk error behind `exc` (in its causes and contexts), or None; SQLite's "database or disk
+    is full" counts, raised as it is by MLflow's store."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        if "database or disk is full" in str(exc):
+            return OSError(errno.ENOSPC, "database or disk is full")
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """`data` as the content of `path`, placed atomically."""
     place_atomically(path, lambda out: out.write(data))
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex, read in 1 MB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from perennial.core.types import AliasMove
+from perennial.core.types import ROLLBACK, AliasMove
 
 
 def settled(moves: Sequence[AliasMove], champion: int | None) -> list[AliasMove]:
@@ -28,10 +28,26 @@ def settled(moves: Sequence[AliasMove], champion: int | None) -> list[AliasMove]
     return kept
 
 
+def rolled_back_from(moves: Sequence[AliasMove]) -> set[int]:
+    """Versions a settled rollback took `champion` from and no later move put back."""
+    left: set[int] = set()
+    for move in moves:
+        left.discard(move.to_version)
+        if move.decision == ROLLBACK and move.from_version is not None:
+            left.add(move.from_version)
+    return left
+
+
 def previous_champion(moves: Sequence[AliasMove], champion: int | None) -> int | None:
-    """The version `champion` was on before the current one: where the latest settled move to it came
-    from; None when there is none (it was the first champion, or the history does not reach it)."""
-    for move in reversed(moves):
-        if move.to_version == champion:
-            return move.from_version
-    return None
+    """The version `champion` was on before the current one, from the settled moves: where the latest
+    move to it came from, walking further back past the current version and the versions rolled back
+    from (so a second rollback never puts back the one the first left); None when there is none (the
+    first champion, or a history that does not reach further)."""
+    skip, version, before = rolled_back_from(moves) | {champion}, champion, len(moves)
+    while True:
+        index = next((i for i in reversed(range(before)) if moves[i].to_version == version), None)
+        if index is None or moves[index].from_version is None:
+            return None
+        version, before = moves[index].from_version, index
+        if version not in skip:
+            return version

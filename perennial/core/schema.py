@@ -38,6 +38,17 @@ def labels(frame: pd.DataFrame, target: str) -> pd.Series:
     return series.astype(str)
 
 
+def first_model_problem(train: pd.DataFrame, target: str) -> str | None:
+    """Why these training rows cannot make a first model: it needs two classes (one class would be
+    frozen as the only one, and the next normal batch rejected for its "new" label)."""
+    seen = labels(train[train[target].notna()], target).unique()
+    if len(seen) >= 2:
+        return None
+    only = f"only '{seen[0]}'" if len(seen) else "no label"
+    return (f"a first model needs at least two classes of '{target}' in its training rows, this batch has "
+            f"{only}; release it once a champion exists")
+
+
 def features_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Model inputs in schema order: numbers as float, booleans as 0/1, categories as strings; a
     column the frame lacks is missing in every row."""

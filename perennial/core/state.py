@@ -33,9 +33,10 @@ from typing import Any, Protocol, TypeVar
 import pandas as pd
 
 from perennial.core import failpoints
-from perennial.core.files import write_atomically
+from perennial.core.config import ConfigError
+from perennial.core.files import file_sha256, place_atomically, write_atomically
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
-from perennial.core.types import CycleRecord, Schema, StateError
+from perennial.core.types import BatchError, CycleRecord, Schema, StateError
 
 RELEASED = "released"  # ledger status of a rejected batch a user let back into the stream
 STARTED = "started"  # decided, side effects under way: the next run resumes the same decision
@@ -44,6 +45,7 @@ REQUESTED = "adaptation requested"  # a deployed monitor handed the batch to the
 # The names of a model's state, as files of its folder (or rows of the database).
 LEDGER, SCHEMA, MATRIX = "ledger.jsonl", "schema.json", "accuracy_matrix.json"
 REPLAY, FAILURES, LOCK = "replay.parquet", "failures.json", "cycle.lock"
+SOURCE = "source.json"  # the batch source the state belongs to (two configs, one model name)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -475,6 +477,25 @@ class StateStore:
         self.storage.write(FAILURES, json.dumps(failures, indent=1).encode())
         return again
 
+    # -- source: the batches this state learnt from; a config of the same name reading others is refused
+    def check_source(self, source: str, config_file: Path | None, claim: bool = False) -> None:
+        """ConfigError when the state belongs to another batch source than `source`; with `claim`, a
+        state that records none (new, or written by an older release) is given this one."""
+        recorded = self._read_json(SOURCE, None)
+        if recorded is None:
+            if claim:
+                claimed = {"source": source, "config": str(config_file)}
+                self.storage.write(SOURCE, json.dumps(claimed).encode())
+            return
+        if not isinstance(recorded, dict) or not isinstance(recorded.get("source"), str):
+            raise self._corrupt(SOURCE, "expected {\"source\": ..., \"config\": ...}")
+        if recorded["source"] != source:
+            raise ConfigError(
+                f"{config_file or 'config'}: model '{self.model}' reads batches from {source}, but its state "
+                f"belongs to the batches in {recorded['source']} (config {recorded.get('config')}); give "
+                f"this config another `name`, or, if those batches moved, remove "
+                f"{self.storage.where(SOURCE)} to adopt the new place")
+
     # -- schema, frozen after the first accepted batch
     def schema(self) -> Schema | None:
         data = self._read_json(SCHEMA, None)
@@ -488,13 +509,28 @@ class StateStore:
     # -- quarantine: a copy of the rejected file beside its validation report (local folder)
     def quarantine(self, batch_path: Path, report: dict) -> Path:
         target = self.quarantine_dir / batch_path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(batch_path, target)
+        with open(batch_path, "rb") as src:  # whole or not at all (a full disk leaves no partial copy)
+            place_atomically(target, lambda out: shutil.copyfileobj(src, out, 1 << 20))
         write_atomically(
             target.with_name(target.name + ".validation.json"),
             json.dumps(report, indent=2, default=str).encode(),
         )
         return target
+
+    def judged_file(self, path: Path) -> Path:
+        """The file to learn a batch from: for a released one, the rejected bytes its release recorded
+        (its quarantined copy, or the file while it is unchanged), so an edit after the release is never
+        learnt; BatchError when neither holds them."""
+        record = self.record(path.name)
+        if record is None or record.status != RELEASED or record.released_sha256 is None:
+            return path  # not released, or released before the hash was recorded
+        copy = self.quarantine_dir / path.name
+        for candidate in (copy, path):  # the copy first: it is what was judged
+            if candidate.is_file() and file_sha256(candidate) == record.released_sha256:
+                return candidate
+        raise BatchError(f"batch {path.name}: changed since it was released, and its quarantined copy {copy} "
+                         "is gone or changed too (no file holds the released bytes); a changed file is a new "
+                         "batch: ingest it under a new name")
 
     def report_dir(self, batch_id: str) -> Path:
         path = self.reports_dir / batch_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,10 @@ class StateError(ValueError):
     corrupt (the message names it)."""
 
 
+class DiskError(OSError):
+    """The disk refused a write (full, over quota, read-only): the run stops, the batch waits."""
+
+
 class RegistryError(ValueError):
     """A registered model version Perennial will not load: not a skops model it saved, or one holding
     types it does not trust (loading it could run code from the registry)."""
@@ -57,7 +61,8 @@ class RollbackError(ValueError):
 
 
 # Errors whose message is all a user needs: the CLI prints them on one line, without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (BatchError, StateError, RegistryError, OutageError, RollbackError)
+USER_ERRORS: tuple[type[Exception], ...] = (BatchError, StateError, RegistryError, OutageError, RollbackError,
+                                            DiskError)
 
 # The decision of a `champion` move by `perennial rollback`. Not an `Action`: a rollback is no cycle,
 # so no ledger line (`CycleRecord.decision`) ever holds it; the alias history and the
@@ -97,6 +102,17 @@ class AliasMove:
 
 
 @dataclass(frozen=True)
+class RollbackOutcome:
+    """What `perennial rollback` did: the move recorded; `again` when it found that very rollback done
+    already (a retry) and moved nothing; `ungated`, why the version now served never passed the
+    promotion gate (None: it did)."""
+
+    move: AliasMove
+    again: bool = False
+    ungated: str | None = None
+
+
+@dataclass(frozen=True)
 class Schema:
     """Feature columns with their kinds, the target and the known labels; frozen after batch one."""
 
@@ -123,6 +139,8 @@ class Batch:
     id: str
     path: Path
     frame: pd.DataFrame
+    # The SHA-256 of the file's bytes when read: a retrain re-reading the batch later checks it.
+    sha256: str | None = None
 
     @property
     def rows(self) -> int:
@@ -169,6 +187,10 @@ class ValidationResult:
         if self.success:
             return f"passed {self.expectations} expectations"
         return "; ".join(self.failures)
+
+    def refused(self, failure: str) -> ValidationResult:
+        """This result with one more rejecting failure (a check made outside the suite)."""
+        return replace(self, success=False, failures=[*self.failures, failure])
 
 
 @dataclass
@@ -456,6 +478,9 @@ class CycleRecord:
     shifted_columns: list[str] = field(default_factory=list)
     unusable: list[str] = field(default_factory=list)
     path: str = ""
+    # The SHA-256 of the file's bytes as the cycle read them (None on lines written before it was
+    # recorded): a retrain re-reading the batch leaves it out if its file no longer has them.
+    sha256: str | None = None
     # "done"; "started" from the decision until the cycle's state is committed (a rerun resumes it);
     # "adaptation requested" while a deployed adapt run has the batch; "released" when a user
     # released a rejected batch (`perennial release`) for the next run to process again
@@ -467,6 +492,9 @@ class CycleRecord:
     # Why and when the batch was released; kept on the line of the run that processed it again.
     release_reason: str | None = None
     released_at: str | None = None
+    # On a `released` line: the SHA-256 of the rejected bytes (its quarantined copy), the only bytes
+    # the next run learns (None on lines written before it was recorded).
+    released_sha256: str | None = None
 
     def __post_init__(self) -> None:
         self.decision = Action(self.decision)  # the ledger's JSON holds its value

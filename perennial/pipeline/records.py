@@ -23,7 +23,7 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
                  decision: Decision, champion: Champion | None, run_id: str) -> CycleRecord:
     """The ledger line of a cycle as known once decided; adapting fills in the model fields."""
     return CycleRecord(
-        batch=batch.id, path=str(batch.path), rows=batch.rows,
+        batch=batch.id, path=str(batch.path), rows=batch.rows, sha256=batch.sha256,
         validation="passed" if validation.success else "failed",
         drift_share=drift.drift_share if drift else None,
         champion_accuracy_before=drift.champion_accuracy if drift else None,

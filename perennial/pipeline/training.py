@@ -10,12 +10,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from perennial.adapters.batch_files import iter_rows, read_batch
+from perennial.adapters.batch_files import batch_format, iter_rows, read_batch
+from perennial.adapters.prefect_logs import run_logger
 from perennial.core import families
-from perennial.core.config import PipelineConfig
+from perennial.core.config import ConfigError, PipelineConfig
+from perennial.core.files import file_sha256
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.sampling import batch_seed, history_quotas, uniform_mask
 from perennial.core.schema import features_frame, labels
+from perennial.core.text import shorten
 from perennial.core.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
 from perennial.pipeline.lifelong import learnable_positions
 
@@ -25,7 +28,21 @@ if TYPE_CHECKING:
 
 def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
           config: PipelineConfig) -> Pipeline:
-    """A challenger trained on `rows`: the champion fine-tuned, or a fresh pipeline."""
+    """A challenger trained on `rows`: the champion fine-tuned, or a fresh pipeline. scikit-learn
+    refusing a configured parameter is a ConfigError: the config is wrong, not the batch."""
+    try:
+        return _train(kind, rows, champion, schema, config)
+    except (TypeError, ValueError) as exc:
+        key = families.refused_param(exc, config.model.params)
+        if key is None:
+            raise
+        raise ConfigError(f"{config.config_file or 'config'}: key 'model.params.{shorten(key, 120)}': "
+                          f"refused by scikit-learn at training ({shorten(str(exc))})") from exc
+
+
+def _train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
+           config: PipelineConfig) -> Pipeline:
+    """`train`, without the blame for errors."""
     family, seed, params = families.family(config.model.family), config.training.seed, config.model.params
     if rows.out_of_core:  # only a retrain's window is read out of core
         return family.fit_out_of_core(schema, seed, rows.chunks, config.training, params)
@@ -79,8 +96,8 @@ def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier:
         return TrainingRows(len(frame), frame=frame), [batch.id] + ([f"replay ({len(replay)} rows)"]
                                                                     if len(replay) else [])
     # Earlier batch files with their learnable rows, counted as the ledger recorded them when read.
-    # A batch the user removed is skipped: train on what is left.
-    present = [(p, r.rows) for r in earlier if (p := Path(r.path)).exists()]
+    # A batch removed or changed since is left out (`unchanged`): train on what is left.
+    present = [(Path(r.path), r.rows) for r in earlier if unchanged(r)]
     files = [(p, learnable_positions(p.name, n, config, p.name in kept_windows)) for p, n in present]
     if kind.learns_history:
         files = within_budget(files, config.training.history_rows - len(train_idx))
@@ -92,6 +109,35 @@ def training_rows(kind: Candidate, batch: Batch, train_idx: np.ndarray, earlier:
               for path, positions in files]
     frame = pd.concat([*frames, batch.frame.iloc[train_idx]], ignore_index=True)
     return TrainingRows(len(frame), frame=frame), sources
+
+
+def unchanged(record: CycleRecord) -> bool:
+    """The batch's file still holds the bytes its cycle read (by their SHA-256; by the row count for a
+    line written before hashes were recorded); else False, with a warning naming the file."""
+    path = Path(record.path)
+    try:
+        if record.sha256 is not None:
+            same = file_sha256(path) == record.sha256
+        else:
+            same = file_rows(path) == record.rows
+    except FileNotFoundError:
+        return False  # removed by the user: nothing to warn about
+    except Exception as exc:  # pandas and pyarrow raise many types for a damaged file
+        same, why = False, f"unreadable ({type(exc).__name__})"
+    else:
+        why = "its bytes changed"
+    if not same:
+        run_logger().warning("batch file %s: left out of this retrain, %s since its cycle read it", path, why)
+    return same
+
+
+def file_rows(path: Path) -> int:
+    """Rows of a batch file: from a Parquet file's metadata, by reading one CSV column."""
+    if batch_format(path, "auto") == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_metadata(path).num_rows
+    return len(pd.read_csv(path, usecols=[0]))
 
 
 def within_budget(files: list[tuple[Path, np.ndarray]], budget: int) -> list[tuple[Path, np.ndarray]]:

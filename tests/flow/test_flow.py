@@ -222,19 +222,19 @@ def test_fine_tune_that_forgets_beyond_the_budget_is_registered_not_promoted(tmp
     assert ws.champion() == 1
 
 
-def test_rerun_after_a_crash_processes_no_batch_twice(workspace: Workspace):
+def test_rerun_after_a_crash_processes_no_batch_twice(workspace: Workspace, monkeypatch):
     ws = workspace
     ws.add("a.csv", make_batch(seed=21))
     ws.run()
     ws.add("b.csv", make_batch(seed=22, flip=True))
     ws.add("c.csv", make_batch(seed=23, flip=True))
-    # An invalid estimator parameter makes the retrain of b.csv crash mid-cycle, after it was
-    # validated and its MLflow run logged, before anything was registered or recorded.
-    ws.configure(model__params={"alpha": -1.0})
-    with pytest.raises(Exception, match="alpha"):
+    # b.csv's cycle crashes mid-way, after it was validated, decided and its MLflow run logged,
+    # before anything was registered or recorded.
+    monkeypatch.setenv("PERENNIAL_FAILPOINT", "decided:raise")
+    with pytest.raises(Exception, match="failpoint decided reached"):
         ws.run()
     assert [r.batch for r in ws.store.records()] == ["a.csv"]
-    ws.configure(model__params={})
+    monkeypatch.delenv("PERENNIAL_FAILPOINT")
     rerun = ws.run()
     assert [r.batch for r in rerun] == ["b.csv", "c.csv"]
     assert [r.batch for r in ws.store.records()] == ["a.csv", "b.csv", "c.csv"]

@@ -157,3 +157,100 @@ def promoted_events(model: str, decision: str) -> list[dict]:
             if payloads or time.monotonic() > deadline:
                 return payloads
             time.sleep(0.5)
+
+
+# -- audit issue 20, case 5: rollbacks do not toggle, a retry is idempotent, the promotion gate holds,
+# and a rollback killed before its alias move claims nothing.
+
+GATED = "gated-model"
+BACK = "v2 misreads the new stores"
+
+
+def refusal(ws, *args: str) -> str:
+    """The one error line of a refused `perennial rollback`."""
+    err = io.StringIO()
+    with redirect_stdout(io.StringIO()), redirect_stderr(err):
+        assert main(["rollback", "--config", str(ws.config_path), *args]) == 2
+    (line,) = [line for line in err.getvalue().splitlines() if " INFO mlflow." not in line]
+    return line
+
+
+def version_tags(ws, version: int) -> dict[str, str]:
+    return client(ws.settings).get_model_version(ws.name, str(version)).tags
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory, prefect_server):
+    """v1 on a's concept, v2 (promoted) on the flipped one, v3 a fine-tune the promotion margin kept
+    out of service: it never passed the gate."""
+    with pytest.MonkeyPatch.context() as mp:
+        ws = new_workspace(tmp_path_factory.mktemp("gated"), mp, name=GATED, policy={"promotion_margin": 0.5})
+        ws.add("a.csv", make_batch(seed=11))
+        ws.add("b.csv", make_batch(seed=12, flip=True))
+        ws.add("c.csv", make_batch(seed=13, flip=True, shift=1.5, theta=10.6))
+        cycles = [(r.decision, r.model_version, r.promoted) for r in ws.run()]
+        assert cycles == [("retrain", 1, True), ("retrain", 2, True), ("fine_tune", 3, False)], cycles
+        assert ws.champion() == 2
+        yield ws
+
+
+def test_a_rollback_killed_after_its_alias_move_is_finished_by_its_retry_not_repeated(gated, monkeypatch):
+    ws = gated
+    from perennial.adapters.mlflow_registry import former_champions
+    from perennial.core.config import load_config
+
+    entries = raw_entries(ws)
+    monkeypatch.setenv("PERENNIAL_FAILPOINT", "alias-moved:raise")
+    with pytest.raises(FailpointError):
+        cli(ws, "rollback", "--reason", BACK)
+    assert ws.champion() == 1 and moves(ws)[-1] == (2, 1, "rollback", None)
+    # Killed before its tags: the settled history alone keeps v2 out of reuse.
+    assert "perennial.rolled_back" not in version_tags(ws, 2)
+    assert [c.version for c in former_champions(load_config(ws.config_path), ws.settings, 1, 5)] == []
+    monkeypatch.delenv("PERENNIAL_FAILPOINT")
+    code, out = cli(ws, "rollback", "--reason", BACK)  # the retry: the same command
+    assert code == 0
+    assert text(out).startswith(f"Rolled back {GATED} already: champion v2 -> v1 ({BACK}) was done by an "
+                                "earlier rollback with this reason; nothing moved again. Restart servers")
+    assert ws.champion() == 1 and raw_entries(ws) == entries + 1  # one history entry, not two
+    assert [m[:3] for m in moves(ws)] == [(None, 1, "retrain"), (1, 2, "retrain"), (2, 1, "rollback")]
+    why = f"rollback from v2 to v1: {BACK}"
+    assert version_tags(ws, 2)["perennial.rolled_back"] == why
+    assert version_tags(ws, 1)["perennial.promotion"] == why
+
+
+def test_two_default_rollbacks_in_a_row_do_not_toggle(gated):
+    ws = gated
+    before, entries = moves(ws), raw_entries(ws)
+    assert refusal(ws, "--reason", "v1 is worse after all") == (
+        f"perennial: error: model {GATED}: the champion history records no version before v1 other than "
+        "those rolled back from (v2); name one with --to VERSION")
+    assert ws.champion() == 1 and moves(ws) == before and raw_entries(ws) == entries
+
+
+def test_a_rollback_killed_before_its_alias_move_claims_nothing(gated, monkeypatch):
+    ws = gated
+    before, v2_promotion = moves(ws), version_tags(ws, 2)["perennial.promotion"]
+    monkeypatch.setenv("PERENNIAL_FAILPOINT", "history-written:raise")
+    with pytest.raises(FailpointError):
+        cli(ws, "rollback", "--to", "2", "--reason", "v1 is worse after all")
+    assert ws.champion() == 1 and moves(ws) == before  # its entry is written, and left out
+    assert "perennial.rolled_back" not in version_tags(ws, 1)  # v1 is not claimed rolled back from
+    assert version_tags(ws, 2)["perennial.promotion"] == v2_promotion  # nor v2 rolled back to
+
+
+def test_rolling_back_to_a_version_that_never_passed_the_gate_needs_the_flag(gated):
+    ws = gated
+    entries = raw_entries(ws)
+    assert version_tags(ws, 3)["perennial.promoted"] == "false"
+    assert refusal(ws, "--to", "3", "--reason", "try the fine-tune") == (
+        f"perennial: error: model {GATED} v3: it never passed the promotion gate (tagged perennial.promoted="
+        "false); roll back to it only with --allow-unpromoted")
+    assert ws.champion() == 1 and raw_entries(ws) == entries
+    code, out = cli(ws, "rollback", "--to", "3", "--reason", "try the fine-tune", "--allow-unpromoted")
+    assert code == 0
+    assert text(out).startswith(f"Rolled back {GATED}: champion v1 -> v3 (try the fine-tune); v1 will not be "
+                                "reinstated automatically. v3: it never passed the promotion gate (tagged "
+                                "perennial.promoted=false); served as --allow-unpromoted asked. Restart "
+                                "servers")
+    assert ws.champion() == 3 and moves(ws)[-1] == (1, 3, "rollback", None)

@@ -132,3 +132,23 @@ def test_a_failed_copy_leaves_no_partial_file(tmp_path):
     assert str(caught.value) == (
         f"batch file {unreadable}: cannot be copied to {folder / 'a.csv'} (Is a directory)")
     assert os.listdir(folder) == []
+
+
+def test_batches_are_taken_in_natural_name_order(ws):
+    """Issue 20, case 12: code-point order put batch-10 before batch-9."""
+    from perennial.adapters.batch_files import batch_files
+
+    for n in (10, 9, 1, 100):
+        batch_file(ws.batches, f"batch-{n}.csv")
+    assert [p.name for p in batch_files(str(ws.batches))] == \
+        ["batch-1.csv", "batch-9.csv", "batch-10.csv", "batch-100.csv"]
+
+
+def test_ingesting_a_name_that_sorts_before_processed_ones_warns(ws, tmp_path, capsys):
+    processed(ws, "batch-10.csv", "noop")
+    late = batch_file(tmp_path / "out", "batch-9.csv")
+    assert main(["ingest", str(late), "--config", str(ws.config_path)]) == 0
+    assert "Warning: batch-9.csv sorts before batch-10.csv, already processed" in printed(capsys)
+    on_time = batch_file(tmp_path / "out", "batch-11.csv")
+    assert main(["ingest", str(on_time), "--config", str(ws.config_path)]) == 0
+    assert "Warning" not in printed(capsys)

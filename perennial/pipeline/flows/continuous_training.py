@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -11,13 +12,15 @@ from prefect.runtime import flow_run
 from perennial.adapters.batch_files import holdout_split
 from perennial.adapters.mlflow_registry import champion_version, check_reachable
 from perennial.core import policy
-from perennial.core.config import PipelineConfig, Settings
+from perennial.core.config import ConfigError, PipelineConfig, Settings
+from perennial.core.files import disk_error
 from perennial.core.policy import (
     batches_since_adaptation,
     fine_tunes_since_retrain,
     growth_of,
     reference_accuracy,
 )
+from perennial.core.schema import first_model_problem
 from perennial.core.state import REQUESTED, StateChange
 from perennial.core.timing import timed
 from perennial.core.types import (
@@ -26,6 +29,7 @@ from perennial.core.types import (
     BatchError,
     CycleRecord,
     Decision,
+    DiskError,
     DriftResult,
     Growth,
     OutageError,
@@ -70,6 +74,7 @@ def continuous_training(config_path: str, mode: Mode = "embedded",
     wait = model.settings.lock_wait_seconds if mode == "deployed" else 0.0
     with model.store.lock(wait, holder=f"monitor of {model.name}"):
         model.store.check()
+        model.store.check_source(model.config.source_pattern(), model.config.config_file, claim=True)
         check_reachable(model.settings)
         records = [] if mode == "deployed" else [
             adapt_requested(model, r) for r in model.store.records() if r.status == REQUESTED]
@@ -83,14 +88,24 @@ def guarded_cycle(model: Cycle, path: Path, mode: Mode) -> CycleRecord:
     fault: they fail the run and the batch waits)."""
     try:
         return training_cycle(model.config, model.settings, path, mode)
-    except (StateError, RegistryError, OutageError):
+    except (StateError, RegistryError, OutageError, ConfigError, DiskError):
         raise
     except Exception as exc:
+        if (disk := disk_error(exc)) is not None:
+            raise batch_waits(disk, model, path) from None
         error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
         if not model.store.note_failure(path.name, error):
             raise
         return reject_unreadable(model, path, f"its cycle failed twice the same way ({error}); quarantined "
                                  "so the batches after it go on")
+
+
+def batch_waits(disk: OSError, model: Cycle, path: Path) -> DiskError:
+    """A disk that refused a write stops the run; the batch is not to blame and waits."""
+    where = disk.filename or (f"a disk this run writes to (state folder {model.settings.state_dir.resolve()} "
+                              f"or temporary files in {tempfile.gettempdir()})")
+    return DiskError(f"{where}: {disk.strerror}; nothing of batch {path.name} was kept, it waits: free space "
+                     "and run again")
 
 
 def _cycle_name() -> str:
@@ -104,7 +119,7 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     -> register -> promote. A batch whose cycle crashed after deciding carries out that decision."""
     model = Cycle.open(config, settings)
     try:
-        batch = load_batch(batch_path, config)
+        batch = load_batch(model.store.judged_file(batch_path), config)
     except BatchError as exc:
         return reject_unreadable(model, batch_path, str(exc))
     intent = model.store.intent(batch.id)
@@ -133,6 +148,10 @@ def check_batch(cycle: Cycle) -> tuple[ValidationResult, DriftResult | None]:
     config, store, batch, champion = cycle.config, cycle.store, cycle.batch, cycle.champion
     validation = validate_batch(batch, cycle.schema, champion.reference if champion else None,
                                 config.validation, store.release_reason(batch.id))
+    if champion is None and validation.success:
+        train_rows = batch.frame.iloc[holdout_split(batch, config)[0]]
+        if problem := first_model_problem(train_rows, config.data.target):
+            validation = validation.refused(problem)
     if champion is None or not validation.success:
         return validation, None
     reference = reference_accuracy(store.records(), config.policy.reference_batches, champion)
