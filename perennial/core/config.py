@@ -318,7 +318,8 @@ class Settings(BaseSettings):
     state_url: SecretStr | None = Field(
         default=None, description="PostgreSQL URL of the state every worker shares "
         "(postgresql://USER:PASSWORD@HOST:PORT/DATABASE); unset, the state stays in state_dir.")
-    mlflow_tracking_uri: str | None = Field(
+    # Secret too: a database store's URI (postgresql://USER:PASSWORD@...) holds a password.
+    mlflow_tracking_uri: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("PERENNIAL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
@@ -338,21 +339,22 @@ class Settings(BaseSettings):
 
     @field_validator("mlflow_tracking_uri")
     @classmethod
-    def _no_credentials(cls, uri: str | None) -> str | None:
-        """An HTTP tracking URI without user info: MLflow prints the URI in its "View run" lines and Prefect
-        keeps it with each run's parameters, so a password in it would show there."""
-        scheme, sep, rest = (uri or "").strip().partition("://")
+    def _no_credentials(cls, secret: SecretStr | None) -> SecretStr | None:
+        """An HTTP tracking URI without user info: MLflow prints the URI in its "View run" lines, so a
+        password in it would show there."""
+        uri = secret.get_secret_value() if secret else ""
+        scheme, sep, rest = uri.strip().partition("://")
         if sep and scheme.lower() in ("http", "https") and "@" in rest:
             raise PydanticCustomError(CREDENTIALS_IN_URI, (
                 "MLFLOW_TRACKING_URI (or PERENNIAL_MLFLOW_TRACKING_URI) holds credentials, which MLflow and "
                 "Prefect would show: set it to {uri} and put them in MLFLOW_TRACKING_USERNAME and "
                 "MLFLOW_TRACKING_PASSWORD"), {"uri": without_credentials(uri.strip())})
-        return uri
+        return secret
 
     def tracking_uri(self) -> str:
         """The configured MLflow URI, or a SQLite file under the state folder."""
-        if self.mlflow_tracking_uri:
-            return self.mlflow_tracking_uri
+        if self.mlflow_tracking_uri and self.mlflow_tracking_uri.get_secret_value():
+            return self.mlflow_tracking_uri.get_secret_value()
         return f"sqlite:///{self.state_dir.resolve() / 'mlflow.db'}"
 
     def mlflow_http_env(self) -> dict[str, str]:

@@ -74,3 +74,15 @@ def test_another_settings_error_is_one_line_naming_the_variable(tmp_path, monkey
 ])
 def test_messages_name_a_tracking_uri_without_its_credentials(uri, shown):
     assert _safe_uri(uri) == shown
+
+
+def test_a_database_store_uri_is_kept_secret_where_prefect_records_the_settings(monkeypatch):
+    """A database store's URI holds its password: Prefect records a flow's Settings parameter as
+    pydantic dumps it, which shows a secret as ***."""
+    from perennial.core.config import Settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://mlflow:s3cr#t@127.0.0.1:5432/mlflow")
+    settings = Settings()
+    assert settings.tracking_uri() == "postgresql://mlflow:s3cr#t@127.0.0.1:5432/mlflow"
+    for shown in (repr(settings), settings.model_dump_json(), str(settings.model_dump(mode="json"))):
+        assert "s3cr#t" not in shown
