@@ -260,6 +260,8 @@ def measure(label: str, rows: int, repeats: int) -> dict[str, list[dict[str, Any
                 # A copy starts from the same state. Its MLflow store still finds (and adds) artifacts
                 # under the bootstrap folder, whose absolute paths it holds; cycles only add new runs.
                 root = shutil.copytree(seed, Path(tmp) / f"{mode}-{i}")
+                # The state moved with its batches: it adopts the new place, as a user does (README).
+                (root / "state" / MODEL / "source.json").unlink()
                 frames[MEASURED].to_parquet(root / "batches" / MEASURED, index=False)
                 settings = embedded_settings(root / "state")
                 open_stores(settings)
