@@ -21,7 +21,7 @@ import pandas as pd
 from perennial.core.config import DataConfig, PipelineConfig
 from perennial.core.files import file_sha256
 from perennial.core.sampling import batch_seed
-from perennial.core.schema import check_column_rules, infer_schema
+from perennial.core.schema import check_column_rules, check_target_is_a_label, infer_schema
 from perennial.core.text import shorten
 from perennial.core.types import Batch, BatchError, Schema
 
@@ -266,6 +266,8 @@ def load_batch(path: Path, config: PipelineConfig) -> Batch:
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:
     """The frozen schema, or one declared in config / inferred from this first batch; the declared
     validation rules must name its features (a ConfigError otherwise, before anything is written)."""
+    if frozen is None:
+        check_target_is_a_label(batch.frame, config)
     schema = frozen or infer_schema(batch.frame, config.data.target, config.data.features)
     check_column_rules(config, schema)
     return schema

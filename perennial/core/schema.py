@@ -38,6 +38,35 @@ def labels(frame: pd.DataFrame, target: str) -> pd.Series:
     return series.astype(str)
 
 
+# A numeric target is continuous with at least 20 distinct values some of which are fractional, or
+# with at least 50 integers distinct in more than a tenth of its rows (README: the target column).
+# sklearn's diabetes (214 integers in 442 rows) and river's ChickWeights (212 in 578) are continuous;
+# digits (10 classes) and 60 integer classes in 5,000 rows are labels.
+FRACTIONAL_VALUES, INTEGER_VALUES, INTEGER_SHARE = 20, 50, 0.1
+
+
+def check_target_is_a_label(frame: pd.DataFrame, config: PipelineConfig) -> None:
+    """ConfigError when the target column plainly holds a quantity, not labels: a classifier would
+    learn one class per value (a car-price stream trained for more than 10 minutes, silently)."""
+    target = config.data.target
+    values = frame[target].dropna()
+    if not ptypes.is_numeric_dtype(values) or ptypes.is_bool_dtype(values):
+        return
+    distinct = values.nunique()
+    if bool((values % 1 != 0).any()):
+        continuous = distinct >= FRACTIONAL_VALUES
+    else:
+        continuous = distinct >= INTEGER_VALUES and distinct > INTEGER_SHARE * len(values)
+    if not continuous:
+        return
+    where = f"{config.config_file}: " if config.config_file else ""
+    examples = ", ".join(f"{v:g}" for v in values.unique()[:3])
+    raise ConfigError(f"{where}key 'data.target': column '{target}' holds a continuous quantity "
+                      f"({distinct:,} distinct values in {len(values):,} rows, e.g. {examples}); Perennial's "
+                      "models are classifiers, which would learn one class per value: regression is not "
+                      "supported yet")
+
+
 def first_model_problem(train: pd.DataFrame, target: str) -> str | None:
     """Why these training rows cannot make a first model: it needs two classes (one class would be
     frozen as the only one, and the next normal batch rejected for its "new" label)."""

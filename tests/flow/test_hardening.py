@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -183,3 +184,20 @@ def test_a_full_disk_stops_the_run_in_one_line_and_the_batch_waits(workspace, sm
     assert third.batch == "b2.csv" and third.decision == ("retrain" if second == "drifting" else "reject")
     kept = "reports/b2.csv/drift_report.html" if second == "drifting" else "quarantine/b2.csv"
     assert (state / kept).is_file()
+
+
+def test_a_continuous_target_fails_the_run_in_one_line_and_the_batch_waits(workspace, capsys):
+    """Issue 21: a price target was learnt as a classifier with one class per price (still training
+    after 10 minutes, nothing said why)."""
+    from perennial.app.cli import main
+
+    priced = make_batch(300, seed=1).assign(label=lambda f: (f["x one"] * 1_000 + 5_000).round(2))
+    workspace.add("b1.csv", priced)
+    assert main(["run", "--config", str(workspace.config_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    where = re.escape(str(workspace.config_path))
+    assert re.fullmatch(
+        rf"perennial: error: {where}: key 'data.target': column 'label' holds a continuous quantity "
+        r"\(2\d\d distinct values in 300 rows, e\.g\. \d+, \d+, \d+\); Perennial's models are classifiers, "
+        "which would learn one class per value: regression is not supported yet", err), err
+    assert workspace.store.records() == [] and not workspace.store.quarantine_dir.exists()

@@ -205,3 +205,24 @@ def test_a_retrain_on_a_window_larger_than_memory_reads_it_in_chunks(tmp_path):
     schema = infer_schema(batch.frame, "label", None)
     model = train(kind, rows, None, schema, config)
     assert accuracy(model, batch.frame.iloc[holdout_idx], schema) > 0.95
+
+
+def test_an_hgb_fine_tune_starts_from_the_champions_own_scores_on_rows_that_moved():
+    """scikit-learn refits the bins at every warm-start `fit` and scores the champion's trees by bin
+    index against them: on moved rows the added trees started from scores that were not the
+    champion's (issue 21: 78% of rows, the class on half of them)."""
+    old, moved = make_batch(2_000, seed=1), make_batch(2_000, seed=2, shift=4.0, flip=True)
+    schema = infer_schema(old, "label", None)
+    champion = families.family("hgb").build(schema, seed=0).fit(features_frame(old, schema),
+                                                                labels(old, "label"))
+    tuned = families.family("hgb").fine_tune(champion, features_frame(moved, schema), labels(moved, "label"),
+                                             TRAINING)
+    clf, start = tuned.named_steps["clf"], champion.named_steps["clf"]
+    assert clf.n_iter_ > start.n_iter_ and "_bin_data" not in vars(clf)  # trees added, nothing left behind
+    Xt = tuned.named_steps["pre"].transform(features_frame(moved, schema))
+    # What the added trees started from: the champion's trees on the rows binned as the fine-tune bins them.
+    binned = clf._bin_mapper.transform(Xt)
+    scores = clf._baseline_prediction.ravel()[0] + sum(
+        tree.predict_binned(binned, clf._bin_mapper.missing_values_bin_idx_, 1)
+        for (tree,) in clf._predictors[:start.n_iter_])
+    assert np.allclose(scores, start.decision_function(Xt))

@@ -92,3 +92,34 @@ def test_a_retrain_on_the_concepts_history_keeps_the_newest_batches_whole_within
     assert sources == ["b0.csv", "b1.csv", "b2.csv", "b3.csv", "b4.csv"]
     newest = read_batch(tmp_path / "b3.csv", "auto", "label").frame
     assert rows.frame.iloc[2550:3950].reset_index(drop=True).equals(newest)
+
+
+@pytest.mark.parametrize(("labels", "continuous"), [
+    (np.round(np.random.default_rng(0).uniform(1_000, 30_000, 400), 2), True),  # a price
+    (np.arange(400) * 3, True),  # integers, all distinct
+    (np.arange(400) % 60, True),  # 60 integers in 400 rows
+    (np.arange(400) % 30, False),  # 30 integer classes
+    (np.arange(5_000) % 60, False),  # 60 integer classes in 5,000 rows
+    (np.arange(400) % 2 * 1.0, False),  # 0.0 / 1.0 read from a CSV
+    (np.arange(400) % 7 + 0.5, False),  # few values, fractional
+])
+def test_a_plainly_continuous_target_is_refused_naming_the_key(tmp_path, labels, continuous):
+    """Issue 21: a numeric price target silently became a classifier with one class per price."""
+    from perennial.adapters.batch_files import resolve_schema
+    from perennial.core.config import ConfigError, PipelineConfig
+    from perennial.core.types import Batch
+
+    frame = make_batch(len(labels), seed=0).assign(label=labels)
+    config = PipelineConfig(name="m", data={"source": str(tmp_path), "target": "label"},
+                            config_file=tmp_path / "m.yaml")
+    batch = Batch(id="b.csv", path=tmp_path / "b.csv", frame=frame)
+    if not continuous:
+        assert resolve_schema(batch, config, None).target == "label"
+        return
+    with pytest.raises(ConfigError) as refused:
+        resolve_schema(batch, config, None)
+    counts = f"{len(set(labels)):,} distinct values in {len(labels):,} rows"
+    assert str(refused.value).startswith(f"{tmp_path / 'm.yaml'}: key 'data.target': column 'label' holds a "
+                                         f"continuous quantity ({counts}")
+    assert str(refused.value).endswith("Perennial's models are classifiers, which would learn one class per "
+                                       "value: regression is not supported yet")
