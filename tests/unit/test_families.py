@@ -5,6 +5,7 @@ Every test of a family runs for every family of the registry (`families.FAMILIES
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -208,21 +209,52 @@ def test_a_retrain_on_a_window_larger_than_memory_reads_it_in_chunks(tmp_path):
 
 
 def test_an_hgb_fine_tune_starts_from_the_champions_own_scores_on_rows_that_moved():
-    """scikit-learn refits the bins at every warm-start `fit` and scores the champion's trees by bin
-    index against them: on moved rows the added trees started from scores that were not the
+    """scikit-learn's warm start refits the bins on the new rows and scores the champion's trees by
+    bin index against them: on moved rows the added trees started from scores that were not the
     champion's (issue 21: 78% of rows, the class on half of them)."""
+    from sklearn.ensemble._hist_gradient_boosting.binning import _BinMapper
+
     old, moved = make_batch(2_000, seed=1), make_batch(2_000, seed=2, shift=4.0, flip=True)
     schema = infer_schema(old, "label", None)
     champion = families.family("hgb").build(schema, seed=0).fit(features_frame(old, schema),
                                                                 labels(old, "label"))
+    start = champion.named_steps["clf"]
+    Xt = champion.named_steps["pre"].transform(features_frame(moved, schema))
+    own = start.decision_function(Xt)
+
+    def fit_starts_from(clf) -> np.ndarray:
+        """What `fit` scores its training rows with before adding trees: the trees on refitted bins."""
+        X, known_categories = clf._preprocess_X(Xt, reset=False), clf._check_categories()
+        mapper = _BinMapper(n_bins=clf.max_bins + 1, is_categorical=clf._is_categorical_remapped,
+                            known_categories=known_categories).fit(X)
+        clf._in_fit = True
+        try:
+            return clf._raw_predict(mapper.transform(X)).ravel()
+        finally:
+            del clf._in_fit
+
+    assert np.mean(~np.isclose(fit_starts_from(copy.deepcopy(start)), own)) > 0.5  # scikit-learn alone
+    clf = copy.deepcopy(start)
+    with families.from_own_scores(clf, Xt):
+        assert np.allclose(fit_starts_from(clf), own)
     tuned = families.family("hgb").fine_tune(champion, features_frame(moved, schema), labels(moved, "label"),
                                              TRAINING)
-    clf, start = tuned.named_steps["clf"], champion.named_steps["clf"]
-    assert clf.n_iter_ > start.n_iter_ and "_bin_data" not in vars(clf)  # trees added, nothing left behind
-    Xt = tuned.named_steps["pre"].transform(features_frame(moved, schema))
-    # What the added trees started from: the champion's trees on the rows binned as the fine-tune bins them.
-    binned = clf._bin_mapper.transform(Xt)
-    scores = clf._baseline_prediction.ravel()[0] + sum(
-        tree.predict_binned(binned, clf._bin_mapper.missing_values_bin_idx_, 1)
-        for (tree,) in clf._predictors[:start.n_iter_])
-    assert np.allclose(scores, start.decision_function(Xt))
+    assert tuned.named_steps["clf"].n_iter_ > start.n_iter_
+    assert "_raw_predict" not in vars(tuned.named_steps["clf"])  # nothing of the fine-tune saved with it
+    assert accuracy(tuned, moved, schema) > accuracy(champion, moved, schema) + 0.3
+
+
+def test_an_sgd_fine_tune_continues_from_the_champions_own_weights():
+    """`partial_fit` continues from the champion's coefficients and step count: a fine-tune on rows the
+    champion already gets right changes its predictions on almost none of them."""
+    old = make_batch(2_000, seed=1)
+    schema = infer_schema(old, "label", None)
+    champion = families.family("sgd").build(schema, seed=0).fit(features_frame(old, schema),
+                                                                labels(old, "label"))
+    same = make_batch(2_000, seed=2)
+    same["label"] = champion.predict(features_frame(same, schema))  # what the champion already says
+    tuned = families.family("sgd").fine_tune(champion, features_frame(same, schema), labels(same, "label"),
+                                             TRAINING)
+    assert tuned.named_steps["clf"].t_ > champion.named_steps["clf"].t_  # continued, not restarted
+    X = features_frame(same, schema)
+    assert np.mean(tuned.predict(X) == champion.predict(X)) > 0.97
