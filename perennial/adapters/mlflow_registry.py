@@ -94,12 +94,6 @@ def client(settings: Settings):
     return mlflow.MlflowClient(settings.tracking_uri())
 
 
-def _safe_uri(uri: str) -> str:
-    """The tracking URI without credentials, for messages (Settings refuses them in an HTTP URI; a
-    database URI may hold them)."""
-    return without_credentials(uri)
-
-
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """An exception and everything behind it: causes, contexts, and what urllib3 keeps in `reason`
     and in the arguments of the errors it wraps."""
@@ -120,7 +114,7 @@ def outage(exc: Exception, settings: Settings) -> OutageError | None:
     import requests
     from mlflow.exceptions import MlflowException
 
-    uri = _safe_uri(settings.tracking_uri())
+    uri = without_credentials(settings.tracking_uri())
     status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
     if status in (401, 403):
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
@@ -192,7 +186,7 @@ def check_reachable(settings: Settings, then: str | None = NOTHING_WRITTEN) -> N
         if error is None:
             # Answering, but not as an MLflow server we can use (e.g. a wrong URL answering 404).
             first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            error = OutageError(f"MLflow at {_safe_uri(uri)} cannot be used ({first})")
+            error = OutageError(f"MLflow at {without_credentials(uri)} cannot be used ({first})")
         raise OutageError(f"{error}{suffix}") from exc
     finally:
         pool_log.setLevel(level)

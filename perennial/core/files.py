@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import functools
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
@@ -61,9 +63,16 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, hex, read in 1 MB blocks."""
-    import hashlib
+    """The SHA-256 of a file's bytes, hex. Computed once per version of the file in a process: the
+    candidates of one adaptation re-read the same earlier batches, and a batch just loaded is checked
+    again by later retrains. A version is its inode, size and modification and change times (any
+    write changes the change time, which no user can set back)."""
+    stat = os.stat(path)
+    return _sha256(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
+
+@functools.lru_cache(maxsize=4096)
+def _sha256(path: str, *version: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(1 << 20):

@@ -8,9 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import new_workspace
-from perennial.adapters.mlflow_registry import _safe_uri
 from perennial.app.cli import main
-from perennial.core.config import Settings, settings_error
+from perennial.core.config import Settings, settings_error, without_credentials
 
 PASSWORD = "s3cr#t"
 SAYS = ("MLFLOW_TRACKING_URI (or PERENNIAL_MLFLOW_TRACKING_URI) holds credentials, which MLflow and Prefect "
@@ -73,7 +72,7 @@ def test_another_settings_error_is_one_line_naming_the_variable(tmp_path, monkey
     ("sqlite:////tmp/at@sign/mlflow.db", "sqlite:////tmp/at@sign/mlflow.db"),
 ])
 def test_messages_name_a_tracking_uri_without_its_credentials(uri, shown):
-    assert _safe_uri(uri) == shown
+    assert without_credentials(uri) == shown
 
 
 def test_a_database_store_uri_is_kept_secret_where_prefect_records_the_settings(monkeypatch):
