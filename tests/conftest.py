@@ -304,7 +304,7 @@ BASE_CONFIG = {
     # retrain on the concept's history either), unless a test turns them on (tests/flow/
     # test_adaptation.py runs them with the defaults).
     "policy": {"drift_share_moderate": 0.2, "drift_share_severe": 0.7,
-               "accuracy_drop_moderate": 0.05, "accuracy_drop_severe": 0.15, "max_fine_tunes": 3,
+               "drop_moderate": 0.05, "drop_severe": 0.15, "max_fine_tunes": 3,
                "growth_ratio": None, "candidate_budget": 0.0,
                "candidates": ["fine_tune", "retrain_window", "retrain_batch"]},
     "training": {"window_batches": 3, "holdout_fraction": 0.25},

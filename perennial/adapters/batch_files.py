@@ -21,7 +21,7 @@ import pandas as pd
 from perennial.core.config import DataConfig, PipelineConfig
 from perennial.core.files import file_sha256
 from perennial.core.sampling import batch_seed
-from perennial.core.schema import check_column_rules, check_target_is_a_label, infer_schema
+from perennial.core.schema import check_column_rules, infer_schema, infer_task, metric_for
 from perennial.core.text import shorten
 from perennial.core.types import Batch, BatchError, Schema
 
@@ -266,10 +266,10 @@ def load_batch(path: Path, config: PipelineConfig) -> Batch:
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:
     """The frozen schema, or one declared in config / inferred from this first batch; the declared
     validation rules must name its features (a ConfigError otherwise, before anything is written)."""
-    if frozen is None:
-        check_target_is_a_label(batch.frame, config)
-    schema = frozen or infer_schema(batch.frame, config.data.target, config.data.features)
+    schema = frozen or infer_schema(batch.frame, config.data.target, config.data.features,
+                                    infer_task(batch.frame, config))
     check_column_rules(config, schema)
+    metric_for(config, schema)  # a metric that cannot judge this target is a ConfigError now
     return schema
 
 
@@ -285,7 +285,8 @@ def next_schema(config: PipelineConfig, frozen: Schema | None, processed: set[st
         batch = read_batch(first, config.data.format, config.data.target, InputLimits.of(config.data))
     except BatchError:
         return None  # the cycle rejects it; the next batch settles the schema
-    return infer_schema(batch.frame, config.data.target, config.data.features)
+    return infer_schema(batch.frame, config.data.target, config.data.features,
+                        infer_task(batch.frame, config))
 
 
 def split_holdout(batch_id: str, rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

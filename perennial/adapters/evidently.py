@@ -1,4 +1,4 @@
-"""Evidently adapter and test-then-train accuracy: how far a batch moved from the champion's data."""
+"""Evidently adapter and the test-then-train metric: how far a batch moved from the champion's data."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from perennial.core.config import DriftConfig
-from perennial.core.evaluation import accuracy
+from perennial.core.evaluation import outputs
 from perennial.core.files import place_atomically
+from perennial.core.metrics import Metric, targets
 from perennial.core.sampling import batch_seed, uniform_rows
 from perennial.core.schema import features_frame
 from perennial.core.types import Batch, Champion, DriftResult, FeatureDrift, Reference, Schema
@@ -92,11 +93,15 @@ def batch_drift(batch: Batch, reference: pd.DataFrame, schema: Schema, cfg: Drif
 
 
 def measure_drift(batch: Batch, schema: Schema, champion: Champion, reference: Reference, cfg: DriftConfig,
-                  html_path: Path | None) -> DriftResult:
-    """Feature drift against the champion's reference data, and the champion's accuracy on every row
-    (to be judged against `reference`, the accuracy recent models reached)."""
+                  html_path: Path | None, metric: Metric) -> DriftResult:
+    """Feature drift against the champion's reference data, and the champion's metric on every row
+    (to be judged against `reference`, the value recent models reached) with its standard error."""
     drift = batch_drift(batch, features_frame(champion.reference, schema), schema, cfg, html_path)
-    drift.champion_accuracy = accuracy(champion.model, batch.frame, schema)
+    y = targets(batch.frame, schema.target, schema.task)
+    out = outputs(champion.model, batch.frame, schema, metric)
+    drift.metric, drift.champion_accuracy = metric, metric.value(y, out)
+    # Accuracy's band is binomial (`Metric.drop_noise`); another metric's comes from these rows.
+    drift.champion_error = None if metric.name == "accuracy" else metric.standard_error(y, out)
     drift.reference = reference
     drift.reference_accuracy, drift.reference_rows = reference.accuracy, reference.rows or None
     drift.batch_rows = batch.rows

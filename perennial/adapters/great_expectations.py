@@ -34,13 +34,13 @@ CONTRACT, DECLARED, INFERRED = "contract", "declared", "inferred"
 # Each check the suite can hold, and the kind of rule it is.
 CHECKS = {
     "columns": CONTRACT, "numeric_type": CONTRACT, "boolean_values": CONTRACT,
-    "label_present": CONTRACT, "label_known": CONTRACT,
+    "label_present": CONTRACT, "label_known": CONTRACT, "label_numeric": CONTRACT,
     "declared_range": DECLARED, "declared_nulls": DECLARED, "declared_categories": DECLARED,
     "null_rate": INFERRED, "range": INFERRED, "categories": INFERRED,
 }
 # Checks no release waives: with a column missing, or rows without a label, the file is unfit to learn
 # from as it is; it must be fixed (and ingested under a new name).
-UNUSABLE = {"columns", "label_present"}
+UNUSABLE = {"columns", "label_present", "label_numeric"}
 
 
 def _strict(cfg: ValidationConfig, column: str | None) -> bool:
@@ -130,8 +130,11 @@ def build_expectations(schema: Schema, reference: pd.DataFrame | None, cfg: Vali
     if schema.target in dtypes:
         meta = partial(_meta, column=schema.target, cfg=cfg, released=released)
         out.append(E.ExpectColumnValuesToNotBeNull(column=schema.target, meta=meta("label_present")))
+        if schema.regression:  # a regression's target: numbers, whatever their values
+            out.append(E.ExpectColumnValuesToBeInTypeList(
+                column=schema.target, type_list=NUMERIC_TYPES, meta=meta("label_numeric")))
         # A released batch's unseen labels are new classes, as with `allow_new_classes`.
-        if not (cfg.allow_new_classes or released):
+        elif not (cfg.allow_new_classes or released):
             out.append(E.ExpectColumnValuesToBeInSet(
                 column=schema.target, value_set=list(schema.classes), meta=meta("label_known")))
     return out
@@ -145,7 +148,7 @@ def _checked_frame(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         converted = features_frame(frame[categorical], Schema(
             {c: "categorical" for c in categorical}, schema.target, schema.classes))
         out[categorical] = converted
-    if schema.target in frame:
+    if schema.target in frame and not schema.regression:
         out[schema.target] = labels(frame, schema.target).where(frame[schema.target].notna())
     return out
 
@@ -184,6 +187,8 @@ def _message(check: str, details: dict, kwargs: dict, result: dict, dtypes: dict
         return f"column '{column}': {pct(unexpected / 100, 1)} of values not true/false (e.g. {examples})"
     if check == "label_present":
         return f"label column '{column}': {count:,} row(s) without a label"
+    if check == "label_numeric":
+        return f"target column '{column}': values of type {dtypes.get(column)}, expected numbers (regression)"
     if check == "label_known":
         return f"label column '{column}': labels never seen before: {examples}"
     # Declared bounds without a rate are exact on a large batch too: count every breaking value.
@@ -261,7 +266,8 @@ def run_suite(batch: Batch, schema: Schema, reference: pd.DataFrame | None, cfg:
     for expectation in build_expectations(schema, reference, cfg, dtypes, released):
         suite.add_expectation(expectation)
     suite = context.suites.add(suite)
-    batch_labels = labels(batch.frame, schema.target) if schema.target in batch.frame else None
+    batch_labels = labels(batch.frame, schema.target) \
+        if schema.target in batch.frame and not schema.regression else None
     checked = rows_to_check(batch.frame, batch_labels, schema, cfg, batch_seed(batch.id))
     run = gx.ValidationDefinition(data=definition, suite=suite, name=name).run(
         batch_parameters={"dataframe": _checked_frame(checked, schema)}, result_format="SUMMARY")

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -18,7 +18,7 @@ import pandas as pd
 
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints, families, trusted
-from perennial.core.config import PipelineConfig, Settings, without_credentials
+from perennial.core.config import ConfigError, PipelineConfig, Settings, without_credentials
 from perennial.core.history import previous_champion, rolled_back_from, settled
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.state import batch_key
@@ -38,6 +38,7 @@ from perennial.core.types import (
     RollbackOutcome,
     Schema,
     ValidationResult,
+    judged_by,
 )
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -63,6 +64,8 @@ class Tag(StrEnum):
     HOLDOUT_ACCURACY = "perennial.holdout_accuracy"
     HOLDOUT_ROWS = "perennial.holdout_rows"
     LEARNED_ROWS = "perennial.learned_rows"
+    # The metric of `holdout_accuracy` (absent: accuracy, on versions registered before metrics).
+    METRIC = "perennial.metric"
     PARENT_VERSION = "perennial.parent_version"
     PROMOTED = "perennial.promoted"
     PROMOTION = "perennial.promotion"
@@ -246,7 +249,7 @@ def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -
     without `with_reference` the reference is left empty (not downloaded)."""
     import mlflow
 
-    model = load_model(config.name, version.version)
+    model = load_model(config.name, version.version, config.model.trusted_types)
     reference = pd.DataFrame()
     if with_reference:
         with tempfile.TemporaryDirectory() as tmp:
@@ -257,10 +260,11 @@ def _loaded(config: PipelineConfig, version: Any, with_reference: bool = True) -
                     holdout_accuracy=float(version.tags[Tag.HOLDOUT_ACCURACY]),
                     holdout_rows=int(version.tags.get(Tag.HOLDOUT_ROWS, 0)) or None,
                     concept=int(version.tags.get(Tag.CONCEPT, 1)),
+                    metric=version.tags.get(Tag.METRIC, "accuracy"),
                     learned_rows=int(version.tags.get(Tag.LEARNED_ROWS, 0)) or None)
 
 
-def load_model(name: str, version: str | int) -> Any:
+def load_model(name: str, version: str | int, declared: Sequence[str] = ()) -> Any:
     """A registered version's pipeline, if it is a skops model of our own types (else RegistryError);
     never through MLflow's loader, which trusts what the version's MLmodel file says."""
     import mlflow
@@ -272,7 +276,7 @@ def load_model(name: str, version: str | int) -> Any:
         mlmodel = mlflow.artifacts.download_artifacts(f"{uri}/MLmodel", dst_path=tmp)
         trusted.check_flavor(Path(mlmodel), where)
         path = mlflow.artifacts.download_artifacts(f"{uri}/{trusted.MODEL_FILE}", dst_path=tmp)
-        return trusted.load_skops(Path(path), where)
+        return trusted.load_skops(Path(path), where, declared)
 
 
 def former_champions(config: PipelineConfig, settings: Settings, current: int | None,
@@ -297,7 +301,8 @@ def former_champions(config: PipelineConfig, settings: Settings, current: int | 
     return loaded
 
 
-def replay_memory(config: PipelineConfig, settings: Settings, version: int) -> ReplayMemory:
+def replay_memory(config: PipelineConfig, settings: Settings, version: int,
+                  quantiles: int = 0) -> ReplayMemory:
     """The replay memory logged with a version (empty for a version that has none)."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -309,8 +314,8 @@ def replay_memory(config: PipelineConfig, settings: Settings, version: int) -> R
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=REPLAY_ARTIFACT,
                                                        dst_path=tmp)
         except MlflowException:
-            return ReplayMemory.empty(capacity, target)
-        return ReplayMemory.load(Path(path), capacity, target)
+            return ReplayMemory.empty(capacity, target, quantiles)
+        return ReplayMemory.load(Path(path), capacity, target, quantiles)
 
 
 def _metric_key(column: str) -> str:
@@ -351,9 +356,10 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
         if drift is not None:
             metrics["drift_share"] = drift.drift_share
             metrics.update({_metric_key(f.column): f.score for f in drift.features})
-            if drift.champion_accuracy is not None:
-                metrics["champion_accuracy_before"] = drift.champion_accuracy
-                metrics["accuracy_drop"] = drift.accuracy_drop or 0.0
+            if drift.champion_accuracy is not None:  # named by the metric: champion_rmse_before, rmse_drop
+                name = drift.judged_by.name
+                metrics[f"champion_{name}_before"] = drift.champion_accuracy
+                metrics[f"{name}_drop"] = drift.accuracy_drop or 0.0
             mlflow.log_dict({"drift_share": drift.drift_share, "features": [vars(f) for f in drift.features]},
                             "drift/drift.json")
             if drift.report_html is not None and Path(drift.report_html).exists():
@@ -366,11 +372,12 @@ def log_cycle(config: PipelineConfig, settings: Settings, batch_id: str, rows: i
         return run.info.run_id
 
 
-def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, reason: str) -> None:
-    """A rejected batch's run gains the champion's accuracy on it and the reason that states it."""
+def log_champion_score(settings: Settings, run_id: str, accuracy: float | None, reason: str,
+                       metric: str = "accuracy") -> None:
+    """A rejected batch's run gains the champion's metric on it and the reason that states it."""
     mlflow_client = client(settings)
     if accuracy is not None:
-        mlflow_client.log_metric(run_id, "champion_accuracy_before", accuracy)
+        mlflow_client.log_metric(run_id, f"champion_{metric}_before", accuracy)
     mlflow_client.set_tag(run_id, Tag.REASON, reason[:4000])
 
 
@@ -425,7 +432,8 @@ def register(config: PipelineConfig, settings: Settings, run_id: str, challenger
         Tag.REASON: decision.reason[:4000],
         Tag.TRAINED_ON: ",".join(challenger.trained_on)[:4000],
         Tag.PARENT_VERSION: str(parent.version) if parent else "",
-        Tag.HOLDOUT_ACCURACY: f"{evaluation.challenger_accuracy:.6f}",
+        Tag.HOLDOUT_ACCURACY: f"{evaluation.challenger_accuracy:.6g}",
+        Tag.METRIC: judged_by(evaluation.metric).name,
         Tag.HOLDOUT_ROWS: str(evaluation.holdout_rows),
         Tag.CONCEPT: str(challenger.concept),
         Tag.LEARNED_ROWS: str(challenger.learned_rows),
@@ -450,12 +458,13 @@ def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger,
     served, raw = with_inputs(model, schema.features), batch.frame[list(schema.features)]
     example = raw.head(5)
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({"challenger_accuracy": evaluation.challenger_accuracy,
+        name = judged_by(evaluation.metric).name
+        mlflow.log_metrics({f"challenger_{name}": evaluation.challenger_accuracy,
                             "holdout_rows": evaluation.holdout_rows,
                             "reference_rows": len(reference), "replay_rows": len(memory),
                             "challenger_forgetting": evaluation.forgetting})
         if evaluation.champion_accuracy is not None:
-            mlflow.log_metric("champion_accuracy", evaluation.champion_accuracy)
+            mlflow.log_metric(f"champion_{name}", evaluation.champion_accuracy)
         mlflow.log_params({f"model.{k}": v for k, v in config.model.params.items()})
         mlflow.log_dict({"trained_on": challenger.trained_on, "candidate": challenger.kind.value,
                          "parent_version": parent.version if parent else None,
@@ -468,13 +477,16 @@ def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger,
             path = Path(tmp) / "memory.parquet"
             memory.frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), "replay")
+        # Exactly the types its file holds, all trusted (`check_trusted` refused the model otherwise).
+        _, holds = trusted.untrusted_in(served, config.model.trusted_types)
+        user_code = families.factory_code_path(config.model, config.base_dir)
         with tempfile.TemporaryDirectory() as code:
             return mlflow.sklearn.log_model(
                 served, name="model", signature=_signature(raw, served.predict(example)),
-                input_example=example, pip_requirements=_requirements(),
-                # The model's own family (a fine-tuned champion keeps it when the config names another).
-                skops_trusted_types=families.family_of(model).trusted_types,
-                code_paths=[_inputs_code(Path(code))])
+                input_example=example, pip_requirements=_requirements(holds),
+                skops_trusted_types=holds,
+                # The user's own module travels with the version: it loads where their project is not.
+                code_paths=[_inputs_code(Path(code)), *([str(user_code)] if user_code else [])])
 
 
 def _signature(raw: pd.DataFrame, predictions: Any) -> Any:
@@ -512,12 +524,36 @@ def _inputs_code(folder: Path) -> str:
     return str(package)
 
 
-def _requirements() -> list[str]:
-    """Pinned serving requirements; listing them skips MLflow's slow inference of them."""
-    from importlib.metadata import version
+def _requirements(types: Sequence[str] = ()) -> list[str]:
+    """Pinned serving requirements (with LightGBM or XGBoost when the model holds their types); listing
+    them skips MLflow's slow inference of them."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"scikit-learn=={version('scikit-learn')}", f"skops=={version('skops')}",
-            f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
+    pinned = [f"scikit-learn=={version('scikit-learn')}", f"skops=={version('skops')}",
+              f"pandas=={version('pandas')}", f"numpy=={version('numpy')}"]
+    for package, dists in (("lightgbm", ("lightgbm",)), ("xgboost", ("xgboost", "xgboost-cpu"))):
+        if any(t.startswith(f"{package}.") for t in types):
+            for dist in dists:
+                try:
+                    pinned.append(f"{dist}=={version(dist)}")
+                    break
+                except PackageNotFoundError:
+                    continue
+    return pinned
+
+
+def check_trusted(config: PipelineConfig, model: Any, schema: Schema) -> None:
+    """A model may be registered only if loading it trusts every type its file holds: Perennial's own
+    and `model.trusted_types`; else a ConfigError listing the types to declare. Checked on the model
+    as it would be logged, before anything of it is written."""
+    from perennial.core.inputs import with_inputs
+
+    untrusted, _ = trusted.untrusted_in(with_inputs(model, schema.features), config.model.trusted_types)
+    if untrusted:
+        where = f"{config.config_file}: " if config.config_file else ""
+        raise ConfigError(f"{where}key 'model.trusted_types': the trained model holds types loading it would "
+                          f"not trust: {', '.join(untrusted)}; if they are your model's own, add them to "
+                          "model.trusted_types (nothing was registered)")
 
 
 def promote(config: PipelineConfig, settings: Settings, version: int, verdict: tuple[bool, str],
@@ -652,7 +688,7 @@ def champion_history(name: str, settings: Settings) -> list[AliasMove]:
 
 
 def rollback(name: str, settings: Settings, target: int | None, reason: str,
-             allow_unpromoted: bool = False) -> RollbackOutcome:
+             allow_unpromoted: bool = False, declared: Sequence[str] = ()) -> RollbackOutcome:
     """Move `champion` back to `target`, by default the version before the current one in the history,
     past versions rolled back from; check-and-set against the champion read here. The reason goes into
     the history and the version's `perennial.promotion`; the version left is tagged
@@ -676,7 +712,7 @@ def rollback(name: str, settings: Settings, target: int | None, reason: str,
     if target == current:
         raise RollbackError(f"model {name}: v{target} is the champion already")
     with outages(settings):
-        _check_rollback_target(mlflow_client, name, target)
+        _check_rollback_target(mlflow_client, name, target, declared)
         if (ungated := _ungated(mlflow_client, name, target, moves)) and not allow_unpromoted:
             raise RollbackError(f"model {name} v{target}: {ungated}; roll back to it only with "
                                 "--allow-unpromoted")
@@ -725,8 +761,9 @@ def _ungated(mlflow_client: Any, name: str, version: int, moves: list[AliasMove]
     return None
 
 
-def _check_rollback_target(mlflow_client: Any, name: str, target: int) -> None:
-    """The version exists, Perennial registered it, and it loads as a skops model of our own types."""
+def _check_rollback_target(mlflow_client: Any, name: str, target: int, declared: Sequence[str]) -> None:
+    """The version exists, Perennial registered it, and it loads as a skops model of our own types
+    (and the `declared` ones)."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -738,7 +775,7 @@ def _check_rollback_target(mlflow_client: Any, name: str, target: int) -> None:
     if Tag.HOLDOUT_ACCURACY not in version.tags:
         raise RegistryError(f"model {name} v{target}: not a version Perennial registered (no "
                             f"{Tag.HOLDOUT_ACCURACY} tag); not rolled back to")
-    load_model(name, target)
+    load_model(name, target, declared)
 
 
 def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], matrix: AccuracyMatrix | None,

@@ -5,27 +5,31 @@ from __future__ import annotations
 import re
 
 from perennial.adapters import prefect_events as events
+from perennial.core.metrics import metric_named_or_accuracy
 from perennial.core.types import Action, CycleRecord, DriftResult, pct
 
 
 def cycle_markdown(model: str, record: CycleRecord) -> str:
-    """A short human summary of one cycle."""
+    """A short human summary of one cycle, its values in the metric the model is judged by."""
+    m = metric_named_or_accuracy(record.metric)
+    name = record.metric.replace("_", " ")
     lines = [
         f"# {model}: `{record.batch}` -> **{record.decision}**",
         "",
         f"**Why:** {record.reason}",
         "",
-        "| rows | validation | drift share | champion accuracy before | challenger accuracy "
+        f"| rows | validation | drift share | champion {name} before | challenger {name} "
         "| registered version | champion after |",
         "|---|---|---|---|---|---|---|",
         f"| {record.rows} | {record.validation} | {pct(record.drift_share, 1)} "
-        f"| {pct(record.champion_accuracy_before, 1)} | {pct(record.challenger_accuracy, 1)} "
+        f"| {m.format(record.champion_accuracy_before, 1)} | {m.format(record.challenger_accuracy, 1)} "
         f"| {record.model_version or '-'} | {record.champion_version_after or '-'} |",
     ]
     if record.candidates:
-        lines += ["", "| candidate | holdout accuracy | forgetting | rows | train s (CPU) | |",
+        lines += ["", f"| candidate | holdout {name} | forgetting | rows | train s (CPU) | |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {c['kind']} | {pct(c['accuracy'], 1)} | {pct(c['forgetting'], 1)} | {c['rows']:,} "
+        lines += [f"| {c['kind']} | {m.format(c['accuracy'], 1)} | {m.format_gap(c['forgetting'], 1)} "
+                  f"| {c['rows']:,} "
                   f"| {c['train_seconds']:.2f} ({c['train_cpu_seconds']:.2f}) "
                   f"| {'chosen' if c['chosen'] else ''} |" for c in record.candidates]
     if record.promotion:
@@ -59,7 +63,7 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
     if record.decision is Action.REJECT:
         events.emit(events.BATCH_REJECTED, model, {
             "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
-            "champion_accuracy": record.champion_accuracy_before,
+            "champion_accuracy": record.champion_accuracy_before, "metric": record.metric,
             "champion_version": record.champion_version_after})
     if record.promoted:
         events.emit(events.MODEL_PROMOTED, model, {

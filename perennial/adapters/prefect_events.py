@@ -56,6 +56,8 @@ def request_adaptation(model: str, record: CycleRecord, decision: Decision, drif
         "batch_ids": [record.batch],
         "drift_share": drift.drift_share if drift else None,
         "drifted_columns": drift.drifted_columns if drift else [],
+        # The drop of the metric named (in its utility: points of a share, ~relative for an error).
+        "metric": drift.judged_by.name if drift else record.metric,
         "accuracy_drop": drift.accuracy_drop if drift else None,
         "recommended_action": decision.action.value,
         "trigger": decision.trigger.value,

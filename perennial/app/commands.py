@@ -11,6 +11,7 @@ from rich.table import Table
 from perennial.adapters.postgres_state import state_store
 from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config, without_credentials
 from perennial.core.lifelong import AccuracyMatrix
+from perennial.core.metrics import metric_named_or_accuracy
 from perennial.core.state import RELEASED, StateStore
 from perennial.core.types import Action, CycleRecord, Trigger, pct
 
@@ -22,23 +23,27 @@ _DECISION_STYLE = {Action.REJECT: "red", Action.NOOP: "dim", Action.FINE_TUNE: "
 
 
 def cycles_table(records: list[CycleRecord], title: str) -> Table:
-    """Batch, rows, drift share, champion accuracy before, decision, reason, model, champion after,
+    """Batch, rows, drift share, the champion's metric before, decision, reason, model, champion after,
     training cost and the forgetting of the model in service."""
     table = Table(title=title, show_lines=False, expand=False)
+    name = records[-1].metric if records else "accuracy"
+    short = {"accuracy": "acc.", "balanced_accuracy": "bal. acc.", "average_precision": "AP"}.get(name, name)
     # Narrow headers so the reason keeps its width at 160 columns; "validation" shows as the reject.
     for column, justify in [("batch", "left"), ("rows", "right"), ("drift", "right"),
-                            ("acc. before", "right"), ("decision", "left"), ("reason", "left"),
+                            (f"{short} before", "right"), ("decision", "left"), ("reason", "left"),
                             ("model", "left"), ("champion", "right"), ("train s (CPU)", "right"),
                             ("forgetting", "right")]:
         table.add_column(column, justify=justify, overflow="fold",
                          max_width=60 if column == "reason" else None)
     for r in records:
         style = _DECISION_STYLE.get(r.decision, "")
+        m = metric_named_or_accuracy(r.metric)
         table.add_row(r.batch, str(r.rows), pct(r.drift_share, 1),
-                      pct(r.champion_accuracy_before, 1), f"[{style}]{_decision_cell(r)}[/{style}]",
+                      m.format(r.champion_accuracy_before, 1), f"[{style}]{_decision_cell(r)}[/{style}]",
                       _reason_cell(r), _model_cell(r),
                       f"v{r.champion_version_after}" if r.champion_version_after else "-",
-                      _seconds(r.train_seconds, r.train_cpu_seconds), pct(r.forgetting, 1))
+                      _seconds(r.train_seconds, r.train_cpu_seconds),
+                      "-" if r.forgetting is None else m.format_gap(r.forgetting, 1))
     return table
 
 
@@ -73,14 +78,18 @@ def cost_summary(records: list[CycleRecord]) -> str:
             f"{sum(r.decision is Action.REUSE for r in records)} reuse(s) without training.")
 
 
-def lifelong_summary(matrix: AccuracyMatrix) -> str | None:
-    """The champion's average accuracy, backward transfer and forgetting over the kept windows."""
+def lifelong_summary(matrix: AccuracyMatrix, metric: str = "accuracy") -> str | None:
+    """The champion's average metric, backward transfer and forgetting over the kept windows."""
     if not matrix.steps:
         return None
-    m = matrix.metrics()
-    return (f"Across time ({len(matrix.windows)} holdout windows, champion now): average accuracy "
-            f"{m.average_accuracy:.1%}, backward transfer {m.backward_transfer:+.1%}, forgetting "
-            f"{m.forgetting:.1%} (on its own concept's windows: {m.concept_forgetting:.1%}).")
+    judged = metric_named_or_accuracy(metric)
+    m = matrix.metrics(judged)
+    sign = "+" if m.backward_transfer >= 0 else "-"
+    return (f"Across time ({len(matrix.windows)} holdout windows, champion now): average "
+            f"{metric.replace('_', ' ')} {judged.format(m.average_accuracy)}, backward transfer "
+            f"{sign}{judged.format_gap(abs(m.backward_transfer))}, "
+            f"forgetting {judged.format_gap(m.forgetting)} "
+            f"(on its own concept's windows: {judged.format_gap(m.concept_forgetting)}).")
 
 
 def _model_cell(r: CycleRecord) -> str:
@@ -399,7 +408,8 @@ def rollback(config_path: Path, target: int | None, reason: str, allow_unpromote
     check_reachable(settings, then="nothing was changed")
     store = state_store(settings, config.name)  # the lock every worker of this model sees
     with store.lock(holder="perennial rollback"):
-        outcome = roll_back(config.name, settings, target, reason.strip(), allow_unpromoted)
+        outcome = roll_back(config.name, settings, target, reason.strip(), allow_unpromoted,
+                            config.model.trusted_types)
     move = outcome.move
     done = (f"Rolled back {config.name} already: champion v{move.from_version} -> v{move.to_version} "
             f"({reason.strip()}) was done by an earlier rollback with this reason; nothing moved again."
@@ -453,17 +463,19 @@ def status(config_path: Path, last: int) -> int:
         console.print(f"[bold]{config.name}[/]: no champion yet "
                       f"({without_credentials(settings.tracking_uri())})")
     else:
+        m = metric_named_or_accuracy(champion.get("metric", "accuracy"))
+        holdout = m.format(float(champion.get("holdout_accuracy", "nan")), 1)
         console.print(f"[bold]{config.name}[/]: champion v{champion['version']} "
-                      f"(holdout accuracy {float(champion.get('holdout_accuracy', 'nan')):.1%}, "
+                      f"(holdout {m.name.replace('_', ' ')} {holdout}, "
                       f"trained on {champion.get('trained_on', '?')})")
     if versions:
         table = Table(title="Registered versions")
-        for column in ("version", "aliases", "decision", "batch", "holdout acc.", "promoted", "why"):
+        for column in ("version", "aliases", "decision", "batch", "holdout", "promoted", "why"):
             table.add_column(column, overflow="fold", max_width=70 if column == "why" else None)
         for v in versions:
-            acc = v.get("holdout_accuracy")
+            acc, m = v.get("holdout_accuracy"), metric_named_or_accuracy(v.get("metric", "accuracy"))
             table.add_row(f"v{v['version']}", ", ".join(v["aliases"]) or "-", v.get("decision", "-"),
-                          v.get("batch", "-"), pct(float(acc), 1) if acc else "-",
+                          v.get("batch", "-"), f"{m.name} {m.format(float(acc), 1)}" if acc else "-",
                           v.get("promoted", "-"), v.get("promotion", "-"))
         console.print(table)
     store = model_store(config, settings)
@@ -471,7 +483,7 @@ def status(config_path: Path, last: int) -> int:
     if records:
         console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))
         console.print(cost_summary(records))
-        console.print(lifelong_summary(store.matrix()) or "")
+        console.print(lifelong_summary(store.matrix(), records[-1].metric) or "")
     else:
         console.print(f"No batch processed yet (ledger: {store.ledger_location})")
     return 0

@@ -33,8 +33,8 @@ model:
 policy:
   drift_share_moderate: 0.2
   drift_share_severe: 0.5
-  accuracy_drop_moderate: 0.05
-  accuracy_drop_severe: 0.15
+  drop_moderate: 0.05
+  drop_severe: 0.15
   max_fine_tunes: 3
   promotion_margin: 0.0
 training:

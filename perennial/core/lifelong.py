@@ -1,5 +1,8 @@
 """Lifelong learning: a class-balanced replay memory, and the accuracy matrix with its metrics.
 
+The matrix holds values of the metric models are judged by (`policy.metric`, accuracy by default);
+its name keeps the literature's.
+
 Pure logic on pandas and numpy; the flow decides when to call it and where the results are kept.
 Metrics follow Lopez-Paz & Ranzato (2017, average accuracy and backward transfer) and Chaudhry et
 al. (2018, forgetting), where R[i, j] is the accuracy on window j of the model in service after step i.
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,17 +36,23 @@ def class_quotas(available: dict[str, int], capacity: int) -> dict[str, int]:
     return quotas
 
 
+# Strata of a regression target's memory: its deciles, so rare high and low values stay remembered.
+TARGET_QUANTILES = 10
+
+
 @dataclass(frozen=True)
 class ReplayMemory:
-    """At most `capacity` labelled rows of the current concept, balanced over its classes."""
+    """At most `capacity` labelled rows of the current concept, balanced over its classes; for a
+    regression target (`quantiles` > 0) over that many quantile bins of the target's values."""
 
     capacity: int
     target: str
     frame: pd.DataFrame  # the rows, with their KEY column
+    quantiles: int = 0
 
     @classmethod
-    def empty(cls, capacity: int, target: str) -> ReplayMemory:
-        return cls(capacity, target, pd.DataFrame())
+    def empty(cls, capacity: int, target: str, quantiles: int = 0) -> ReplayMemory:
+        return cls(capacity, target, pd.DataFrame(), quantiles)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -59,7 +69,8 @@ class ReplayMemory:
             return self
         keyed = rows.assign(**{KEY: np.random.default_rng(seed).random(len(rows))})
         pool = keyed if self.frame.empty else pd.concat([self.frame, keyed], ignore_index=True)
-        return ReplayMemory(self.capacity, self.target, _keep(pool, self.target, self.capacity))
+        kept = _keep(pool, self.target, self.capacity, self.quantiles)
+        return ReplayMemory(self.capacity, self.target, kept, self.quantiles)
 
     def rows(self) -> pd.DataFrame:
         """The remembered rows as they came, without their keys."""
@@ -71,32 +82,42 @@ class ReplayMemory:
         return rows.sample(min(n, len(rows)), random_state=seed) if n > 0 else rows.iloc[:0]
 
     @classmethod
-    def load(cls, path: Path, capacity: int, target: str) -> ReplayMemory:
+    def load(cls, path: Path, capacity: int, target: str, quantiles: int = 0) -> ReplayMemory:
         """A saved memory; a smaller capacity than it was saved with drops rows by the same rule."""
         try:
-            return cls.of(pd.read_parquet(path), capacity, target)
+            return cls.of(pd.read_parquet(path), capacity, target, quantiles)
         except NotAMemory as exc:
             raise ValueError(f"{path}: {exc}") from None
 
     @classmethod
-    def of(cls, frame: pd.DataFrame, capacity: int, target: str) -> ReplayMemory:
+    def of(cls, frame: pd.DataFrame, capacity: int, target: str, quantiles: int = 0) -> ReplayMemory:
         """A memory from its saved rows (`frame`, as `load` reads it)."""
         if frame.empty:
-            return cls.empty(capacity, target)
+            return cls.empty(capacity, target, quantiles)
         if KEY not in frame.columns or target not in frame.columns:
             raise NotAMemory(f"not a replay memory (expected columns {KEY!r} and {target!r})")
         # The saved keys decide again: the same rows when the capacity is unchanged.
-        return cls(capacity, target, _keep(frame, target, capacity))
+        return cls(capacity, target, _keep(frame, target, capacity, quantiles), quantiles)
 
 
 class NotAMemory(ValueError):
     """Saved rows without the columns of a replay memory."""
 
 
-def _keep(pool: pd.DataFrame, target: str, capacity: int) -> pd.DataFrame:
-    """The rows with the smallest keys of each class, as many as its quota."""
+def strata(values: pd.Series, quantiles: int) -> pd.Series:
+    """What a memory balances over: the labels, or (`quantiles` > 0) the quantile bin of each value
+    among the rows offered."""
+    if not quantiles:
+        return values.astype(str)
+    numbers = pd.to_numeric(values, errors="coerce")
+    ranks = numbers.rank(method="first", pct=True).fillna(1.0)
+    return np.minimum((ranks * quantiles).astype(int), quantiles - 1).astype(str)
+
+
+def _keep(pool: pd.DataFrame, target: str, capacity: int, quantiles: int = 0) -> pd.DataFrame:
+    """The rows with the smallest keys of each class (or target quantile), as many as its quota."""
     pool = pool.sort_values(KEY, kind="stable")
-    label = pool[target].astype(str)
+    label = strata(pool[target], quantiles)
     quotas = class_quotas(label.value_counts().to_dict(), capacity)
     rank = pool.groupby(label, sort=False).cumcount().to_numpy()
     return pool[rank < label.map(quotas).to_numpy()].reset_index(drop=True)
@@ -145,9 +166,13 @@ class LifelongMetrics:
     concept_forgetting: float
 
     @classmethod
-    def of(cls, matrix: np.ndarray, concept_windows: Sequence[int]) -> LifelongMetrics:
-        return cls(average_accuracy(matrix), backward_transfer(matrix), forgetting(matrix),
-                   backward_transfer(matrix, concept_windows), forgetting(matrix, concept_windows))
+    def of(cls, matrix: np.ndarray, concept_windows: Sequence[int], utility: np.ndarray | None = None
+           ) -> LifelongMetrics:
+        """From the matrix of values; transfer and forgetting from `utility` (the values on the scale
+        where higher is better and differences compare, `Metric.utility`), the values by default."""
+        u = matrix if utility is None else utility
+        return cls(average_accuracy(matrix), backward_transfer(u), forgetting(u),
+                   backward_transfer(u, concept_windows), forgetting(u, concept_windows))
 
     def as_metrics(self) -> dict[str, float]:
         return {"avg_accuracy": self.average_accuracy, "bwt": self.backward_transfer,
@@ -207,9 +232,13 @@ class AccuracyMatrix:
         return AccuracyMatrix([*windows, Window(window.batch, concept)],
                               [*steps, Step(step.batch, step.version, concept, step.accuracy)])
 
-    def metrics(self) -> LifelongMetrics:
-        """Metrics of the last row's model; the concept ones over the windows of its concept."""
-        return LifelongMetrics.of(self.array(), self.concept_columns(self.steps[-1].concept))
+    def metrics(self, metric: Any = None) -> LifelongMetrics:
+        """Metrics of the last row's model; the concept ones over the windows of its concept; transfer
+        and forgetting in `metric`'s utility (accuracy's when None: the values themselves)."""
+        values = self.array()
+        utility = None if metric is None else np.vectorize(metric.utility, otypes=[float])(values) \
+            if values.size else values
+        return LifelongMetrics.of(values, self.concept_columns(self.steps[-1].concept), utility)
 
     def concepts(self) -> set[int]:
         return {w.concept for w in self.windows} | {s.concept for s in self.steps}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from perennial.core.config import PolicyConfig
 from perennial.core.state import REQUESTED
@@ -20,9 +22,13 @@ from perennial.core.types import (
     Reference,
     Trigger,
     ValidationResult,
+    judged_by,
     pct,
     sampling_noise,
 )
+
+if TYPE_CHECKING:
+    from perennial.core.metrics import Metric
 
 
 def fine_tunes_since_retrain(history: Iterable[CycleRecord]) -> int:
@@ -47,7 +53,8 @@ def batches_since_adaptation(history: Iterable[CycleRecord]) -> int | None:
     return count
 
 
-def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: Champion) -> Reference:
+def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: Champion,
+                       metric: Metric | None = None) -> Reference:
     """What the champion's accuracy on a new batch is judged against: the best accuracy that the
     models in service over the last `batches` accepted batches reached on the batches they served
     (each model's accuracy pooled over its batches, weighted by rows).
@@ -68,7 +75,8 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
         # Ledgers written before this field: the model in service is the one the line before left.
         before = record.champion_version_before if record.champion_version_before is not None else previous
         previous = record.champion_version_after
-        if id(record) not in recent or before is None or record.champion_accuracy_before is None:
+        if id(record) not in recent or before is None or record.champion_accuracy_before is None \
+                or record.metric != judged_by(metric).name:  # a value in another metric compares with nothing
             continue
         if record.trigger in (Trigger.DRIFT, Trigger.NEW_LABELS) and (
                 record.champion_version_after != before or record.status == REQUESTED):
@@ -78,9 +86,14 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
         totals[1] += record.rows
         served[before] = served.get(before, 0) + 1
     if not pooled:
-        return Reference(champion.holdout_accuracy, champion.holdout_rows or 0, champion.version)
-    version, (hits, rows) = max(pooled.items(), key=lambda item: (item[1][0] / item[1][1], item[1][1]))
-    return Reference(hits / rows, int(rows), version, served[version])
+        # A champion registered under another metric has no value in this one to be judged against.
+        same = champion.metric == judged_by(metric).name
+        return Reference(champion.holdout_accuracy if same else math.nan, champion.holdout_rows or 0,
+                         champion.version)
+    utility = judged_by(metric).utility
+    version, (total, rows) = max(pooled.items(),
+                                 key=lambda item: (utility(item[1][0] / item[1][1]), item[1][1]))
+    return Reference(total / rows, int(rows), version, served[version])
 
 
 def growth_of(history: Sequence[CycleRecord], new_rows: int) -> Growth | None:
@@ -137,38 +150,40 @@ def _by_accuracy(drift: DriftResult, drifted: str, fine_tunes: int, policy: Poli
                  since_adaptation: int | None, growth: Growth | None) -> Decision:
     """The champion's accuracy on the batch decides, feature drift says how severe."""
     share, drop, noise = drift.drift_share, drift.accuracy_drop or 0.0, drift.accuracy_noise
-    reference = drift.reference.describe() if drift.reference else pct(drift.reference_accuracy or 0)
-    accuracy = f"accuracy {reference} -> {pct(drift.champion_accuracy or 0)}"
+    m = drift.judged_by
+    gap = m.format_gap
+    reference = drift.reference.describe(m) if drift.reference else m.format(drift.reference_accuracy or 0)
+    accuracy = f"{m.name} {reference} -> {m.format(drift.champion_accuracy or 0)}"
     if drop <= noise:
-        # Small batches and holdouts measure accuracy loosely; a drop inside two standard errors is noise.
-        accuracy += f" (drop {pct(drop)} within sampling noise ±{pct(noise)})" if drop > 0 else ""
+        # Small batches and holdouts measure a metric loosely; a drop inside two standard errors is noise.
+        accuracy += f" (drop {gap(drop)} within sampling noise ±{gap(noise)})" if drop > 0 else ""
         drop = 0.0
-    if drop >= policy.accuracy_drop_severe:
+    if drop >= policy.drop_severe:
         # The old concept seems not to hold: learn from this batch alone, unless the candidates show
         # that the history still holds (`choose_by_history`: inputs moved where the model never was).
-        return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {pct(drop)} >= "
-                        f"{pct(policy.accuracy_drop_severe)}); retraining on this batch unless its history "
+        return Decision(Action.RETRAIN, f"concept change: {accuracy} (drop {gap(drop)} >= "
+                        f"{gap(policy.drop_severe)}); retraining on this batch unless its history "
                         "still holds", 1, supersedes=True,
                         trigger=Trigger.DRIFT)
-    if drop >= policy.accuracy_drop_moderate and share >= policy.drift_share_severe:
+    if drop >= policy.drop_moderate and share >= policy.drift_share_severe:
         return Decision(Action.RETRAIN, f"severe drift: {drifted} (>= {pct(policy.drift_share_severe)}), "
                         f"{accuracy}", window_batches, trigger=Trigger.DRIFT)
     if drop > 0:
         # Beyond noise the champion is worse than recent models were: always worth a cheap try.
         if share >= policy.drift_share_moderate:
             label, detail = "moderate drift", f"{drifted}, {accuracy}"
-        elif drop >= policy.accuracy_drop_moderate:
+        elif drop >= policy.drop_moderate:
             label = "moderate drift"
-            detail = f"{accuracy} (drop {pct(drop)} >= {pct(policy.accuracy_drop_moderate)})"
+            detail = f"{accuracy} (drop {gap(drop)} >= {gap(policy.drop_moderate)})"
         else:
-            label = "accuracy drop"
-            detail = f"{accuracy} (drop {pct(drop)} beyond sampling noise ±{pct(noise)})"
+            label = f"{m.name} drop"
+            detail = f"{accuracy} (drop {gap(drop)} beyond sampling noise ±{gap(noise)})"
         return _fine_tune_or_retrain(label, detail, fine_tunes, policy, window_batches, since_adaptation)
     if grown := _grown(growth, policy):
         return grown
     if share >= policy.drift_share_moderate:
         # Labels came with the batch and show the champion still right: moved inputs alone cost no training.
-        return Decision(Action.NOOP, f"features drifted but accuracy held: {drifted}, {accuracy}")
+        return Decision(Action.NOOP, f"features drifted but {m.name} held: {drifted}, {accuracy}")
     return Decision(Action.NOOP, f"stable: {drifted} (< {pct(policy.drift_share_moderate)}), {accuracy}")
 
 
@@ -183,6 +198,15 @@ def _fine_tune_or_retrain(label: str, detail: str, fine_tunes: int, policy: Poli
         return Decision(Action.RETRAIN, f"{label}: {detail}; {fine_tunes} fine-tunes since the last retrain "
                         f"(max {policy.max_fine_tunes})", window_batches, trigger=Trigger.DRIFT)
     return Decision(Action.FINE_TUNE, f"{label}: {detail}", trigger=Trigger.DRIFT)
+
+
+def without_fine_tune(decision: Decision, cannot: str | None, window_batches: int) -> Decision:
+    """The decision for a champion that cannot fine-tune (`cannot` says why; None: it can): a fine-tune
+    becomes a retrain on the window, saying so; every other decision stands."""
+    if cannot is None or decision.action is not Action.FINE_TUNE:
+        return decision
+    return replace(decision, action=Action.RETRAIN, window_batches=window_batches,
+                   reason=f"{decision.reason}; {cannot}: retraining instead")
 
 
 def _grown(growth: Growth | None, policy: PolicyConfig) -> Decision | None:
@@ -279,14 +303,15 @@ def estimated_costs(history: Iterable[CycleRecord],
     return {kind: None if rates[kind] is None else rates[kind] * n for kind, n in rows.items()}
 
 
-def choose(trials: Sequence[CandidateResult], forgetting_budget: float) -> int:
+def choose(trials: Sequence[CandidateResult], forgetting_budget: float, metric: Metric | None = None) -> int:
     """The challenger among trained candidates: the best accuracy on the holdout rows among those
     that forget at most the budget on their concept's windows (all of them when none does); on a
     tie the one that forgets least over every earlier window (it kept what still holds), then the
     cheaper."""
+    utility = judged_by(metric).utility
     within = [i for i, t in enumerate(trials) if not forgets_too_much(t.forgetting, forgetting_budget)] \
         or range(len(trials))
-    return max(within, key=lambda i: (trials[i].accuracy, -trials[i].forgetting_all,
+    return max(within, key=lambda i: (utility(trials[i].accuracy), -trials[i].forgetting_all,
                                       -(trials[i].train_cpu_seconds or 0.0)))
 
 
@@ -308,7 +333,8 @@ HISTORY_CONFLICT_SE = 3.0
 
 
 def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: float,
-                      noise_against: Callable[[int], float], concept_change: bool) -> HistoryChoice:
+                      noise_against: Callable[[int], float], concept_change: bool,
+                      metric: Metric | None = None) -> HistoryChoice:
     """The challenger, weighing the evidence of the candidate that learnt the concept's whole
     history (`retrain_all`): does that history still hold for the new batch?
 
@@ -322,25 +348,28 @@ def choose_by_history(trials: Sequence[CandidateResult], forgetting_budget: floa
     that costs no more than the noise still holds (the batch moved where the model had not been, a
     covariate shift): on a concept change that candidate is kept and nothing is reset; on another
     alarm it competes like any other, as `choose` has it."""
+    m = judged_by(metric)
     history = next((i for i, t in enumerate(trials) if t.kind == Candidate.RETRAIN_ALL), None)
     others = [i for i in range(len(trials)) if i != history]
     if history is None or not others:
-        return HistoryChoice(choose(trials, forgetting_budget))
-    top = max(others, key=lambda i: trials[i].accuracy)
+        return HistoryChoice(choose(trials, forgetting_budget, m))
+    top = max(others, key=lambda i: m.utility(trials[i].accuracy))
     all_, rival = trials[history], trials[top]
-    gap, noise = rival.accuracy - all_.accuracy, noise_against(top)
-    on = (f"{all_.kind} on {all_.rows:,} rows of the concept's history {pct(all_.accuracy, 1)} vs "
-          f"{rival.kind} {pct(rival.accuracy, 1)}")
+    gap, noise = m.drop(rival.accuracy, all_.accuracy) or 0.0, noise_against(top)
+    on = (f"{all_.kind} on {all_.rows:,} rows of the concept's history {m.format(all_.accuracy, 1)} vs "
+          f"{rival.kind} {m.format(rival.accuracy, 1)}")
     if gap > noise:
         # Without the history's candidate, and with the concept's windows out of scope: the old
         # concept's forgetting gate must not hold back the model that follows the change.
-        kept = max(others, key=lambda i: (trials[i].accuracy, -(trials[i].train_cpu_seconds or 0.0)))
-        return HistoryChoice(kept, f"history conflicts: {on} (worse by {pct(gap, 1)}, beyond paired noise "
-                                   f"±{pct(noise, 1)}); a new concept starts", new_concept=True)
+        kept = max(others, key=lambda i: (m.utility(trials[i].accuracy),
+                                          -(trials[i].train_cpu_seconds or 0.0)))
+        return HistoryChoice(kept, f"history conflicts: {on} (worse by {m.format_gap(gap, 1)}, beyond "
+                                   f"paired noise ±{m.format_gap(noise, 1)}); a new concept starts",
+                             new_concept=True)
     if concept_change and not forgets_too_much(all_.forgetting, forgetting_budget):
-        within = f" (within paired noise ±{pct(noise, 1)})" if gap > 0 else ""
+        within = f" (within paired noise ±{m.format_gap(noise, 1)})" if gap > 0 else ""
         return HistoryChoice(history, f"history still holds: {on}{within}; {all_.kind} kept, no new concept")
-    return HistoryChoice(choose(trials, forgetting_budget))
+    return HistoryChoice(choose(trials, forgetting_budget, m))
 
 
 def forgets_too_much(forgetting: float, budget: float) -> bool:
@@ -354,22 +383,33 @@ def promotion_verdict(evaluation: Evaluation, champion_version: int | None, poli
     on earlier windows of its concept and beats the champion by the margin on the batch's holdout."""
     if champion_version is None:
         return True, "first model: champion by default"
-    e, margin = evaluation, policy.promotion_margin
+    e, margin, m = evaluation, policy.promotion_margin, judged_by(evaluation.metric)
     if forgets_too_much(e.forgetting, forgetting_budget):
-        return False, (f"not promoted: forgets {pct(e.forgetting, 1)} on {e.forgetting_windows} earlier "
-                       f"window(s) of its concept (budget {pct(forgetting_budget, 1)})")
-    on = (f"v{champion_version} {pct(e.champion_accuracy or 0.0, 1)} + margin {pct(margin, 1)} on "
+        return False, (f"not promoted: forgets {m.format_gap(e.forgetting, 1)} on {e.forgetting_windows} "
+                       f"earlier window(s) of its concept (budget {m.format_gap(forgetting_budget, 1)})")
+    champion = e.champion_accuracy if e.champion_accuracy is not None else math.nan
+    on = (f"v{champion_version} {m.format(champion, 1)} + margin {m.format_gap(margin, 1)} on "
           f"{e.holdout_rows} holdout rows")
-    if e.challenger_accuracy >= (e.champion_accuracy or 0.0) + margin:
-        return True, f"challenger {pct(e.challenger_accuracy, 1)} >= champion {on}"
-    return False, f"not promoted: challenger {pct(e.challenger_accuracy, 1)} < champion {on}"
+    named = "" if m.name == "accuracy" else f"{m.name} "
+    # A champion that cannot be scored (NaN: e.g. AUC on rows of one class) leaves the challenger in.
+    # Written the way the metric goes: an error must be at most the champion's (less the margin).
+    reaches, misses = (">=", "<") if m.greater_is_better else ("<=", ">")
+    challenger = f"challenger {named}{m.format(e.challenger_accuracy, 1)}"
+    if math.isnan(m.utility(champion)) or m.better(e.challenger_accuracy, champion, margin):
+        return True, f"{challenger} {reaches} champion {on}"
+    return False, f"not promoted: {challenger} {misses} champion {on}"
 
 
 def concept_returned(accuracy: float, holdout_accuracy: float, champion_accuracy: float, rows: int,
-                     policy: PolicyConfig) -> bool:
+                     policy: PolicyConfig, metric: Metric | None = None, noise: float | None = None) -> bool:
     """Has a former champion's concept returned? It holds its own holdout accuracy on the batch (a drop
     under `accuracy_drop_moderate`) and beats the champion by the promotion margin and beyond
     sampling noise (a version that wins by a hair is not a concept returning)."""
-    beyond_noise = accuracy - champion_accuracy > sampling_noise(accuracy, rows, champion_accuracy, rows)
-    return (beyond_noise and accuracy >= champion_accuracy + policy.promotion_margin
-            and holdout_accuracy - accuracy < policy.accuracy_drop_moderate)
+    m = judged_by(metric)
+    if noise is None:  # accuracy's two standard errors, as if on different rows (other metrics: given)
+        noise = sampling_noise(accuracy, rows, champion_accuracy, rows) if m.name == "accuracy" else 0.0
+    gain, lost = m.drop(champion_accuracy, accuracy), m.drop(holdout_accuracy, accuracy)
+    if gain is None or lost is None:
+        return False
+    return -gain > noise and m.better(accuracy, champion_accuracy, policy.promotion_margin) \
+        and lost < policy.drop_moderate

@@ -542,12 +542,12 @@ class StateStore:
     def has_replay(self) -> bool:
         return self.storage.exists(REPLAY)
 
-    def replay(self, capacity: int, target: str) -> ReplayMemory:
+    def replay(self, capacity: int, target: str, quantiles: int = 0) -> ReplayMemory:
         data = self._read(REPLAY)
         if data is None:
-            return ReplayMemory.empty(capacity, target)
+            return ReplayMemory.empty(capacity, target, quantiles)
         try:
-            return ReplayMemory.of(pd.read_parquet(io.BytesIO(data)), capacity, target)
+            return ReplayMemory.of(pd.read_parquet(io.BytesIO(data)), capacity, target, quantiles)
         except Exception as exc:  # pyarrow raises many types for a damaged file
             raise self._corrupt(REPLAY, _first_line(exc)) from None
 

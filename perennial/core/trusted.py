@@ -3,14 +3,15 @@
 MLflow's own loader takes the serialization format and the skops trusted types from the version's
 MLmodel file, which anyone who can write to the registry controls: a pickle there runs its payload.
 Perennial reads the flavor itself and loads only skops files, trusting only the types of its own
-families.
+families and those the model's config declares (`model.trusted_types`, for a user's own model).
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -42,20 +43,37 @@ def check_flavor(mlmodel: Path, where: str) -> None:
                             f"{MODEL_FILE!r}; {REFUSAL}")
 
 
-def load_skops(path: Path, where: str) -> Pipeline:
-    """The pipeline Perennial calls (see `without_inputs`) from a skops file holding only our types."""
+def trusted_types(declared: Sequence[str] = ()) -> list[str]:
+    """What loading a version trusts: the types of Perennial's families and the declared ones."""
+    return sorted({*ALL_TRUSTED_TYPES, *declared})
+
+
+def untrusted_in(model: Any, declared: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """The types a model's skops file would hold beyond what loading trusts (they must be declared
+    before it may be registered), and those it holds that are trusted (listed in its MLmodel file)."""
+    import skops.io as sio
+
+    held = set(sio.get_untrusted_types(data=sio.dumps(model)))
+    trusted = set(trusted_types(declared))
+    return sorted(held - trusted), sorted(held & trusted)
+
+
+def load_skops(path: Path, where: str, declared: Sequence[str] = ()) -> Pipeline:
+    """The pipeline Perennial calls (see `without_inputs`) from a skops file holding only our types
+    and the `declared` ones (`model.trusted_types`)."""
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
+    trusted = trusted_types(declared)
     try:
-        model = sio.load(path, trusted=ALL_TRUSTED_TYPES)
+        model = sio.load(path, trusted=trusted)
     except zipfile.BadZipFile:
         raise RegistryError(f"{where}: {MODEL_FILE} is not a skops file; {REFUSAL}") from None
     except UntrustedTypesFoundException:
         # Found again only to name them: skops checks before it builds anything.
-        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(ALL_TRUSTED_TYPES))
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
         raise RegistryError(f"{where}: holds types Perennial does not trust ({', '.join(untrusted)}); "
-                            f"{REFUSAL}") from None
+                            f"{REFUSAL} (declare your own model's types in model.trusted_types)") from None
     from sklearn.pipeline import Pipeline
 
     if not isinstance(model, Pipeline):

@@ -26,6 +26,15 @@ def pct(x: float | None, decimals: int | None = None) -> str:
     return f"{x:.{decimals}%}"
 
 
+def judged_by(metric: Any) -> Any:
+    """`metric`, or accuracy when None (results made before metrics were chosen)."""
+    if metric is not None:
+        return metric
+    from perennial.core.metrics import METRICS  # it imports this module
+
+    return METRICS["accuracy"]
+
+
 def sampling_noise(p1: float, n1: int, p2: float, n2: int) -> float:
     """Two standard errors of the difference of two accuracies measured on n1 and n2 rows: a smaller
     difference may be sampling noise."""
@@ -114,24 +123,34 @@ class RollbackOutcome:
 
 @dataclass(frozen=True)
 class Schema:
-    """Feature columns with their kinds, the target and the known labels; frozen after batch one."""
+    """Feature columns with their kinds, the target, the task and (classification) the known labels;
+    frozen after batch one."""
 
     features: dict[str, FeatureKind]
     target: str
     classes: tuple[str, ...]
+    # "classification" or "regression" (`model.task`, or inferred from the first batch's target).
+    task: str = "classification"
 
     def columns(self, kind: FeatureKind) -> list[str]:
         return [name for name, k in self.features.items() if k == kind]
 
     def with_classes(self, new: tuple[str, ...]) -> Schema:
-        return Schema(self.features, self.target, tuple(sorted({*self.classes, *new})))
+        return replace(self, classes=tuple(sorted({*self.classes, *new})))
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": self.features, "target": self.target, "classes": list(self.classes)}
+        return {"features": self.features, "target": self.target, "classes": list(self.classes),
+                "task": self.task}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Schema:
-        return cls(dict(data["features"]), data["target"], tuple(data["classes"]))
+        # A schema frozen before tasks existed is a classifier's.
+        return cls(dict(data["features"]), data["target"], tuple(data["classes"]),
+                   data.get("task", "classification"))
 
 
 @dataclass
@@ -216,6 +235,10 @@ class DriftResult:
     # Columns whose inferred properties validation saw move (null rate, range, categories): drift
     # signals too, counted in `drift_share` with the columns Evidently found drifted.
     shifted_columns: list[str] = field(default_factory=list)
+    # The metric the `*_accuracy` values are in (None: accuracy), and the standard error of the
+    # champion's value on the batch (its utility's; None: accuracy's binomial one).
+    metric: Any = field(default=None, repr=False, compare=False)
+    champion_error: float | None = None
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -229,18 +252,23 @@ class DriftResult:
         self.drift_share = len(moved) / len(measured) if measured else 0.0
 
     @property
+    def judged_by(self) -> Any:
+        """The metric of the values (a `perennial.core.metrics.Metric`)."""
+        return judged_by(self.metric)
+
+    @property
     def accuracy_drop(self) -> float | None:
-        if self.champion_accuracy is None or self.reference_accuracy is None:
-            return None
-        return self.reference_accuracy - self.champion_accuracy
+        """How much worse the champion is on the batch than the reference, in the metric's utility."""
+        return self.judged_by.drop(self.reference_accuracy, self.champion_accuracy)
 
     @property
     def accuracy_noise(self) -> float:
         """Two standard errors of the drop: a smaller drop may be sampling noise of small batches."""
         if self.accuracy_drop is None or not self.reference_rows or not self.batch_rows:
             return 0.0
-        return sampling_noise(self.reference_accuracy or 0.0, self.reference_rows,
-                              self.champion_accuracy or 0.0, self.batch_rows)
+        return self.judged_by.drop_noise(self.reference_accuracy or 0.0, self.reference_rows,
+                                         self.champion_accuracy or 0.0, self.batch_rows,
+                                         self.champion_error or 0.0)
 
 
 class Action(StrEnum):
@@ -332,10 +360,11 @@ class Reference:
     # Batches behind it; 0 when it is the champion's accuracy on its own holdout rows.
     batches: int = 0
 
-    def describe(self) -> str:
+    def describe(self, metric: Any = None) -> str:
+        value = judged_by(metric).format(self.accuracy)
         if not self.batches:
-            return f"{pct(self.accuracy)} (v{self.version}'s holdout)"
-        return f"{pct(self.accuracy)} (v{self.version} on {self.batches} recent batch(es))"
+            return f"{value} (v{self.version}'s holdout)"
+        return f"{value} (v{self.version} on {self.batches} recent batch(es))"
 
 
 @dataclass
@@ -349,6 +378,8 @@ class Champion:
     concept: int = 1
     # Rows of its concept it learnt from (None: registered before Perennial recorded it).
     learned_rows: int | None = None
+    # The metric of `holdout_accuracy` (a version registered under another `policy.metric` keeps its own).
+    metric: str = "accuracy"
 
 
 @dataclass
@@ -359,10 +390,14 @@ class ChampionScore:
     accuracy: float | None
     rows: int
     error: str | None = None
+    metric: Any = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         if self.accuracy is not None:
-            return f"champion v{self.version} scores {self.accuracy:.1%} on its {self.rows:,} labelled rows"
+            m = judged_by(self.metric)
+            named = "" if m.name == "accuracy" else f"{m.name} "
+            return (f"champion v{self.version} scores {named}{m.format(self.accuracy, 1)} on its "
+                    f"{self.rows:,} labelled rows")
         if self.error is None:
             return f"champion v{self.version} not scored: no row has a label"
         return f"champion v{self.version} could not score it ({self.error})"
@@ -376,8 +411,11 @@ class Evaluation:
     # The challenger's forgetting on earlier windows of its concept, and how many windows that was.
     forgetting: float = 0.0
     forgetting_windows: int = 0
-    # Which holdout rows the challenger predicted right: candidates are compared row by row (paired).
-    challenger_hits: Any = field(default=None, repr=False, compare=False)
+    # The challenger's output on each holdout row and the rows' truth: candidates are compared row by
+    # row (paired); and the metric of the values (None: accuracy).
+    challenger_output: Any = field(default=None, repr=False, compare=False)
+    holdout_y: Any = field(default=None, repr=False, compare=False)
+    metric: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -419,7 +457,8 @@ class Challenger:
     def result(self, chosen: bool) -> CandidateResult:
         return CandidateResult(self.kind.value, self.evaluation.challenger_accuracy,
                                self.evaluation.forgetting, self.rows.rows, round(self.train_seconds, 3),
-                               round(self.train_cpu_seconds, 3), chosen, self.matrix.metrics().forgetting)
+                               round(self.train_cpu_seconds, 3), chosen,
+                               self.matrix.metrics(self.evaluation.metric).forgetting)
 
 
 @dataclass
@@ -432,7 +471,10 @@ class Promotion:
 
 @dataclass
 class CycleRecord:
-    """One line of the processed-batch ledger: what happened to a batch and why."""
+    """One line of the processed-batch ledger: what happened to a batch and why.
+
+    The `*accuracy*` fields hold values of the metric named in `metric` (`policy.metric`; their names
+    are those of ledgers written when accuracy was the only one)."""
 
     batch: str
     rows: int
@@ -495,6 +537,8 @@ class CycleRecord:
     # On a `released` line: the SHA-256 of the rejected bytes (its quarantined copy), the only bytes
     # the next run learns (None on lines written before it was recorded).
     released_sha256: str | None = None
+    # The metric of the `*accuracy*` values on this line.
+    metric: str = "accuracy"
 
     def __post_init__(self) -> None:
         self.decision = Action(self.decision)  # the ledger's JSON holds its value

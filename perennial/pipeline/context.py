@@ -8,6 +8,9 @@ from pathlib import Path
 
 from perennial.adapters.postgres_state import state_store
 from perennial.core.config import PipelineConfig, Settings, load_config
+from perennial.core.lifelong import TARGET_QUANTILES
+from perennial.core.metrics import Metric
+from perennial.core.schema import metric_for
 from perennial.core.state import StateStore
 from perennial.core.types import Batch, Champion, CycleRecord, Schema
 
@@ -40,3 +43,13 @@ class Cycle:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def metric(self) -> Metric:
+        """The metric this model is judged by, bound to its target (`policy.metric`)."""
+        return metric_for(self.config, self.schema)
+
+    @property
+    def replay_quantiles(self) -> int:
+        """What the replay memory balances over: classes (0), or quantiles of a regression target."""
+        return TARGET_QUANTILES if self.schema is not None and self.schema.regression else 0

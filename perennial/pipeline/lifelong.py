@@ -13,8 +13,9 @@ from perennial.adapters.batch_files import holdout_split, split_holdout
 from perennial.adapters.mlflow_registry import former_champions, load_version, replay_memory
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core.config import PipelineConfig
-from perennial.core.evaluation import accuracy
+from perennial.core.evaluation import outputs, score
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
+from perennial.core.metrics import Metric, targets
 from perennial.core.policy import concept_returned, forgets_too_much
 from perennial.core.sampling import batch_seed, uniform_mask
 from perennial.core.state import REPLAY, StateChange
@@ -91,9 +92,11 @@ def next_concept(matrix: AccuracyMatrix, champion: Champion | None, decision: De
     return champion.concept
 
 
-def score_windows(model: Pipeline, windows: Windows, schema: Schema, concept: int) -> AccuracyMatrix:
-    """The accuracy matrix as it would be with `model` (of `concept`) in service after this batch."""
-    scores = {batch: accuracy(model, rows, schema) for batch, rows in windows.rows.items()}
+def score_windows(model: Pipeline, windows: Windows, schema: Schema, concept: int,
+                  metric: Metric) -> AccuracyMatrix:
+    """The accuracy matrix (in `metric`) as it would be with `model` (of `concept`) in service after
+    this batch."""
+    scores = {batch: score(model, rows, schema, metric) for batch, rows in windows.rows.items()}
     step = Step(windows.batch_id, None, concept, scores)
     return windows.matrix.extended(Window(windows.batch_id, concept), step)
 
@@ -119,17 +122,17 @@ def memory_in_service(cycle: Cycle) -> ReplayMemory:
     memory of a champion put in service outside a cycle (`perennial rollback`, or by hand): the
     state's memory is that of the version the last cycle left in service (its matrix row's)."""
     store, config, champion = cycle.store, cycle.config, cycle.champion
-    capacity, target = config.lifelong.replay_rows, config.data.target
+    capacity, target, quantiles = config.lifelong.replay_rows, config.data.target, cycle.replay_quantiles
     steps = store.matrix().steps
     if champion is None or not steps:
-        return store.replay(capacity, target)
+        return store.replay(capacity, target, quantiles)
     kept_for = steps[-1].version
     if store.has_replay() and kept_for in (None, champion.version):
-        return store.replay(capacity, target)
+        return store.replay(capacity, target, quantiles)
     why = (f"{store.storage.where(REPLAY)} is missing" if not store.has_replay() else
            f"the champion moved from v{kept_for} to v{champion.version} outside a cycle")
     run_logger().warning("%s: restored the replay memory from v%d's copy", why, champion.version)
-    return replay_memory(config, cycle.settings, champion.version)
+    return replay_memory(config, cycle.settings, champion.version, quantiles)
 
 
 def concept_memory(in_service: ReplayMemory, config: PipelineConfig, champion: Champion | None,
@@ -138,7 +141,7 @@ def concept_memory(in_service: ReplayMemory, config: PipelineConfig, champion: C
     the caller), or an empty one for a new concept (the old memory stays with the old versions, for
     reuse)."""
     if champion is None or concept != champion.concept:
-        return ReplayMemory.empty(config.lifelong.replay_rows, config.data.target)
+        return ReplayMemory.empty(config.lifelong.replay_rows, config.data.target, in_service.quantiles)
     return in_service
 
 
@@ -169,27 +172,34 @@ def find_reusable(cycle: Cycle, drift: DriftResult | None, validation: Validatio
     """Before training because the champion lost accuracy: has the concept of a former champion
     returned (`policy.concept_returned`), without forgetting beyond the budget on earlier windows of
     its concept? The best such, or None."""
-    config, batch, champion, schema = cycle.config, cycle.batch, cycle.champion, cycle.schema
+    config, batch, champion, schema, m = cycle.config, cycle.batch, cycle.champion, cycle.schema, cycle.metric
     if champion is None or drift is None or decision.trigger is not Trigger.DRIFT \
             or not accuracy_dropped(drift) or validation.new_classes:
         return None
     now = drift.champion_accuracy or 0.0
     scored = []
     former = former_champions(config, cycle.settings, champion.version, config.lifelong.reuse_candidates)
+    y = targets(batch.frame, schema.target, schema.task)
+    paired = former and m.name != "accuracy"
+    champion_out = outputs(champion.model, batch.frame, schema, m) if paired else None
     for candidate in former:
-        acc = accuracy(candidate.model, batch.frame, schema)
-        if concept_returned(acc, candidate.holdout_accuracy, now, batch.rows, config.policy):
-            scored.append((acc, candidate))
+        out = outputs(candidate.model, batch.frame, schema, m)
+        value = m.value(y, out)
+        # Accuracy keeps its binomial band; another metric is compared on the same rows (paired).
+        noise = None if champion_out is None else m.paired_noise(y, out, champion_out)
+        if concept_returned(value, candidate.holdout_accuracy, now, batch.rows, config.policy, m, noise):
+            scored.append((value, candidate))
     windows = load_windows(cycle) if scored else None
-    for acc, candidate in sorted(scored, key=lambda pair: -pair[0]):
-        matrix = score_windows(candidate.model, windows, schema, candidate.concept)
-        forgets = matrix.metrics().concept_forgetting
+    for value, candidate in sorted(scored, key=lambda pair: -m.utility(pair[0])):
+        matrix = score_windows(candidate.model, windows, schema, candidate.concept, m)
+        forgets = matrix.metrics(m).concept_forgetting
         if forgets_too_much(forgets, config.lifelong.forgetting_budget):
             continue
-        reason = (f"concept returned: v{candidate.version} scores {acc:.1%} on this batch (its holdout "
-                  f"{candidate.holdout_accuracy:.1%}) against the champion v{champion.version}'s {now:.1%}; "
-                  f"forgets {forgets:.1%} on {concept_windows(matrix)} earlier window(s) "
-                  "of its concept; reinstated without training")
+        named = "" if m.name == "accuracy" else f"{m.name} "
+        reason = (f"concept returned: v{candidate.version} scores {named}{m.format(value, 1)} on this batch "
+                  f"(its holdout {m.format(candidate.holdout_accuracy, 1)}) against the champion "
+                  f"v{champion.version}'s {m.format(now, 1)}; forgets {m.format_gap(forgets, 1)} on "
+                  f"{concept_windows(matrix)} earlier window(s) of its concept; reinstated without training")
         return Reuse(Decision(Action.REUSE, reason, reuse_version=candidate.version, trigger=Trigger.DRIFT),
                      matrix, windows, candidate.learned_rows)
     return None
@@ -201,5 +211,5 @@ def resumed_reuse(cycle: Cycle, decision: Decision) -> Reuse | None:
         return None
     version = load_version(cycle.config, cycle.settings, decision.reuse_version)
     windows = load_windows(cycle)
-    matrix = score_windows(version.model, windows, cycle.schema, version.concept)
+    matrix = score_windows(version.model, windows, cycle.schema, version.concept, cycle.metric)
     return Reuse(decision, matrix, windows, version.learned_rows)

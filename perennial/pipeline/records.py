@@ -6,6 +6,7 @@ from dataclasses import asdict, replace
 
 from perennial.core import failpoints
 from perennial.core.lifelong import AccuracyMatrix
+from perennial.core.metrics import Metric
 from perennial.core.state import STARTED, StateChange, StateStore
 from perennial.core.types import (
     Batch,
@@ -20,7 +21,7 @@ from perennial.core.types import (
 
 
 def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult | None,
-                 decision: Decision, champion: Champion | None, run_id: str) -> CycleRecord:
+                 decision: Decision, champion: Champion | None, run_id: str, metric: Metric) -> CycleRecord:
     """The ledger line of a cycle as known once decided; adapting fills in the model fields."""
     return CycleRecord(
         batch=batch.id, path=str(batch.path), rows=batch.rows, sha256=batch.sha256,
@@ -33,7 +34,7 @@ def cycle_record(batch: Batch, validation: ValidationResult, drift: DriftResult 
         champion_version_after=champion.version if champion else None,
         drifted_columns=drift.drifted_columns if drift else [],
         shifts=validation.shifts, shifted_columns=validation.shifted_columns, unusable=validation.unusable,
-        release_reason=validation.release_reason,
+        release_reason=validation.release_reason, metric=metric.name,
     )
 
 
@@ -62,18 +63,24 @@ def record_adaptation(record: CycleRecord, decision: Decision, promotion: Promot
     record.status = "done"
 
 
-def step_metrics(record: CycleRecord, matrix: AccuracyMatrix, accuracy_reached: float | None) -> dict:
-    """The cost ledger and lifelong metrics of a cycle, also set on its ledger line."""
-    lifelong = matrix.metrics()
+def step_metrics(record: CycleRecord, matrix: AccuracyMatrix, accuracy_reached: float | None,
+                 metric: Metric) -> dict:
+    """The cost ledger and lifelong metrics of a cycle, also set on its ledger line; MLflow's keys name
+    the metric (`rmse_reached`, `avg_rmse`, `candidate.fine_tune.rmse`)."""
+    lifelong = matrix.metrics(metric)
     record.concept = matrix.steps[-1].concept
     record.avg_accuracy, record.bwt = lifelong.average_accuracy, lifelong.backward_transfer
     record.forgetting = lifelong.forgetting
-    candidates = {f"candidate.{c['kind']}.{key}": c[key] for c in record.candidates
+    name = metric.name
+    candidates = {f"candidate.{c['kind']}.{name if key == 'accuracy' else key}": c[key]
+                  for c in record.candidates
                   for key in ("accuracy", "forgetting", "train_cpu_seconds", "rows")}
+    lifelong_metrics = {f"avg_{name}" if key == "avg_accuracy" else key: value
+                        for key, value in lifelong.as_metrics().items()}
     return {"train_seconds": record.train_seconds, "train_cpu_seconds": record.train_cpu_seconds,
             "eval_seconds": record.eval_seconds, "eval_cpu_seconds": record.eval_cpu_seconds,
-            "trained_rows": record.trained_rows, "accuracy_reached": accuracy_reached,
-            **lifelong.as_metrics(), **candidates}
+            "trained_rows": record.trained_rows, f"{name}_reached": accuracy_reached,
+            **lifelong_metrics, **candidates}
 
 
 def record_intent(store: StateStore, record: CycleRecord) -> None:

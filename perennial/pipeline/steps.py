@@ -24,7 +24,7 @@ def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:
     record.champion_accuracy_before = score.accuracy
     record.reason = f"{record.reason}; {score.describe()}"
     if record.run_id:
-        log_champion_score(cycle.settings, record.run_id, score.accuracy, record.reason)
+        log_champion_score(cycle.settings, record.run_id, score.accuracy, record.reason, record.metric)
 
 
 def finish_step(cycle: Cycle, matrix: AccuracyMatrix, accuracy_reached: float | None,
@@ -32,7 +32,7 @@ def finish_step(cycle: Cycle, matrix: AccuracyMatrix, accuracy_reached: float | 
     """Put the cycle's cost and lifelong metrics on its ledger line and in its MLflow run; with
     `heatmap_dir` (after a training), the accuracy matrix as a table and a heatmap too."""
     record = cycle.record
-    metrics = step_metrics(record, matrix, accuracy_reached)
+    metrics = step_metrics(record, matrix, accuracy_reached, cycle.metric)
     if not record.run_id:
         return
     heatmap = accuracy_heatmap(matrix, heatmap_dir / "accuracy_matrix.png") if heatmap_dir else None

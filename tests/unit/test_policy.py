@@ -35,7 +35,7 @@ from perennial.core.types import (
 )
 
 POLICY = PolicyConfig(drift_share_moderate=0.2, drift_share_severe=0.5,
-                      accuracy_drop_moderate=0.05, accuracy_drop_severe=0.15, max_fine_tunes=2)
+                      drop_moderate=0.05, drop_severe=0.15, max_fine_tunes=2)
 VALID = ValidationResult(success=True, failures=[], expectations=10)
 
 
@@ -203,7 +203,7 @@ def test_a_significant_drop_below_every_threshold_still_fine_tunes():
     assert decision.action is Action.FINE_TUNE and decision.trigger is Trigger.DRIFT
     assert decision.reason == ("accuracy drop: accuracy 90% -> 86% (drop 4% beyond sampling noise "
                                "±1.7%)")
-    lenient = PolicyConfig(**{**POLICY.model_dump(), "accuracy_drop_moderate": 0.12})
+    lenient = PolicyConfig(**{**POLICY.model_dump(), "drop_moderate": 0.12})
     assert decide(VALID, measured, 0, lenient, 3).action is Action.FINE_TUNE  # whatever the thresholds
     # Inside the band it stays noise.
     noisy = DriftResult(features=[], drift_share=0.0, champion_accuracy=0.89, reference_accuracy=0.9,
@@ -427,19 +427,6 @@ def test_costs_are_estimated_from_the_ledger_and_the_last_winner_remembered():
     assert costs == pytest.approx({Candidate.FINE_TUNE: 0.3, Candidate.RETRAIN_GROWN: 0.6})  # latest rate
     assert estimated_costs([], {Candidate.FINE_TUNE: 3000}) == {Candidate.FINE_TUNE: None}
     assert last_winner(history) is Candidate.RETRAIN_BATCH
-
-
-def test_paired_noise_counts_only_the_rows_where_two_models_disagree():
-    import numpy as np
-
-    from perennial.core.evaluation import paired_noise
-
-    same = np.array([True] * 80 + [False] * 20)
-    assert paired_noise(same, same) == 0.0
-    # 10 rows of 100 where they disagree, 5 each way: two standard errors of the mean difference.
-    other = same.copy()
-    other[:5], other[80:85] = False, True
-    assert paired_noise(same, other) == pytest.approx(2 * np.std([1] * 5 + [-1] * 5 + [0] * 90, ddof=1) / 10)
 
 
 def test_the_history_budget_keeps_the_newest_batches_whole_and_samples_the_older():

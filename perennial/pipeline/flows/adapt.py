@@ -11,11 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from perennial.adapters.batch_files import holdout_split
-from perennial.adapters.mlflow_registry import check_reachable, replay_memory
+from perennial.adapters.mlflow_registry import check_reachable, check_trusted, replay_memory
 from perennial.adapters.prefect_logs import run_logger
-from perennial.core import failpoints
+from perennial.core import failpoints, families
 from perennial.core.config import PipelineConfig, Settings
-from perennial.core.evaluation import paired_noise
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.policy import (
     HISTORY_CONFLICT_SE,
@@ -37,7 +36,7 @@ from perennial.core.types import (
     Growth,
     Promotion,
     Trigger,
-    pct,
+    judged_by,
 )
 from perennial.pipeline.context import Cycle
 from perennial.pipeline.lifelong import (
@@ -90,7 +89,7 @@ def adapt_batch(cycle: Cycle, decision: Decision, expected_champion: int | None)
     failpoints.reached("promoted")
     matrix, learnt = best.matrix, best.memory
     if not promotion.promoted and champion is not None:  # the champion stays in service
-        matrix = score_windows(champion.model, windows, cycle.schema, champion.concept)
+        matrix = score_windows(champion.model, windows, cycle.schema, champion.concept, cycle.metric)
         if best.concept != champion.concept:  # the champion's concept goes on: its memory learns the batch
             learnt = remember(in_service, batch, train_idx, config)
     # The matrix as kept (the oldest windows dropped) is the one its metrics are measured on.
@@ -116,7 +115,18 @@ def candidates_for(decision: Decision, history: list[CycleRecord], config: Pipel
     once: dict[frozenset[str], Candidate] = {}
     for kind in sorted((k for k in plan if k is not Candidate.FINE_TUNE), key=SAME_ROWS_KEPT.index):
         once.setdefault(frozenset(r.batch for r in earlier_batches(kind, history, config, concept)), kind)
-    return [kind for kind in plan if kind is Candidate.FINE_TUNE or kind in once.values()]
+    # A champion that cannot continue learning has no fine-tune candidate.
+    can_fine_tune = champion is not None and cannot_fine_tune(champion) is None
+    return [kind for kind in plan if (kind is Candidate.FINE_TUNE and can_fine_tune) or kind in once.values()]
+
+
+def cannot_fine_tune(champion: Champion | None) -> str | None:
+    """Why the champion cannot be fine-tuned (None: it can, or there is none): it offers no way to
+    continue learning (`partial_fit`, a booster to continue, gradient boosting's warm start)."""
+    if champion is None or families.continuation(champion.model) is not None:
+        return None
+    return (f"champion v{champion.version} ({type(families.last_step(champion.model)).__name__}) cannot "
+            "fine-tune (no partial_fit, no booster to continue from)")
 
 
 # Which of several retrains on the same batches is trained.
@@ -136,12 +146,15 @@ def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_servic
     earlier = earlier_batches(kind, history, config, champion.concept if champion else None)
     kept = {w.batch for w in windows.matrix.windows}
     rows, trained_on = training_rows(kind, batch, train_idx, earlier, kept, config, memory)
+    metric = cycle.metric
     with timed() as training:
-        model = train(kind, rows, champion, schema, config)
+        model = train(kind, rows, champion, schema, config, metric)
+    check_trusted(config, model, schema)  # a type loading would refuse: stop before anything is written
     with timed() as evaluating:
-        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema)
-        matrix = score_windows(model, windows, schema, concept)
-        evaluation.forgetting = matrix.metrics().concept_forgetting
+        evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema, metric)
+        evaluation.metric = metric
+        matrix = score_windows(model, windows, schema, concept, metric)
+        evaluation.forgetting = matrix.metrics(metric).concept_forgetting
         evaluation.forgetting_windows = concept_windows(matrix)
     learned = (champion_learned_rows(history, champion) + len(train_idx)
                if kind is Candidate.FINE_TUNE else rows.rows)
@@ -156,13 +169,15 @@ def chosen(cycle: Cycle, trials: list[Challenger], decision: Decision,
     history says otherwise), moved to a new concept when that history conflicts with the batch; and
     the evidence in words."""
     history = next((t for t in trials if t.kind is Candidate.RETRAIN_ALL), None)
+    metric = cycle.metric
 
     def noise_against(other: int) -> float:
-        return paired_noise(history.evaluation.challenger_hits, trials[other].evaluation.challenger_hits,
-                            HISTORY_CONFLICT_SE)
+        return metric.paired_noise(history.evaluation.holdout_y, history.evaluation.challenger_output,
+                                   trials[other].evaluation.challenger_output, HISTORY_CONFLICT_SE)
 
     choice = choose_by_history([t.result(chosen=False) for t in trials],
-                               cycle.config.lifelong.forgetting_budget, noise_against, decision.supersedes)
+                               cycle.config.lifelong.forgetting_budget, noise_against, decision.supersedes,
+                               metric)
     best = trials[choice.kept]
     if choice.new_concept and cycle.champion is not None and best.concept == cycle.champion.concept:
         best = in_new_concept(best, windows, cycle)
@@ -175,7 +190,7 @@ def in_new_concept(challenger: Challenger, windows: Windows, cycle: Cycle) -> Ch
     window, its replay memory the batch's training rows alone."""
     concept = max(windows.matrix.concepts() | {challenger.concept}) + 1
     matrix = challenger.matrix.last_in(concept)
-    evaluation = replace(challenger.evaluation, forgetting=matrix.metrics().concept_forgetting,
+    evaluation = replace(challenger.evaluation, forgetting=matrix.metrics(cycle.metric).concept_forgetting,
                          forgetting_windows=concept_windows(matrix))
     train_idx, _ = holdout_split(cycle.batch, cycle.config)
     memory = concept_memory(challenger.memory, cycle.config, cycle.champion, concept)
@@ -187,9 +202,9 @@ def chosen_decision(decision: Decision, best: Challenger, trials: list[Challenge
                     champion: Champion | None) -> Decision:
     """The decision as carried out: the action of the candidate kept, its concept, and the reason
     with every candidate's accuracy when there were several, and the evidence about the history."""
-    reason = decision.reason
+    reason, m = decision.reason, judged_by(best.evaluation.metric)
     if len(trials) > 1:
-        scores = ", ".join(f"{t.kind.value} {pct(t.evaluation.challenger_accuracy)}"
+        scores = ", ".join(f"{t.kind.value} {m.format(t.evaluation.challenger_accuracy)}"
                            + (" (chosen)" if t is best else "") for t in trials)
         reason += f"; candidates on {best.evaluation.holdout_rows} holdout rows: {scores}"
     if evidence:
@@ -224,7 +239,8 @@ def reuse_batch(cycle: Cycle, reuse: Reuse) -> StateChange | None:
                           cycle.batch.id)
     failpoints.reached("promoted")
     train_idx, _ = holdout_split(cycle.batch, cycle.config)
-    memory = remember(replay_memory(cycle.config, cycle.settings, version), cycle.batch, train_idx,
+    kept = replay_memory(cycle.config, cycle.settings, version, cycle.replay_quantiles)
+    memory = remember(kept, cycle.batch, train_idx,
                       cycle.config)
     change = step_change(cycle.config, reuse.windows, matrix, version, memory) if promotion.promoted else None
     record.model_version, record.promoted, record.promotion = version, promotion.promoted, promotion.reason
@@ -241,7 +257,7 @@ def keep_batch(cycle: Cycle, growth: Growth | None) -> StateChange:
     train_idx, _ = holdout_split(cycle.batch, cycle.config)
     windows = load_windows(cycle)
     with timed() as evaluating:
-        matrix = score_windows(champion.model, windows, cycle.schema, champion.concept)
+        matrix = score_windows(champion.model, windows, cycle.schema, champion.concept, cycle.metric)
     memory = remember(memory_in_service(cycle), cycle.batch, train_idx, cycle.config)
     change = step_change(cycle.config, windows, matrix, champion.version, memory, cycle.schema)
     if growth is not None:

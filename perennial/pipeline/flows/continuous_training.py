@@ -38,7 +38,13 @@ from perennial.core.types import (
     ValidationResult,
 )
 from perennial.pipeline.context import Cycle
-from perennial.pipeline.flows.adapt import adapt_batch, adapt_requested, keep_batch, reuse_batch
+from perennial.pipeline.flows.adapt import (
+    adapt_batch,
+    adapt_requested,
+    cannot_fine_tune,
+    keep_batch,
+    reuse_batch,
+)
 from perennial.pipeline.lifelong import Reuse, resumed_reuse
 from perennial.pipeline.records import cycle_record, with_release
 from perennial.pipeline.steps import finish_cycle, note_champion_score
@@ -150,13 +156,14 @@ def check_batch(cycle: Cycle) -> tuple[ValidationResult, DriftResult | None]:
                                 config.validation, store.release_reason(batch.id))
     if champion is None and validation.success:
         train_rows = batch.frame.iloc[holdout_split(batch, config)[0]]
-        if problem := first_model_problem(train_rows, config.data.target):
+        if problem := first_model_problem(train_rows, config.data.target, cycle.schema.task):
             validation = validation.refused(problem)
     if champion is None or not validation.success:
         return validation, None
-    reference = reference_accuracy(store.records(), config.policy.reference_batches, champion)
+    metric = cycle.metric
+    reference = reference_accuracy(store.records(), config.policy.reference_batches, champion, metric)
     drift = measure_drift(batch, cycle.schema, champion, reference, config.drift,
-                          store.report_dir(batch.id) / "drift_report.html")
+                          store.report_dir(batch.id) / "drift_report.html", metric)
     drift.add_shifts(validation.shifted_columns)
     return validation, drift
 
@@ -168,12 +175,15 @@ def decide_cycle(cycle: Cycle, validation: ValidationResult, drift: DriftResult 
     history, config = cycle.store.records(), cycle.config
     decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
                       config.training.window_batches, batches_since_adaptation(history), growth)
+    decision = policy.without_fine_tune(decision, cannot_fine_tune(cycle.champion),
+                                        config.training.window_batches)
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(cycle, drift, validation, decision)
     decision = with_release(reuse.decision if reuse else decision, validation)
     run_id = log_cycle(config, cycle.settings, cycle.batch.id, cycle.batch.rows, validation, drift, decision,
                        cycle.store.attempt(cycle.batch.id))
-    cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, run_id)
+    cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, run_id,
+                                cycle.metric)
     cycle.record.add_eval_cost(searching.wall, searching.cpu)
     record_intent(cycle.store, cycle.record)
     return decision, reuse
@@ -183,7 +193,8 @@ def resume_cycle(cycle: Cycle, intent: CycleRecord, validation: ValidationResult
                  drift: DriftResult | None) -> tuple[Decision, Reuse | None]:
     """The decision a crashed cycle recorded, to carry out as it was."""
     decision = intent.recorded_decision()
-    cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, intent.run_id or "")
+    cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, intent.run_id or "",
+                                cycle.metric)
     return decision, resumed_reuse(cycle, decision)
 
 
@@ -207,7 +218,7 @@ def carry_out(cycle: Cycle, decision: Decision, reuse: Reuse | None, validation:
 
 def reject_batch(cycle: Cycle, validation: ValidationResult) -> None:
     """An invalid batch goes to quarantine with its failures; the champion is scored on it if it can be."""
-    note_champion_score(cycle, score_rejected(cycle.champion, cycle.batch, cycle.schema))
+    note_champion_score(cycle, score_rejected(cycle.champion, cycle.batch, cycle.schema, cycle.metric))
     cycle.record.quarantined_to = str(cycle.store.quarantine(cycle.batch.path, {
         "batch": cycle.batch.id, "failures": validation.failures, "shifts": validation.shifts,
         "great_expectations": validation.report}))
