@@ -14,7 +14,6 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -60,8 +59,22 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    family: str = Field("sgd", description="Model family: a name in perennial.core.families.FAMILIES.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Estimator parameters.")
+    family: str = Field("sgd", description="Preset model family: a name in perennial.core.families.FAMILIES "
+                        "(ignored when `estimator` is set).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters of the preset's estimator.")
+    task: Literal["classification", "binary", "multiclass", "regression"] | None = Field(
+        None, description="What the model predicts; unset: regression when the target is a plainly "
+        "continuous number (README: the target column), else classification (binary with two classes)."
+    )
+    estimator: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="Your own model: 'package.module:function', a function of (schema, seed) returning an "
+        "unfitted scikit-learn estimator or Pipeline (README: bring your own model)."
+    )
+    trusted_types: list[str] = Field(
+        default_factory=list, description="Types your model's saved file holds beyond Perennial's own, "
+        "which loading it must trust (skops); a model holding others is refused before it is registered."
+    )
 
     @field_validator("family")
     @classmethod
@@ -77,29 +90,45 @@ class ModelConfig(_Strict):
             raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
         return name
 
-    @field_validator("params")
-    @classmethod
-    def _params_the_family_takes(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        # Checked by scikit-learn now, not at the first training: there a mistake failed a cycle, and
+    @model_validator(mode="after")
+    def _params_the_family_takes(self) -> ModelConfig:
+        # Checked by the estimator now, not at the first training: there a mistake failed a cycle, and
         # the cycle's batch was blamed for it. Only configured params cost the import of scikit-learn.
+        # After the fields: the estimator checked is the task's (either task's while it is not known
+        # yet); the user's own estimator (`estimator`) takes its parameters from their code.
         from perennial.core.families import FAMILIES, ParamError
 
-        family = FAMILIES.get(info.data.get("family", ""))
-        if family is None or not params:
-            return params
+        family = FAMILIES.get(self.family)
+        if family is None or not self.params or self.estimator is not None:
+            return self
         try:
-            family.check_params(params)
+            family.check_params(self.params, self.task)
         except ParamError as exc:
-            raise PydanticCustomError("model_param", "{problem}", {"param": exc.key, "problem": str(exc)}) \
+            param = f"params.{exc.key}" if exc.key else "params"  # the error's place is `model`
+            raise PydanticCustomError("model_param", "{problem}", {"param": param, "problem": str(exc)}) \
                 from None
-        return params
+        return self
 
 
 class PolicyConfig(_Strict):
+    metric: str | None = Field(
+        None, description="The metric models are judged by (perennial.core.metrics.METRICS); unset: "
+        "accuracy for classification, mae for regression."
+    )
+    positive_class: str | None = Field(
+        None, description="The positive class of a binary target, for f1 and average_precision; unset: "
+        "the class named 1, true or yes."
+    )
     drift_share_moderate: float = Field(0.25, ge=0, le=1)
     drift_share_severe: float = Field(0.6, ge=0, le=1)
-    accuracy_drop_moderate: float = Field(0.05, ge=0, le=1)
-    accuracy_drop_severe: float = Field(0.15, ge=0, le=1)
+    # Drops of the metric's utility: points for shares, R² units, or ~relative rise for errors.
+    drop_moderate: float = Field(0.05, ge=0, validation_alias=AliasChoices("drop_moderate",
+                                                                           "accuracy_drop_moderate"),
+                                 description="A drop of the metric that calls for a fine-tune "
+                                 "(points of a share; an error ~5% higher for 0.05).")
+    drop_severe: float = Field(0.15, ge=0,
+                               validation_alias=AliasChoices("drop_severe", "accuracy_drop_severe"),
+                               description="A drop of the metric judged a concept change.")
     max_fine_tunes: int = Field(3, ge=0, description="Fine-tunes in a row before a full retrain.")
     cooldown_batches: int = Field(
         0, ge=0, description="Batches after an adaptation during which a moderate drift is only watched "
@@ -128,12 +157,23 @@ class PolicyConfig(_Strict):
         "choice, as a multiple of that choice's cost estimated from the cost ledger (0: its choice only)."
     )
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, name: str | None) -> str | None:
+        from perennial.core.metrics import METRICS  # the one list of names (numpy only)
+
+        if name is not None and name not in METRICS:
+            raise PydanticCustomError("literal_error", "Input should be one of {expected}",
+                                      {"expected": ", ".join(METRICS)})
+        return name
+
     @model_validator(mode="after")
     def _ordered(self) -> PolicyConfig:
         if self.drift_share_moderate > self.drift_share_severe:
             raise ValueError("drift_share_moderate must not exceed drift_share_severe")
-        if self.accuracy_drop_moderate > self.accuracy_drop_severe:
-            raise ValueError("accuracy_drop_moderate must not exceed accuracy_drop_severe")
+        if self.drop_moderate > self.drop_severe:
+            raise ValueError("drop_moderate must not exceed drop_severe")
+
         return self
 
 

@@ -73,7 +73,8 @@ def load_skops(path: Path, where: str, declared: Sequence[str] = ()) -> Pipeline
         # Found again only to name them: skops checks before it builds anything.
         untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
         raise RegistryError(f"{where}: holds types Perennial does not trust ({', '.join(untrusted)}); "
-                            f"{REFUSAL} (declare your own model's types in model.trusted_types)") from None
+                            f"{REFUSAL} (a model of your own: declare its types in "
+                            "model.trusted_types)") from None
     from sklearn.pipeline import Pipeline
 
     if not isinstance(model, Pipeline):

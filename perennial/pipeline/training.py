@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,23 +17,25 @@ from perennial.core.config import ConfigError, PipelineConfig
 from perennial.core.files import file_sha256
 from perennial.core.lifelong import ReplayMemory
 from perennial.core.sampling import batch_seed, history_quotas, uniform_mask
-from perennial.core.schema import features_frame, labels
+from perennial.core.schema import metric_for
 from perennial.core.text import shorten
 from perennial.core.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
 from perennial.pipeline.lifelong import learnable_positions
 
 if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
+    from perennial.core.metrics import Metric
 
 
 def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
-          config: PipelineConfig) -> Pipeline:
-    """A challenger trained on `rows`: the champion fine-tuned, or a fresh pipeline. scikit-learn
-    refusing a configured parameter is a ConfigError: the config is wrong, not the batch."""
+          config: PipelineConfig, metric: Metric | None = None) -> Any:
+    """A challenger trained on `rows`: the champion fine-tuned by its own capability (judged by
+    `metric`, the model's; None: `metric_for(config, schema)`), or a fresh model of the config (the
+    user's own, `model.estimator`, or the preset of `model.family`). scikit-learn refusing a
+    configured parameter of a preset is a ConfigError: the config is wrong, not the batch."""
     try:
-        return _train(kind, rows, champion, schema, config)
+        return _train(kind, rows, champion, schema, config, metric)
     except (TypeError, ValueError) as exc:
-        key = families.refused_param(exc, config.model.params)
+        key = families.refused_param(exc, config.model.params) if config.model.estimator is None else None
         if key is None:
             raise
         raise ConfigError(f"{config.config_file or 'config'}: key 'model.params.{shorten(key, 120)}': "
@@ -41,16 +43,18 @@ def train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema
 
 
 def _train(kind: Candidate, rows: TrainingRows, champion: Champion | None, schema: Schema,
-           config: PipelineConfig) -> Pipeline:
+           config: PipelineConfig, metric: Metric | None) -> Any:
     """`train`, without the blame for errors."""
-    family, seed, params = families.family(config.model.family), config.training.seed, config.model.params
+    seed, where = config.training.seed, f"{config.config_file or 'config'}: "
     if rows.out_of_core:  # only a retrain's window is read out of core
-        return family.fit_out_of_core(schema, seed, rows.chunks, config.training, params)
-    X, y = features_frame(rows.frame, schema), labels(rows.frame, schema.target)
+        return families.fit_out_of_core(config.model, schema, seed, rows.chunks, config.training,
+                                        config.base_dir, where)
     if kind is Candidate.FINE_TUNE and champion is not None:
-        # By the champion's own family, which the config may since have changed.
-        return families.family_of(champion.model).fine_tune(champion.model, X, y, config.training)
-    return family.build(schema, seed, params).fit(X, y)
+        # By what the champion's model offers, whatever the config now builds.
+        X, y = families.training_data(rows.frame, schema)
+        return families.fine_tune(champion.model, X, y, config.training, metric or metric_for(config, schema))
+    return families.fit_model(families.build_model(config.model, schema, seed, config.base_dir, where),
+                              rows.frame, schema)
 
 
 def earlier_batches(kind: Candidate, history: list[CycleRecord], config: PipelineConfig,

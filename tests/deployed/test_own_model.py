@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_serving import _env, _free_port, _stop, _wait_healthy
 
 from conftest import make_batch, new_workspace
-from test_serving import _env, _free_port, _stop, _wait_healthy
 
 NAME = "own-model"
 
@@ -122,15 +122,17 @@ def test_mlflow_models_serve_answers_raw_rows_without_the_users_project_on_sys_p
     rows = make_batch(seed=9).drop(columns=["label"])
     served_from = tmp_path / "elsewhere"
     served_from.mkdir()
-    probe = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('churn_model'))"],
+    find = "import importlib.util as u; print(u.find_spec('churn_model'))"
+    probe = subprocess.run([sys.executable, "-c", find],
                            cwd=served_from, env=_env(ws), capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "None"  # the user's project is not importable there
     port, log = _free_port(), tmp_path / "serve.log"
     url = f"http://127.0.0.1:{port}"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", f"models:/{NAME}@champion",
-             "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+            [str(Path(sys.executable).with_name("mlflow")), "models", "serve",
+             "-m", f"models:/{NAME}@champion", "--env-manager", "local", "--host", "127.0.0.1",
+             "-p", str(port)],
             cwd=served_from, env=_env(ws), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_healthy(url, server, log)

@@ -126,7 +126,8 @@ def test_a_skops_model_with_a_type_outside_ours_is_refused_naming_it(tmp_path, m
     with pytest.raises(RegistryError) as refused:
         load_champion(load_config(ws.config_path), ws.settings)
     assert str(refused.value) == (f"model {ws.name} v{version}: holds types Perennial does not trust "
-                                  f"({untrusted}); {REFUSAL}")
+                                  f"({untrusted}); {REFUSAL} (a model of your own: declare its types in "
+                                  "model.trusted_types)")
 
 
 def test_a_version_logged_before_models_took_raw_columns_still_loads(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path, capsys):
     config.write_text("name: m\ndata: {source: in, target: y}\nmodel: {family: xgb}\n")
     assert main(["run", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"perennial: error: {config}: key 'model.family': Input should be 'sgd' or 'hgb'")
+    assert err.startswith(f"perennial: error: {config}: key 'model.family': "
+                          "Input should be 'sgd', 'hgb' or 'lgbm'")
     assert "\n" not in err
 
 

@@ -103,23 +103,47 @@ def test_a_retrain_on_the_concepts_history_keeps_the_newest_batches_whole_within
     (np.arange(400) % 2 * 1.0, False),  # 0.0 / 1.0 read from a CSV
     (np.arange(400) % 7 + 0.5, False),  # few values, fractional
 ])
-def test_a_plainly_continuous_target_is_refused_naming_the_key(tmp_path, labels, continuous):
-    """Issue 21: a numeric price target silently became a classifier with one class per price."""
+def test_a_plainly_continuous_target_is_regression_and_refused_as_a_classification(tmp_path, labels,
+                                                                                   continuous):
+    """Issue 21: a numeric price target silently became a classifier with one class per price. Left out,
+    the task follows the rule; set to a classification, such a target is refused in one line."""
     from perennial.adapters.batch_files import resolve_schema
     from perennial.core.config import ConfigError, PipelineConfig
     from perennial.core.types import Batch
 
     frame = make_batch(len(labels), seed=0).assign(label=labels)
-    config = PipelineConfig(name="m", data={"source": str(tmp_path), "target": "label"},
-                            config_file=tmp_path / "m.yaml")
     batch = Batch(id="b.csv", path=tmp_path / "b.csv", frame=frame)
+
+    def config(**model):
+        return PipelineConfig(name="m", data={"source": str(tmp_path), "target": "label"}, model=model,
+                              config_file=tmp_path / "m.yaml")
+
+    schema = resolve_schema(batch, config(), None)
+    assert schema.task == ("regression" if continuous else "classification")
+    assert schema.classes == (() if continuous else tuple(sorted({str(int(v)) if v % 1 == 0 else str(v)
+                                                                  for v in labels})))
+    assert resolve_schema(batch, config(task="regression"), None).task == "regression"
     if not continuous:
-        assert resolve_schema(batch, config, None).target == "label"
+        assert resolve_schema(batch, config(task="classification"), None).task == "classification"
         return
     with pytest.raises(ConfigError) as refused:
-        resolve_schema(batch, config, None)
+        resolve_schema(batch, config(task="classification"), None)
     counts = f"{len(set(labels)):,} distinct values in {len(labels):,} rows"
-    assert str(refused.value).startswith(f"{tmp_path / 'm.yaml'}: key 'data.target': column 'label' holds a "
-                                         f"continuous quantity ({counts}")
-    assert str(refused.value).endswith("Perennial's models are classifiers, which would learn one class per "
-                                       "value: regression is not supported yet")
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith(f"{tmp_path / 'm.yaml'}: key 'model.task': classification on column "
+                                         f"'label', which holds a continuous quantity ({counts}")
+    assert str(refused.value).endswith("a classifier would learn one class per value; set model.task: "
+                                       "regression or leave it out")
+
+
+def test_a_text_target_cannot_be_a_regression(tmp_path):
+    from perennial.adapters.batch_files import resolve_schema
+    from perennial.core.config import ConfigError, PipelineConfig
+    from perennial.core.types import Batch
+
+    config = PipelineConfig(name="m", data={"source": str(tmp_path), "target": "label"},
+                            model={"task": "regression"}, config_file=tmp_path / "m.yaml")
+    batch = Batch(id="b.csv", path=tmp_path / "b.csv", frame=make_batch(100, seed=0))
+    with pytest.raises(ConfigError, match=r"key 'model.task': regression needs a numeric target, column "
+                                          r"'label' holds object values \(e.g. '(low|high)'\)"):
+        resolve_schema(batch, config, None)
