@@ -22,6 +22,7 @@ from perennial.core.config import ConfigError, PipelineConfig, Settings, without
 from perennial.core.history import previous_champion, rolled_back_from, settled
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.state import batch_key
+from perennial.core.text import shorten
 from perennial.core.types import (
     ROLLBACK,
     Action,
@@ -548,9 +549,15 @@ def check_trusted(config: PipelineConfig, model: Any, schema: Schema) -> None:
     as it would be logged, before anything of it is written."""
     from perennial.core.inputs import with_inputs
 
-    untrusted, _ = trusted.untrusted_in(with_inputs(model, schema.features), config.model.trusted_types)
+    where = f"{config.config_file}: " if config.config_file else ""
+    try:
+        untrusted, _ = trusted.untrusted_in(with_inputs(model, schema.features), config.model.trusted_types)
+    except Exception as exc:  # skops raises what the object it cannot save raises
+        raise ConfigError(f"{where}key 'model.estimator': the trained model cannot be saved with skops "
+                          f"({type(exc).__name__}: {shorten(str(exc), 200)}); keep learnt attributes in "
+                          "numpy arrays and scikit-learn objects, not pandas objects (nothing was "
+                          "registered)") from None
     if untrusted:
-        where = f"{config.config_file}: " if config.config_file else ""
         raise ConfigError(f"{where}key 'model.trusted_types': the trained model holds types loading it would "
                           f"not trust: {', '.join(untrusted)}; if they are your model's own, add them to "
                           "model.trusted_types (nothing was registered)")

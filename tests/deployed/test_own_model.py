@@ -42,12 +42,13 @@ class ClipOutliers(TransformerMixin, BaseEstimator):
         self.columns = columns
 
     def fit(self, X, y=None):
-        self.low_ = X[self.columns].quantile(0.01)
-        self.high_ = X[self.columns].quantile(0.99)
+        # numpy, not pandas: skops saves numpy arrays and scikit-learn objects
+        self.low_ = X[self.columns].quantile(0.01).to_numpy()
+        self.high_ = X[self.columns].quantile(0.99).to_numpy()
         return self
 
     def transform(self, X):
-        return X.assign(**{c: X[c].clip(self.low_[c], self.high_[c]) for c in self.columns})
+        return X.assign(**{c: X[c].clip(lo, hi) for c, lo, hi in zip(self.columns, self.low_, self.high_)})
 
 
 def build(schema, seed):

@@ -100,3 +100,33 @@ def test_a_model_that_cannot_fine_tune_retrains_and_says_why(workspace, tmp_path
     assert moved.reason.endswith(f"champion v{first.model_version} (RandomForestClassifier) cannot fine-tune "
                                  "(no partial_fit, no booster to continue from): retraining instead")
     assert [c["kind"] for c in moved.candidates] in (["retrain_window"], [])
+
+
+def test_a_model_skops_cannot_save_stops_the_run_in_one_line_before_anything_is_registered(workspace):
+    """A transformer of the user's that keeps a pandas Series: skops cannot save it, so no version could
+    ever load; the run says so, and the batch waits (it is not the batch's fault)."""
+    from perennial.core.config import ConfigError
+
+    ws = workspace
+    (ws.root / "series_model.py").write_text(
+        "from sklearn.base import BaseEstimator, TransformerMixin\n"
+        "from sklearn.linear_model import SGDClassifier\n"
+        "from sklearn.pipeline import Pipeline\n\n\n"
+        "class Centre(TransformerMixin, BaseEstimator):\n"
+        "    def fit(self, X, y=None):\n"
+        "        self.means_ = X[['x one', 'x-two']].mean()  # a pandas Series\n"
+        "        return self\n\n"
+        "    def transform(self, X):\n"
+        "        return (X[['x one', 'x-two']] - self.means_).to_numpy()\n\n\n"
+        "def build(schema, seed):\n"
+        "    return Pipeline([('centre', Centre()), ('model', SGDClassifier(random_state=seed))])\n")
+    ws.configure(model__estimator="series_model:build")
+    ws.add("b1.csv", make_batch(seed=1))
+    with pytest.raises(ConfigError) as refused:
+        ws.run()
+    message = str(refused.value)
+    assert message.startswith(f"{ws.config_path}: key 'model.estimator': the trained model cannot be saved "
+                              "with skops (TypeError: ")
+    assert message.endswith("keep learnt attributes in numpy arrays and scikit-learn objects, not pandas "
+                            "objects (nothing was registered)")
+    assert ws.versions() == [] and ws.store.processed() == set()
