@@ -5,52 +5,68 @@ service predicts a batch before anyone learns from it. Perennial runs through th
 `continuous_training` flow (validation, Evidently drift, policy, MLflow registry); the model it had
 in service for a batch is reloaded from the registry to get its predictions.
 
-Forgetting is measured on an accuracy matrix R[i, j]: the accuracy on batch j's holdout rows (which
-no strategy trains on) of the model in service after batch i, for j <= i.
+Every scenario is judged by its own metric (`Scenario.metric`, Perennial's `policy.metric`): accuracy
+unless it says otherwise, average precision or MAE for the newer ones. Forgetting is measured on a
+matrix R[i, j]: the metric's utility (`Metric.utility`: the value for a share, minus its log for an
+error) on batch j's holdout rows (which no strategy trains on) of the model in service after batch i,
+for j <= i.
 """
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import yaml
 
 from bench.common import Section, Target, embedded_settings, fmt, markdown_table
-from bench.scenarios import TARGET, Scenario, all_scenarios
-from bench.strategies import Step, baselines, batch_file, holdout, holdout_accuracies
+from bench.scenarios import WINDOW_BATCHES, Scenario, all_scenarios
+from bench.strategies import Step, baselines, batch_file, holdout, holdout_utilities
 from perennial.core.config import PipelineConfig
+from perennial.core.evaluation import outputs
 from perennial.core.lifelong import backward_transfer, forgetting
-from perennial.core.schema import features_frame, infer_schema, labels
+from perennial.core.metrics import METRICS, Metric
+from perennial.core.metrics import targets as target_of
+from perennial.core.schema import infer_schema, infer_task, metric_for
 from perennial.core.types import Schema, Trigger
 
 PERENNIAL = "perennial"
 GROWTH = "growth"
 ACTIONS = ("retrain", "fine_tune", "noop", "reuse", GROWTH)
 PERIOD = 4
-CONFIG: dict[str, Any] = {
-    "data": {"source": "batches", "format": "parquet", "target": TARGET},
-    "model": {"family": "hgb", "params": {"max_iter": 100}},
-    "training": {"window_batches": 3},
-}
+
+
+def scenario_config(scenario: Scenario) -> PipelineConfig:
+    """The config Perennial runs the scenario with (its YAML file holds the same)."""
+    return PipelineConfig(name=f"bench-{scenario.name}", **scenario.config())
+
+
+def schema_and_metric(scenario: Scenario, config: PipelineConfig | None = None) -> tuple[Schema, Metric]:
+    """The schema Perennial freezes from the first batch (its task inferred or configured) and the metric
+    the scenario's models are judged by, bound to the target as Perennial binds it."""
+    config = config or scenario_config(scenario)
+    first = scenario.batches[0]
+    schema = infer_schema(first, config.data.target, config.data.features, infer_task(first, config))
+    return schema, metric_for(config, schema)
 
 
 @dataclass
 class Result:
-    """One strategy on one scenario."""
+    """One strategy on one scenario, in the scenario's metric."""
 
     strategy: str
-    accuracy: list[float | None]  # per batch; None where no model was in service yet
-    kappa: float
+    values: list[float | None]  # the metric per batch; None where no model was in service yet
+    kappa: float | None  # over every scored row, for a metric of labels; else None
     train_cpu: float
     actions: dict[str, int]
     delays: list[int | None] = field(default_factory=list)  # per drift; None = not detected
     false_alarms: int | None = None
-    # The accuracy matrix and its metrics (fractions); None for learners without one.
+    # The holdout matrix (utilities) and its metrics (utility units: fractions of a share); None for
+    # learners without one.
     matrix: np.ndarray | None = None
     bwt: float | None = None
     forgetting: float | None = None
@@ -59,11 +75,18 @@ class Result:
     # The same after every batch (over its concept's earlier windows), averaged: it also sees the
     # batches right after a concept returns, not only the end of the stream.
     mean_concept_forgetting: float | None = None
+    metric: Metric = field(default_factory=lambda: METRICS["accuracy"])
 
     @property
-    def mean_accuracy(self) -> float:
-        scored = [a for a in self.accuracy[1:] if a is not None]
+    def mean(self) -> float:
+        """The metric's mean over batches 2..n (test-then-train)."""
+        scored = [a for a in self.values[1:] if a is not None and not math.isnan(a)]
         return float(np.mean(scored)) if scored else float("nan")
+
+    @property
+    def utility(self) -> float:
+        """The mean on the scale where higher is better (`Metric.utility`)."""
+        return self.metric.utility(self.mean)
 
 
 def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]]:
@@ -76,8 +99,9 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
     inbox = workdir / "batches"
     inbox.mkdir(parents=True)
     config_path = workdir / "perennial.yaml"
-    config_path.write_text(yaml.safe_dump({"name": f"bench-{scenario.name}", **CONFIG}))
-    config = PipelineConfig(name=f"bench-{scenario.name}", **CONFIG)
+    config_path.write_text(yaml.safe_dump({"name": f"bench-{scenario.name}", **scenario.config()}))
+    config = scenario_config(scenario)
+    schema, metric = schema_and_metric(scenario, config)
     holdouts = [holdout(i, frame, config) for i, frame in enumerate(scenario.batches)]
     settings = embedded_settings(workdir / "state")
     for i, frame in enumerate(scenario.batches):
@@ -90,55 +114,65 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
     def model(version: int) -> Any:
         if version not in models:
             # As the flow loads it: the pipeline that takes features_frame(...) output.
-            models[version] = load_model(f"bench-{scenario.name}", version)
+            models[version] = load_model(f"bench-{scenario.name}", version, config.model.trusted_types)
         return models[version]
 
-    schema = infer_schema(scenario.batches[0], TARGET, None)
     steps = []
     for i, (frame, record) in enumerate(zip(scenario.batches, records, strict=True)):
         in_service = records[i - 1].champion_version_after if i else None
-        predictions = None
+        out = None
         if in_service is not None:
-            predictions = _predict(model(in_service), frame, schema)
-            # The reloaded model must be the one the flow scored this batch with.
-            measured = float(np.mean(predictions == labels(frame, TARGET).to_numpy()))
-            assert abs(measured - (record.champion_accuracy_before or 0)) < 1e-9, (scenario.name, i)
+            out = outputs(model(in_service), frame, schema, metric)
+            # The reloaded model must be the one the flow scored this batch with, in the same metric.
+            assert record.metric == metric.name, (scenario.name, i, record.metric)
+            measured = metric.value(target_of(frame, schema.target, schema.task), out)
+            recorded = record.champion_accuracy_before
+            assert _same(measured, recorded), (scenario.name, i, measured, recorded)
         after = record.champion_version_after
         row = (
             [float("nan")] * (i + 1)
             if after is None
-            else holdout_accuracies(model(after), holdouts[: i + 1], schema)
+            else holdout_utilities(model(after), holdouts[: i + 1], schema, metric)
         )
         # A data-growth retrain is not a drift alarm: counted apart, never a detection.
         action = GROWTH if record.trigger == Trigger.DATA_GROWTH else record.decision
-        steps.append(Step(predictions, action, record.train_cpu_seconds or 0.0, row))
+        steps.append(Step(out, action, record.train_cpu_seconds or 0.0, row))
     return steps, records
 
 
-def _predict(model: Any, frame: pd.DataFrame, schema: Schema) -> np.ndarray:
-    return np.asarray(model.predict(features_frame(frame, schema))).astype(str)
+def _same(measured: float, recorded: float | None) -> bool:
+    if recorded is None or math.isnan(recorded):
+        return math.isnan(measured)
+    return abs(measured - recorded) < 1e-9
 
 
-def score(name: str, scenario: Scenario, steps: list[Step], detects: bool) -> Result:
-    """Accuracy per batch, kappa over every scored row, cost, and detections against the known drifts."""
+def score(name: str, scenario: Scenario, steps: list[Step], detects: bool, metric: Metric | None = None
+          ) -> Result:
+    """The metric per batch (the scenario's, unless `metric` is given), kappa over every scored row (a
+    metric of labels only), cost, and detections against the known drifts."""
     from sklearn.metrics import cohen_kappa_score
 
-    truth = [labels(b, TARGET).to_numpy() for b in scenario.batches]
-    accuracy = [
-        None if s.predictions is None else float(np.mean(s.predictions == t))
+    if metric is None:
+        _, metric = schema_and_metric(scenario)
+    task = "regression" if metric.task == "regression" else "classification"
+    truth = [target_of(b, scenario.target, task) for b in scenario.batches]
+    values = [
+        None if s.outputs is None else metric.value(t, s.outputs)
         for s, t in zip(steps, truth, strict=True)
     ]
-    scored = [i for i, s in enumerate(steps) if i > 0 and s.predictions is not None]
-    kappa = float(
-        cohen_kappa_score(
-            np.concatenate([truth[i] for i in scored]), np.concatenate([steps[i].predictions for i in scored])
+    scored = [i for i, s in enumerate(steps) if i > 0 and s.outputs is not None]
+    kappa = None
+    if metric.output == "label" and scored:
+        kappa = float(
+            cohen_kappa_score(
+                np.concatenate([truth[i] for i in scored]), np.concatenate([steps[i].outputs for i in scored])
+            )
         )
-    )
     actions: dict[str, int] = {}
     for step in steps[1:]:  # the first batch trains every model; it is not a decision
         actions[step.action] = actions.get(step.action, 0) + 1
-    result = Result(name, accuracy, kappa, sum(s.train_cpu for s in steps), actions)
-    result.matrix = accuracy_matrix(steps)
+    result = Result(name, values, kappa, sum(s.train_cpu for s in steps), actions, metric=metric)
+    result.matrix = holdout_matrix(steps)
     if result.matrix is not None:
         result.bwt, result.forgetting = backward_transfer(result.matrix), forgetting(result.matrix)
         scope = same_concept(scenario)
@@ -159,9 +193,9 @@ def score(name: str, scenario: Scenario, steps: list[Step], detects: bool) -> Re
     return result
 
 
-def accuracy_matrix(steps: list[Step]) -> np.ndarray | None:
-    """R[i, j] from each step's holdout accuracies, NaN above the diagonal; None if a step has none."""
-    rows = [s.holdout_accuracy for s in steps]
+def holdout_matrix(steps: list[Step]) -> np.ndarray | None:
+    """R[i, j] from each step's holdout utilities, NaN above the diagonal; None if a step has none."""
+    rows = [s.holdout_utility for s in steps]
     if any(row is None for row in rows):
         return None
     matrix = np.full((len(rows), len(rows)), np.nan)
@@ -188,46 +222,107 @@ def same_concept(scenario: Scenario) -> list[int]:
 
 
 def run_scenario(scenario: Scenario, root: Path) -> list[Result]:
-    schema = infer_schema(scenario.batches[0], TARGET, None)
-    config = PipelineConfig(name=f"bench-{scenario.name}", **CONFIG)
+    config = scenario_config(scenario)
+    schema, metric = schema_and_metric(scenario, config)
     results = []
     steps, _ = run_perennial(scenario, root)
-    results.append(score(PERENNIAL, scenario, steps, detects=True))
-    for strategy in baselines(schema, config, PERIOD):
+    results.append(score(PERENNIAL, scenario, steps, detects=True, metric=metric))
+    for strategy in baselines(schema, config, metric, PERIOD):
         steps = [strategy.step(i, batch) for i, batch in enumerate(scenario.batches)]
-        results.append(score(strategy.name, scenario, steps, detects=False))
+        results.append(score(strategy.name, scenario, steps, detects=False, metric=metric))
     return results
 
 
+# -- The metric for people: shares in percent (gaps in points), R² as it is, errors as values (gaps
+# relative to the error).
+
+def shown(metric: Metric, value: float | None, digits: int = 2) -> str:
+    """A value of the metric: a share in percent (without the sign), R² with three decimals, an error
+    with `digits` + 2 significant digits."""
+    if value is None or math.isnan(value):
+        return "-"
+    if metric.kind == "share":
+        return fmt(100 * value, digits)
+    if metric.kind == "r2":
+        return fmt(value, 3)
+    return f"{value:#.{digits + 2}g}"
+
+
+def shown_gap(metric: Metric, gap: float | None) -> str:
+    """A difference of utilities (BWT, forgetting): points of a share, R² units, or the relative
+    change of an error in percent."""
+    if gap is None or math.isnan(gap):
+        return "-"
+    if metric.kind == "error":
+        return f"{100 * math.expm1(gap):.2f}%"
+    return fmt(100 * gap, 2) if metric.kind == "share" else fmt(gap, 3)
+
+
+def unit(metric: Metric) -> str:
+    """What a column of the metric's values is in ("%" for a share)."""
+    return f"{metric.name} %" if metric.kind == "share" else metric.name
+
+
+def gap_unit(metric: Metric) -> str:
+    """What a column of utility differences is in."""
+    return {"share": "pts", "r2": "R²", "error": "% of error"}[metric.kind]
+
+
 def around_drifts(result: Result, scenario: Scenario) -> str:
-    """Accuracy on the batch before each drift, on its first batch, and on the batch after it ends."""
-    last = len(result.accuracy) - 1
+    """The metric on the batch before each drift, on its first batch, and on the batch after it ends."""
+    last = len(result.values) - 1
     parts = []
     for start, end in scenario.drifts:
-        values = [result.accuracy[start - 1], result.accuracy[start], result.accuracy[min(end + 1, last)]]
-        parts.append(" → ".join(fmt(None if v is None else 100 * v, 0) for v in values))
+        values = [result.values[start - 1], result.values[start], result.values[min(end + 1, last)]]
+        parts.append(" → ".join(shown(result.metric, v, 0 if result.metric.kind == "share" else 1)
+                                for v in values))
     return "; ".join(parts) or "-"
 
 
 ALWAYS_RETRAIN = ("retrain-last-", "retrain-all")
 
+# Perennial against the best always-retrain: a share (accuracy, average precision, ...) at most 0.3
+# points below it, an error (MAE, RMSE, log loss) at most 1% above it; at most 30% of its training CPU.
+GAP_POINTS, ERROR_RATIO, CPU_SHARE = 0.3, 1.01, 0.30
 
-GAP_POINTS, CPU_SHARE = 0.3, 0.30
+
+def quality_met(metric: Metric, ours: float, best: float) -> tuple[bool, str]:
+    """Whether Perennial's mean `ours` reaches the best always-retrain's `best` within the target, and
+    the gap for people: points for a share (and R², in hundredths), the relative error otherwise."""
+    if metric.kind == "error":
+        ratio = ours / best
+        return ratio <= ERROR_RATIO, f"{ratio - 1:+.1%}"
+    gap = 100 * (best - ours)
+    return gap <= GAP_POINTS + 1e-9, f"gap {gap:+.2f} points"
+
+
+def best_always_retrain(results: list[Result]) -> Result:
+    """The always-retrain strategy with the best mean (highest utility)."""
+    return max((r for r in results if r.strategy.startswith(ALWAYS_RETRAIN)), key=lambda r: r.utility)
+
+
+def quality_target_name(scenario_name: str, metric: Metric) -> str:
+    if metric.kind == "error":
+        return (f"{scenario_name}: {metric.name} at most {ERROR_RATIO - 1:.0%} above the best "
+                f"always-retrain's, at <= {CPU_SHARE:.0%} of its training CPU")
+    return (f"{scenario_name}: at least the best always-retrain's {metric.name} minus {GAP_POINTS} points, "
+            f"at <= {CPU_SHARE:.0%} of its training CPU")
 
 
 def targets(scenario: Scenario, results: list[Result]) -> list[Target]:
     by_name = {r.strategy: r for r in results}
     ours = by_name[PERENNIAL]
-    best = max((r for r in results if r.strategy.startswith(ALWAYS_RETRAIN)), key=lambda r: r.mean_accuracy)
-    gap = 100 * (best.mean_accuracy - ours.mean_accuracy)
+    metric = ours.metric
+    best = best_always_retrain(results)
+    met, gap = quality_met(metric, ours.mean, best.mean)
     cpu = ours.train_cpu / best.train_cpu if best.train_cpu else float("nan")
+    suffix = "%" if metric.kind == "share" else ""
     out = [
         Target(
-            f"{scenario.name}: at least the best always-retrain's accuracy minus {GAP_POINTS} points, at "
-            f"<= {CPU_SHARE:.0%} of its training CPU",
-            gap <= GAP_POINTS and cpu <= CPU_SHARE,
-            f"{fmt(100 * ours.mean_accuracy, 2)}% vs {best.strategy} {fmt(100 * best.mean_accuracy, 2)}% "
-            f"(gap {gap:+.2f} points; accuracy {'met' if gap <= GAP_POINTS else 'missed'}), training CPU "
+            quality_target_name(scenario.name, metric),
+            met and cpu <= CPU_SHARE,
+            f"{shown(metric, ours.mean)}{suffix} vs {best.strategy} {shown(metric, best.mean)}{suffix} "
+            f"({gap}; {metric.name} {'met' if met else 'missed'}), training CPU "
             f"{cpu:.0%} of it ({'met' if cpu <= CPU_SHARE else 'missed'})",
         )
     ]
@@ -251,6 +346,7 @@ def points(value: float | None) -> str:
 
 
 def scenario_table(scenario: Scenario, results: list[Result]) -> str:
+    metric = results[0].metric
     rows = []
     for r in results:
         counts = "/".join(str(r.actions.get(a, 0)) for a in ACTIONS)
@@ -260,31 +356,32 @@ def scenario_table(scenario: Scenario, results: list[Result]) -> str:
         rows.append(
             [
                 r.strategy,
-                fmt(100 * r.mean_accuracy, 2),
+                shown(metric, r.mean),
                 fmt(r.kappa, 3),
                 around_drifts(r, scenario),
                 fmt(r.train_cpu, 2),
                 counts if r.actions.get("online") is None else "online",
                 delays,
                 "-" if r.false_alarms is None else r.false_alarms,
-                points(r.bwt),
-                points(r.forgetting),
-                points(r.concept_forgetting),
+                shown_gap(metric, r.bwt),
+                shown_gap(metric, r.forgetting),
+                shown_gap(metric, r.concept_forgetting),
             ]
         )
+    units = gap_unit(metric)
     return markdown_table(
         [
             "strategy",
-            "mean acc. %",
+            f"mean {unit(metric)}",
             "kappa",
-            "acc. % before → at → after drift",
+            f"{unit(metric)} before → at → after drift",
             "train CPU s",
             "retrain/fine-tune/noop/reuse/growth",
             "detection delay (batches)",
             "false alarms",
-            "BWT (pts)",
-            "forgetting (pts)",
-            "forgetting, same concept (pts)",
+            f"BWT ({units})",
+            f"forgetting ({units})",
+            f"forgetting, same concept ({units})",
         ],
         rows,
     )
@@ -295,34 +392,36 @@ RECURRING = "recurring"
 ARF_SCENARIOS = ("sea-abrupt", "agrawal-gradual", "hyperplane-incremental", RECURRING, "no-drift")
 REPLAY, NAIVE = "fine-tune-replay", "fine-tune-every"
 # The recurring scenario's comparison: naive fine-tuning, replay, and the retrains that cannot forget.
-COMPARED = (PERENNIAL, NAIVE, REPLAY, f"retrain-last-{CONFIG['training']['window_batches']}", "retrain-all")
+COMPARED = (PERENNIAL, NAIVE, REPLAY, f"retrain-last-{WINDOW_BATCHES}", "retrain-all")
 
 
 def forgetting_table(results: list[Result]) -> str:
-    """Accuracy, cost and forgetting of the strategies that learn incrementally or retrain."""
+    """The metric, cost and forgetting of the strategies that learn incrementally or retrain."""
     by_name = {r.strategy: r for r in results}
+    metric = results[0].metric
     rows = [
         [
             f"{name} (naive)" if name == NAIVE else name,
-            fmt(100 * by_name[name].mean_accuracy, 2),
+            shown(metric, by_name[name].mean),
             fmt(by_name[name].train_cpu, 2),
-            points(by_name[name].bwt),
-            points(by_name[name].forgetting),
-            points(by_name[name].concept_forgetting),
-            points(by_name[name].mean_concept_forgetting),
+            shown_gap(metric, by_name[name].bwt),
+            shown_gap(metric, by_name[name].forgetting),
+            shown_gap(metric, by_name[name].concept_forgetting),
+            shown_gap(metric, by_name[name].mean_concept_forgetting),
             by_name[name].actions.get("reuse", 0) if name == PERENNIAL else "-",
         ]
         for name in COMPARED
     ]
+    units = gap_unit(metric)
     return markdown_table(
         [
             "strategy",
-            "mean acc. %",
+            f"mean {unit(metric)}",
             "train CPU s",
-            "BWT (pts)",
-            "forgetting (pts)",
-            "forgetting, same concept (pts)",
-            "same concept, mean over batches (pts)",
+            f"BWT ({units})",
+            f"forgetting ({units})",
+            f"forgetting, same concept ({units})",
+            f"same concept, mean over batches ({units})",
             "reuses",
         ],
         rows,
@@ -357,13 +456,15 @@ def plot(scenarios: list[Scenario], results: dict[str, list[Result]], out: Path)
         (len(scenarios) + 1) // cols, cols, figsize=(13, 3.3 * ((len(scenarios) + 1) // cols)), squeeze=False
     )
     for ax, scenario in zip(axes.flat, scenarios, strict=False):
+        metric = results[scenario.name][0].metric
+        scale = 100 if metric.kind == "share" else 1
         for r in results[scenario.name]:
             if r.strategy in ("no-change",):
                 continue
-            x = [i for i, a in enumerate(r.accuracy) if a is not None and i > 0]
+            x = [i for i, a in enumerate(r.values) if a is not None and i > 0]
             ax.plot(
                 x,
-                [100 * r.accuracy[i] for i in x],
+                [scale * r.values[i] for i in x],
                 label=r.strategy,
                 linewidth=2.5 if r.strategy == PERENNIAL else 1,
                 color="black" if r.strategy == PERENNIAL else None,
@@ -372,27 +473,30 @@ def plot(scenarios: list[Scenario], results: dict[str, list[Result]], out: Path)
             ax.axvspan(start - 0.5, end + 0.5, color="orange", alpha=0.15)
         ax.set_title(scenario.name)
         ax.set_xlabel("batch")
-        ax.set_ylabel("accuracy %")
+        ax.set_ylabel(unit(metric) + ("" if metric.greater_is_better else " (lower is better)"))
     axes.flat[0].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     paths.append(out / "quality_accuracy.png")
     fig.savefig(paths[-1], dpi=90)
     plt.close(fig)
 
+    # Scenarios judged by a share only (accuracy, average precision): one axis of percentages.
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for scenario in scenarios:
+    shares = [s for s in scenarios if results[s.name][0].metric.kind == "share"]
+    for scenario in shares:
         for r in results[scenario.name]:
             if r.strategy == PERENNIAL or r.strategy.startswith(ALWAYS_RETRAIN):
                 marker = "o" if r.strategy == PERENNIAL else ("s" if r.strategy == "retrain-all" else "^")
-                ax.scatter(max(r.train_cpu, 1e-2), 100 * r.mean_accuracy, marker=marker)
+                ax.scatter(max(r.train_cpu, 1e-2), 100 * r.mean, marker=marker)
                 ax.annotate(
                     f"{scenario.name}\n{r.strategy}",
-                    (max(r.train_cpu, 1e-2), 100 * r.mean_accuracy),
+                    (max(r.train_cpu, 1e-2), 100 * r.mean),
                     fontsize=5,
                 )
     ax.set_xscale("log")
     ax.set_xlabel("training CPU seconds (log)")
-    ax.set_ylabel("mean prequential accuracy %")
+    names = sorted({results[s.name][0].metric.name for s in shares})
+    ax.set_ylabel(f"mean prequential {' or '.join(names) or 'score'} %")
     ax.set_title("Perennial (o) against always-retrain (^ last window, s all data)")
     fig.tight_layout()
     paths.append(out / "quality_cost.png")
@@ -421,24 +525,35 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
 
     all_targets: list[Target] = []
     body = [
-        f"{len(scenarios)} scenarios, {rows} rows per synthetic batch, {batches} batches; model family "
-        "`hgb` for Perennial and every scikit-learn baseline, which learn from the same rows Perennial "
+        f"{len(scenarios)} scenarios, {rows} rows per synthetic batch, {batches} batches; each scenario's "
+        "model (model family `hgb` unless its section names another, or the user's own) for Perennial "
+        "and every scikit-learn baseline, which learn from the same rows Perennial "
         "trains on (each batch less its 25% holdout; an earlier batch's holdout rows too once they "
-        "serve no forgetting window, as in Perennial's retrains); river's learners learn from every row. "
-        "Every estimator runs on one thread. Accuracy is the mean over batches 2..n of the "
-        "model in service (test-then-train); kappa over the same rows. River learners predict then learn "
-        "row by row; their CPU includes predicting. Decision counts exclude the first batch; Perennial's "
+        "serve no forgetting window, as in Perennial's retrains); river's learners (classifiers or "
+        "regressors, as the task) learn from every row. "
+        "Every estimator runs on one thread. Each scenario is judged by its metric (accuracy unless "
+        "its section says otherwise; Perennial's `policy.metric`), the mean over batches 2..n of the "
+        "model in service (test-then-train); kappa over the same rows (metrics of labels only). "
+        "Shares are in percent, their gaps in points; errors (MAE) as values, their gaps relative. "
+        "River learners predict then learn "
+        "row by row (`predict_proba_one` for average precision); their CPU includes predicting. "
+        "Decision counts exclude the first batch; Perennial's "
         "data-growth retrains are counted apart (growth), never as detections or false alarms. "
         "BWT and forgetting (Lopez-Paz & Ranzato 2017, Chaudhry et al. 2018) are measured on the "
-        "accuracy matrix of the models in service after each batch on every earlier batch's holdout "
-        "rows, in accuracy points; the same-concept forgetting only over the batches of the last "
+        "matrix of the models in service after each batch on every earlier batch's holdout "
+        "rows, in points of a share (relative error for an error metric); the same-concept forgetting "
+        "only over the batches of the last "
         "batch's ground-truth concept. `fine-tune-replay` fine-tunes like `fine-tune-every` with "
         "Perennial's replay mix, from one memory of the whole stream (blind to concepts).\n"
     ]
     for scenario in scenarios:
+        metric = results[scenario.name][0].metric
+        model = (f"the user's own model `{scenario.estimator}`" if scenario.estimator
+                 else f"model family `{scenario.family}`")
         body.append(
             f"### {scenario.name}\n{scenario.description}; drifts at batch(es) "
-            f"{', '.join(f'{s}' if s == e else f'{s}-{e}' for s, e in scenario.drifts) or 'none'}.\n"
+            f"{', '.join(f'{s}' if s == e else f'{s}-{e}' for s, e in scenario.drifts) or 'none'}. "
+            f"Metric: {metric.name} ({metric.direction}); {model}.\n"
         )
         body.append(scenario_table(scenario, results[scenario.name]) + "\n")
         if scenario.name == RECURRING:
@@ -450,11 +565,9 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
         all_targets += targets(scenario, results[scenario.name])
     all_targets.append(replay_target(results))
     synthetic = [s for s in scenarios if s.name in ARF_SCENARIOS]
-    ahead = [
-        s.name for s in synthetic if _mean(results[s.name], PERENNIAL) > _mean(results[s.name], "river-ARF")
-    ]
+    ahead = [s.name for s in synthetic if _ahead(results[s.name], PERENNIAL, "river-ARF")]
     others = [s.name for s in scenarios if s.name not in ARF_SCENARIOS
-              and _mean(results[s.name], PERENNIAL) > _mean(results[s.name], "river-ARF")]
+              and _ahead(results[s.name], PERENNIAL, "river-ARF")]
     all_targets.append(
         Target(
             f"ahead of river's ARF on at least 3 of the {len(ARF_SCENARIOS)} original synthetic scenarios "
@@ -467,11 +580,12 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
     headline = [
         [
             s.name,
-            fmt(100 * _mean(results[s.name], PERENNIAL), 1),
-            fmt(100 * max(_mean(results[s.name], n) for n in _names(results[s.name], ALWAYS_RETRAIN)), 1),
+            unit(results[s.name][0].metric),
+            _shown(results[s.name], PERENNIAL),
+            shown(results[s.name][0].metric, best_always_retrain(results[s.name]).mean, 1),
             _cpu_share(results[s.name]),
-            fmt(100 * _mean(results[s.name], "river-ARF"), 1),
-            fmt(100 * _mean(results[s.name], "static"), 1),
+            _shown(results[s.name], "river-ARF"),
+            _shown(results[s.name], "static"),
         ]
         for s in scenarios
     ]
@@ -484,11 +598,12 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
             "headline": markdown_table(
                 [
                     "scenario",
-                    "Perennial acc. %",
-                    "best always-retrain acc. %",
+                    "metric",
+                    "Perennial",
+                    "best always-retrain",
                     "Perennial training CPU vs it",
-                    "river ARF acc. %",
-                    "static acc. %",
+                    "river ARF",
+                    "static",
                 ],
                 headline,
             )
@@ -496,15 +611,21 @@ def run(quick: bool, out: Path, only: list[str] | None = None) -> Section:
     )
 
 
-def _mean(results: list[Result], name: str) -> float:
-    return next(r.mean_accuracy for r in results if r.strategy == name)
+def _result(results: list[Result], name: str) -> Result:
+    return next(r for r in results if r.strategy == name)
 
 
-def _names(results: list[Result], prefixes: tuple[str, ...]) -> list[str]:
-    return [r.strategy for r in results if r.strategy.startswith(prefixes)]
+def _shown(results: list[Result], name: str) -> str:
+    r = _result(results, name)
+    return shown(r.metric, r.mean, 1)
+
+
+def _ahead(results: list[Result], name: str, other: str) -> bool:
+    """`name`'s mean is better than `other`'s in the scenario's metric."""
+    return _result(results, name).utility > _result(results, other).utility
 
 
 def _cpu_share(results: list[Result]) -> str:
-    ours = next(r for r in results if r.strategy == PERENNIAL)
-    best = max((r for r in results if r.strategy.startswith(ALWAYS_RETRAIN)), key=lambda r: r.mean_accuracy)
+    ours = _result(results, PERENNIAL)
+    best = best_always_retrain(results)
     return f"{ours.train_cpu / best.train_cpu:.0%}" if best.train_cpu else "-"

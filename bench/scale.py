@@ -95,7 +95,8 @@ def measure(variant: str, train: Path, test: Path, rows: int, chunk_rows: int) -
     import pandas as pd
 
     from perennial.core import families
-    from perennial.core.evaluation import accuracy
+    from perennial.core.evaluation import score
+    from perennial.core.metrics import metric_named
     from perennial.core.schema import features_frame, labels
     from perennial.core.types import Schema
 
@@ -114,7 +115,8 @@ def measure(variant: str, train: Path, test: Path, rows: int, chunk_rows: int) -
     peak = peak_rss_mb()
     return {"variant": variant, "rows": rows, "wall_s": timer.wall, "cpu_s": timer.cpu,
             "rows_per_s": rows / timer.wall, "peak_rss_mb": peak, "import_rss_mb": baseline,
-            "accuracy": accuracy(model, pd.read_parquet(test), schema)}
+            "accuracy": score(model, pd.read_parquet(test), schema,
+                              metric_named("accuracy", "classification", schema.classes))}
 
 
 def _plot(results: list[dict], out: Path) -> Path:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.user_model import TRUSTED_TYPES as USER_MODEL_TYPES
 from perennial.app import streams
 
 TARGET = "label"
+# Every strategy's window: the batches a retrain learns from.
+WINDOW_BATCHES = 3
 
 
 @dataclass
@@ -23,10 +27,41 @@ class Scenario:
     synthetic: bool = True
     # The ground-truth concept of each batch; None when the concept moves continuously.
     concepts: list[int] | None = None
+    # What the scenario's Perennial config says (`config`): the target column, the task (None:
+    # inferred from the target), the metric models are judged by (None: the task's default, accuracy
+    # or mae) and its positive class, and the model: a preset family with its params, or the user's
+    # own factory (`model.estimator`) with the skops types its saved model holds.
+    target: str = TARGET
+    task: str | None = None
+    metric: str | None = None
+    positive_class: str | None = None
+    family: str = "hgb"
+    params: dict[str, Any] = field(default_factory=lambda: {"max_iter": 100})
+    estimator: str | None = None
+    trusted_types: list[str] = field(default_factory=list)
 
     @property
     def no_drift(self) -> bool:
         return not self.drifts
+
+    def config(self, window_batches: int = WINDOW_BATCHES) -> dict[str, Any]:
+        """The scenario's Perennial config (as its YAML file holds it, less the name): the scenarios
+        before metrics were configurable get the config they always had."""
+        model: dict[str, Any] = {"family": self.family, "params": dict(self.params)}
+        if self.task is not None:
+            model["task"] = self.task
+        if self.estimator is not None:
+            model = {"estimator": self.estimator, "trusted_types": list(self.trusted_types),
+                     **({"task": self.task} if self.task else {})}
+        config: dict[str, Any] = {
+            "data": {"source": "batches", "format": "parquet", "target": self.target},
+            "model": model,
+            "training": {"window_batches": window_batches},
+        }
+        policy = {k: v for k, v in (("metric", self.metric), ("positive_class", self.positive_class)) if v}
+        if policy:
+            config["policy"] = policy
+        return config
 
 
 def _sea_quarters(name: str, description: str, concepts: tuple[int, ...], rows: int, n: int,
@@ -248,6 +283,98 @@ def regions(n: int, rng: np.random.Generator) -> Scenario:
     )
 
 
+# FriedmanDrift's target and the names of its ten features (x0-x4 matter, x5-x9 are noise).
+FRIEDMAN_TARGET = "y"
+
+
+def friedman_drift(rows: int, n: int, seed: int) -> Scenario:
+    """A regression stream: river's FriedmanDrift with an abrupt change, later a gradual one.
+
+    Ten features uniform in [0, 1], y = a Friedman function of five of them plus N(0, 1) noise.
+    River's global drifts ('gsg' with no transition window, positions in rows) give three
+    functions: F0 (y = 10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4), F1 and F2 (the same
+    shape on other features in other roles). Two generators of the same seed draw the same rows and
+    noise: the first switches F0 -> F1 abruptly at batch n//3, the second follows F2; from batch
+    5n//8 each row follows F2 with a probability rising over n//4 batches (as agrawal-gradual mixes
+    its functions), then every row does. Nothing is downloaded: the generator ships with river.
+    """
+    from river.datasets import synth
+
+    abrupt, start, span = n // 3, 5 * n // 8, max(2, n // 4)
+    span = min(span, n - start)
+    total = n * rows
+    old = synth.FriedmanDrift("gsg", position=(abrupt * rows, total + 1), transition_window=0, seed=seed)
+    new = synth.FriedmanDrift("gsg", position=(1, 2), transition_window=0, seed=seed)
+    rng = np.random.default_rng([seed, 1])
+    records = list(zip(islice(old, total), islice(new, total), strict=True))
+    batches = []
+    for i in range(n):
+        part = records[i * rows: (i + 1) * rows]
+        frame = pd.DataFrame.from_records([{f"x{k}": v for k, v in x.items()} for (x, _), _ in part])
+        p_new = float(np.clip((i - start + 1) / (span + 1), 0, 1))
+        follows_new = rng.random(rows) < p_new
+        y = np.where(follows_new, [y2 for _, (_, y2) in part], [y1 for (_, y1), _ in part])
+        batches.append(frame.assign(**{FRIEDMAN_TARGET: y}))
+    return Scenario(
+        "friedman-drift",
+        f"river's FriedmanDrift (regression, N(0,1) noise): F0 -> F1 abruptly at batch {abrupt}, F1 -> F2 "
+        f"mixed row by row over {span} batches from batch {start}; judged by MAE",
+        batches,
+        [(abrupt, abrupt), (start, start + span - 1)],
+        target=FRIEDMAN_TARGET,
+        metric="mae",
+    )
+
+
+# Loan-to-income above which an applicant defaults, before the change; after it, young applicants
+# (under 40) default from a lower ratio. Each rule marks about 4% of river's Agrawal applicants.
+DEBT_RATIO_BEFORE, DEBT_RATIO_AFTER, YOUNG = 5.8, 4.5, 40
+DEFAULT_NOISE = 0.005
+
+
+def imbalanced_ap(rows: int, n: int, seed: int) -> Scenario:
+    """A rare positive class (3-5% of rows) whose rule changes: loan defaults, judged by average
+    precision, learnt by the user's own model (`bench.user_model`).
+
+    Applicants are river's Agrawal rows (its generator's attributes; its labels are not used), every
+    attribute a number. An applicant defaults (label 1) when the loan is more than 5.8 times the
+    yearly income (salary + commission) until batch n//2, then when it is more than 4.5 times and
+    the applicant is under 40: about 4% of rows each, 0.5% of the labels flipped (so 4-5%
+    positives). A ratio of two columns is what trees split on poorly, so the user's model adds it
+    as a feature (a FunctionTransformer of `bench.user_model.loan_to_income` before LightGBM).
+    """
+    from river.datasets import synth
+
+    change = n // 2
+    concepts = [int(i >= change) for i in range(n)]
+    source = iter(synth.Agrawal(seed=seed))
+    rng = np.random.default_rng([seed, 1])
+    batches = []
+    for concept in concepts:
+        frame = pd.DataFrame.from_records([x for x, _ in islice(source, rows)]).astype("float64")
+        ratio = frame["loan"] / (frame["salary"] + frame["commission"])
+        label = (ratio > DEBT_RATIO_AFTER) & (frame["age"] < YOUNG) if concept else ratio > DEBT_RATIO_BEFORE
+        y = label.to_numpy().astype(int)
+        flip = rng.random(rows) < DEFAULT_NOISE
+        y[flip] = 1 - y[flip]
+        batches.append(frame.assign(**{TARGET: y}))
+    return Scenario(
+        "imbalanced-ap",
+        f"river's Agrawal applicants, default (about 4% of rows) when loan > {DEBT_RATIO_BEFORE} x income, "
+        f"from batch {change} when loan > {DEBT_RATIO_AFTER} x income under age {YOUNG} ({DEFAULT_NOISE:.1%} "
+        "noise); judged by average precision; the user's own model (LightGBM after a derived "
+        "loan-to-income feature)",
+        batches,
+        [(change, change)],
+        concepts=concepts,
+        task="binary",
+        metric="average_precision",
+        positive_class="1",
+        estimator="bench.user_model:build",
+        trusted_types=list(USER_MODEL_TYPES),
+    )
+
+
 def all_scenarios(rows: int, batches: int, seed: int = 42) -> list[Scenario]:
     rng = np.random.default_rng(seed)
     # The later scenarios draw from their own streams, so the earlier ones keep their batches.
@@ -261,4 +388,6 @@ def all_scenarios(rows: int, batches: int, seed: int = 42) -> list[Scenario]:
         phishing(10),
         seasonal_shift(rows, batches, np.random.default_rng([seed, 2])),
         regions(batches, np.random.default_rng([seed, 3])),
+        friedman_drift(rows, batches, seed + 4),
+        imbalanced_ap(rows, batches, seed + 5),
     ]

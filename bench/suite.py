@@ -47,7 +47,8 @@ def machine() -> str:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     libs = ", ".join(
         f"{p} {version(p)}"
-        for p in ("prefect", "mlflow", "great-expectations", "evidently", "scikit-learn", "river", "pandas")
+        for p in ("prefect", "mlflow", "great-expectations", "evidently", "scikit-learn", "lightgbm", "river",
+                  "pandas")
     )
     return (
         f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GB RAM, Python {platform.python_version()}, "
