@@ -104,3 +104,24 @@ def test_accuracy_matrix_scopes_concepts_and_drops_old_windows() -> None:
     assert [w.batch for w in matrix.windows] == ["b2", "b3"]
     np.testing.assert_array_equal(matrix.array(), [[0.95, np.nan], [0.90, 0.85]])
     assert AccuracyMatrix.from_dict(matrix.to_dict()) == matrix
+
+
+def test_a_regression_memory_is_balanced_over_the_targets_deciles_so_rare_values_stay() -> None:
+    """A price target is not a label: the memory keeps 50 rows of each decile of the prices offered
+    (balancing over 10,000 distinct prices as classes would keep one row of 500 of them)."""
+    rng = np.random.default_rng(0)
+    prices = np.concatenate([rng.normal(100, 10, 9_800), rng.normal(1_000, 50, 200)])
+    rows = pd.DataFrame({"x": rng.random(len(prices)), "price": prices})
+    memory = ReplayMemory.empty(500, "price", quantiles=10).add(rows, seed=1)
+    kept = memory.rows()["price"]
+    assert len(memory) == 500
+    deciles = np.quantile(prices, np.linspace(0, 1, 11))
+    per_decile = np.histogram(kept, bins=deciles)[0]
+    assert per_decile.min() >= 45 and per_decile.max() <= 55  # 50 of each decile
+    # Offered again with more rows, the memory stays balanced and bounded; reloaded, the same rows.
+    grown = memory.add(rows.assign(price=rows["price"] * 1.1), seed=2)
+    assert len(grown) == 500
+    again = ReplayMemory.of(grown.frame, 500, "price", quantiles=10)
+    assert again.frame.equals(grown.frame)
+    # As classes, the same prices: 500 "classes" of one row each.
+    assert set(ReplayMemory.empty(500, "price").add(rows, seed=1).counts().values()) == {1}
