@@ -1,6 +1,6 @@
 """The `champion` alias history: which recorded moves happened, and the version a rollback returns to.
 
-Pure logic; `adapters/mlflow_registry.py` stores the entries with the registered model and reads
+Pure logic; `adapters/mlflow_registry/history.py` stores the entries with the registered model and reads
 them back as `AliasMove`s.
 """
 

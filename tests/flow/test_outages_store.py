@@ -60,15 +60,16 @@ def test_batch_names_with_quotes_are_processed_once_and_found_again(workspace):
 
 
 def test_versions_registered_before_the_batch_key_tag_are_still_found(tmp_path, monkeypatch):
-    from perennial.adapters.mlflow_registry import _existing_version, client
+    from perennial.adapters.mlflow_registry import client
+    from perennial.adapters.mlflow_registry.registering import existing_version
 
     ws = new_workspace(tmp_path, monkeypatch)
     mlflow_client = client(ws.settings)
     mlflow_client.create_registered_model(ws.name)
     for batch in ("o'brien.csv", "other.csv"):  # as older Perennial tagged them: the name only
         mlflow_client.create_model_version(ws.name, source=tmp_path.as_uri(), tags={Tag.BATCH: batch})
-    assert int(_existing_version(ws.name, "o'brien.csv", ws.settings).version) == 1
-    assert _existing_version(ws.name, "new.csv", ws.settings) is None
+    assert int(existing_version(ws.name, "o'brien.csv", ws.settings).version) == 1
+    assert existing_version(ws.name, "new.csv", ws.settings) is None
 
 
 def test_logging_a_cycle_twice_for_one_batch_attempt_reuses_its_run(tmp_path, monkeypatch):
