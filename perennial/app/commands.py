@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 from rich.console import Console
@@ -100,6 +101,10 @@ def _model_cell(r: CycleRecord) -> str:
     return f"v{r.model_version} " + ("promoted" if r.promoted else "kept as challenger")
 
 
+# Settings this command's process keeps until it ends (`start_flow_server`).
+_PROCESS = ExitStack()
+
+
 def start_flow_server(config: Path | None = None) -> None:
     """Without a Prefect server configured, start the temporary one this command's flows run on,
     in a child that dies with this process (Prefect's own outlives a SIGKILL). The config is checked
@@ -118,8 +123,12 @@ def start_flow_server(config: Path | None = None) -> None:
     # The flow's libraries load (~7 s) while the server starts: the commands import them only
     # just before their first flow run, which needs the server.
     import perennial.pipeline.flows.continuous_training  # noqa: F401
+    from perennial.pipeline.tasks import without_heartbeats
 
     server.wait()
+    # Nothing watches a server that ends with this command: its flow runs send no heartbeats (each
+    # run's end waited up to a second for its heartbeat thread).
+    _PROCESS.enter_context(without_heartbeats())
 
 
 def run(config_path: Path) -> int:

@@ -66,6 +66,19 @@ def plain_calls(call: Callable[..., Any] | None = None) -> Iterator[None]:
         _plain.reset(token)
 
 
+@contextmanager
+def without_heartbeats() -> Iterator[None]:
+    """Flow runs started inside send no heartbeats. A heartbeat lets a server's automations find a
+    run whose process died; Prefect's heartbeat thread sleeps in 1 s steps and the end of every flow
+    run waits for it (measured: a flow with one subflow and one task took 2.08 s with heartbeats,
+    0.27 s without). A batch's `training-cycle` subflow lives and dies with its parent run, whose own
+    heartbeat covers it; nothing watches the temporary server of a command."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def _task(fn: Callable[..., Any], **options: Any) -> CycleTask:
     return CycleTask(fn, cache_policy=NO_CACHE, **options)
 

@@ -130,3 +130,30 @@ def test_a_model_skops_cannot_save_stops_the_run_in_one_line_before_anything_is_
     assert message.endswith("keep learnt attributes in numpy arrays and scikit-learn objects, not pandas "
                             "objects (nothing was registered)")
     assert ws.versions() == [] and ws.store.processed() == set()
+
+
+def test_a_batchs_subflow_sends_no_heartbeat_its_parent_does(workspace):
+    """Issue 22: every flow run's end waited up to a second for its heartbeat thread; a batch's
+    `training-cycle` subflow lives in its parent run's process, whose heartbeat covers it."""
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    workspace.add("b1.csv", make_batch(seed=1))
+    workspace.add("b2.csv", make_batch(seed=2))
+    assert len(workspace.run()) == 2
+    wanted = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                         occurred=EventOccurredFilter(since=started))
+    with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + 30
+        while True:
+            flows = [r["prefect.resource.name"] for e in client.read_events(filter=wanted, limit=50).events
+                     for r in e.related if r["prefect.resource.role"] == "flow"]
+            if "continuous-training" in flows or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert "continuous-training" in flows  # the parent run still beats (a crashed run is found)
+    assert "training-cycle" not in flows

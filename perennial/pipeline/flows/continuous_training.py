@@ -63,6 +63,7 @@ from perennial.pipeline.tasks import (
     resolve_schema,
     score_rejected,
     validate_batch,
+    without_heartbeats,
 )
 
 Mode = Literal["embedded", "deployed"]
@@ -84,8 +85,9 @@ def continuous_training(config_path: str, mode: Mode = "embedded",
         check_reachable(model.settings)
         records = [] if mode == "deployed" else [
             adapt_requested(model, r) for r in model.store.records() if r.status == REQUESTED]
-        return records + [guarded_cycle(model, path, mode)
-                          for path in find_new_batches(model.config, model.store.processed())]
+        with without_heartbeats():  # each batch's subflow: this run's heartbeat covers it
+            return records + [guarded_cycle(model, path, mode)
+                              for path in find_new_batches(model.config, model.store.processed())]
 
 
 def guarded_cycle(model: Cycle, path: Path, mode: Mode) -> CycleRecord:
