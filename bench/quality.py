@@ -30,8 +30,7 @@ from perennial.core.config import PipelineConfig
 from perennial.core.evaluation import outputs
 from perennial.core.lifelong import backward_transfer, forgetting
 from perennial.core.metrics import METRICS, Metric
-from perennial.core.metrics import targets as target_of
-from perennial.core.schema import infer_schema, infer_task, metric_for
+from perennial.core.schema import infer_schema, infer_task, metric_for, target_values
 from perennial.core.types import Schema, Trigger
 
 PERENNIAL = "perennial"
@@ -125,7 +124,7 @@ def run_perennial(scenario: Scenario, root: Path) -> tuple[list[Step], list[Any]
             out = outputs(model(in_service), frame, schema, metric)
             # The reloaded model must be the one the flow scored this batch with, in the same metric.
             assert record.metric == metric.name, (scenario.name, i, record.metric)
-            measured = metric.value(target_of(frame, schema.target, schema.task), out)
+            measured = metric.value(target_values(frame, schema).to_numpy(), out)
             recorded = record.champion_accuracy_before
             assert _same(measured, recorded), (scenario.name, i, measured, recorded)
         after = record.champion_version_after
@@ -155,7 +154,8 @@ def score(name: str, scenario: Scenario, steps: list[Step], detects: bool, metri
     if metric is None:
         _, metric = schema_and_metric(scenario)
     task = "regression" if metric.task == "regression" else "classification"
-    truth = [target_of(b, scenario.target, task) for b in scenario.batches]
+    target = Schema({}, scenario.target, (), task)  # what reading the truth needs of a schema
+    truth = [target_values(b, target).to_numpy() for b in scenario.batches]
     values = [
         None if s.outputs is None else metric.value(t, s.outputs)
         for s, t in zip(steps, truth, strict=True)

@@ -21,7 +21,7 @@ from perennial.core import families
 from perennial.core.config import PipelineConfig
 from perennial.core.evaluation import outputs, score
 from perennial.core.lifelong import TARGET_QUANTILES, ReplayMemory
-from perennial.core.metrics import Metric, targets
+from perennial.core.metrics import Metric
 from perennial.core.schema import features_frame, target_values
 from perennial.core.types import Batch, Candidate, Schema
 from perennial.pipeline.lifelong import learnable_positions, remember
@@ -186,7 +186,7 @@ class NoChange:
         self.schema, self.metric, self.last = schema, metric, None
 
     def step(self, i: int, batch: pd.DataFrame) -> Step:
-        y = targets(batch, self.schema.target, self.schema.task)
+        y = target_values(batch, self.schema).to_numpy()
         previous = np.concatenate([[self.last], y[:-1]]) if self.last is not None else None
         self.last = y[-1]
         if previous is None or self.metric.output != "proba":

@@ -9,9 +9,9 @@ import pandas as pd
 from perennial.core.config import DriftConfig
 from perennial.core.evaluation import outputs
 from perennial.core.files import place_atomically
-from perennial.core.metrics import Metric, targets
+from perennial.core.metrics import Metric
 from perennial.core.sampling import batch_seed, uniform_rows
-from perennial.core.schema import features_frame
+from perennial.core.schema import features_frame, target_values
 from perennial.core.types import Batch, Champion, DriftResult, FeatureDrift, Reference, Schema
 
 
@@ -97,11 +97,10 @@ def measure_drift(batch: Batch, schema: Schema, champion: Champion, reference: R
     """Feature drift against the champion's reference data, and the champion's metric on every row
     (to be judged against `reference`, the value recent models reached) with its standard error."""
     drift = batch_drift(batch, features_frame(champion.reference, schema), schema, cfg, html_path)
-    y = targets(batch.frame, schema.target, schema.task)
+    y = target_values(batch.frame, schema).to_numpy()
     out = outputs(champion.model, batch.frame, schema, metric)
     drift.metric, drift.champion_accuracy = metric, metric.value(y, out)
-    # Accuracy's band is binomial (`Metric.drop_noise`); another metric's comes from these rows.
-    drift.champion_error = None if metric.name == "accuracy" else metric.standard_error(y, out)
+    drift.champion_error = metric.standard_error(y, out)  # its band (`Metric.drop_noise`)
     drift.reference = reference
     drift.reference_accuracy, drift.reference_rows = reference.accuracy, reference.rows or None
     drift.batch_rows = batch.rows

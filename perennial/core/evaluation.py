@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from perennial.core.metrics import Metric, targets
+from perennial.core.metrics import Metric
 from perennial.core.schema import features_frame, target_values
 from perennial.core.types import Batch, Champion, ChampionScore, Evaluation, Schema
 
@@ -23,14 +23,14 @@ def outputs(model: Pipeline, frame: pd.DataFrame, schema: Schema, metric: Metric
 
 def score(model: Pipeline, frame: pd.DataFrame, schema: Schema, metric: Metric) -> float:
     """The metric of the model on these rows."""
-    return metric.value(targets(frame, schema.target, schema.task), outputs(model, frame, schema, metric))
+    return metric.value(target_values(frame, schema).to_numpy(), outputs(model, frame, schema, metric))
 
 
 def evaluate(challenger: Pipeline, champion: Champion | None, holdout: pd.DataFrame, schema: Schema,
              metric: Metric) -> Evaluation:
     """The metric of both models on the holdout rows, and the challenger's output on each row (candidates
     are compared row by row: paired)."""
-    y = targets(holdout, schema.target, schema.task)
+    y = target_values(holdout, schema).to_numpy()
     out = outputs(challenger, holdout, schema, metric)
     return Evaluation(
         challenger_accuracy=metric.value(y, out),

@@ -20,14 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from perennial.core.types import pct
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 Task = Literal["classification", "regression"]
 Output = Literal["label", "proba", "value"]
@@ -64,6 +61,9 @@ class Metric:
     classes: tuple[str, ...] = ()
     positive: str | None = None
     description: str = ""
+    # The variance of one row's contribution as a function of the metric's value (accuracy: p(1-p),
+    # binomial): values measured on different rows then compare by it alone; None: from the rows.
+    variance: Callable[[float], float] | None = None
 
     @property
     def greater_is_better(self) -> bool:
@@ -161,13 +161,14 @@ class Metric:
     def drop_noise(self, reference: float, reference_rows: int, now: float, rows: int,
                    now_error: float, standard_errors: float = 2.0) -> float:
         """`standard_errors` standard errors of a drop from a reference measured on `reference_rows`
-        other rows to `now` measured on `rows` rows with standard error `now_error`: the reference's
-        error is taken as the batch's, scaled by the rows (for accuracy: the binomial one of each)."""
+        other rows to `now` measured on `rows` rows with standard error `now_error`: each value's from
+        its `variance` when the metric has one (accuracy: binomial), else the reference's taken as the
+        batch's, scaled by the rows."""
         if not reference_rows or not rows:
             return 0.0
-        if self.name == "accuracy":
-            return standard_errors * math.sqrt(reference * (1 - reference) / reference_rows
-                                               + now * (1 - now) / rows)
+        if self.variance is not None:
+            return standard_errors * math.sqrt(self.variance(reference) / reference_rows
+                                               + self.variance(now) / rows)
         return standard_errors * now_error * math.sqrt(1 + rows / reference_rows)
 
     @staticmethod
@@ -291,7 +292,7 @@ def _mean_of(per_row: Callable[[Metric, np.ndarray, np.ndarray], np.ndarray]) ->
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("accuracy", "classification", "label", "share", _accuracy, _hits,
-           description="share of rows whose label is predicted"),
+           description="share of rows whose label is predicted", variance=lambda p: p * (1 - p)),
     Metric("balanced_accuracy", "classification", "label", "share", _balanced_accuracy,
            description="mean recall over the classes present"),
     Metric("f1", "classification", "label", "share", _f1, needs_positive=True,
@@ -343,15 +344,6 @@ def metric_named(name: str | None, task: Task, classes: tuple[str, ...] = (),
                           f"a binary target; name it (one of: {', '.join(classes)})")
     return metric.bound(classes, positive)
 
-
-def targets(frame: pd.DataFrame, target: str, task: Task) -> np.ndarray:
-    """The target column as a metric reads it: labels as strings (1 from CSV and 1 from Parquet are one
-    class), or numbers."""
-    if task == "regression":
-        return frame[target].to_numpy(dtype=float)
-    from perennial.core.schema import labels
-
-    return labels(frame, target).to_numpy()
 
 
 def metric_named_or_accuracy(name: str) -> Metric:

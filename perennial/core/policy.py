@@ -24,7 +24,6 @@ from perennial.core.types import (
     ValidationResult,
     judged_by,
     pct,
-    sampling_noise,
 )
 
 if TYPE_CHECKING:
@@ -406,8 +405,8 @@ def concept_returned(accuracy: float, holdout_accuracy: float, champion_accuracy
     under `accuracy_drop_moderate`) and beats the champion by the promotion margin and beyond
     sampling noise (a version that wins by a hair is not a concept returning)."""
     m = judged_by(metric)
-    if noise is None:  # accuracy's two standard errors, as if on different rows (other metrics: given)
-        noise = sampling_noise(accuracy, rows, champion_accuracy, rows) if m.name == "accuracy" else 0.0
+    if noise is None:  # two standard errors as if on different rows (a metric without a variance: given)
+        noise = m.drop_noise(champion_accuracy, rows, accuracy, rows, 0.0)
     gain, lost = m.drop(champion_accuracy, accuracy), m.drop(holdout_accuracy, accuracy)
     if gain is None or lost is None:
         return False

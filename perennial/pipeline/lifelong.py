@@ -15,9 +15,10 @@ from perennial.adapters.prefect_logs import run_logger
 from perennial.core.config import PipelineConfig
 from perennial.core.evaluation import outputs, score
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory, Step, Window
-from perennial.core.metrics import Metric, targets
+from perennial.core.metrics import Metric
 from perennial.core.policy import concept_returned, forgets_too_much
 from perennial.core.sampling import batch_seed, uniform_mask
+from perennial.core.schema import target_values
 from perennial.core.state import REPLAY, StateChange
 from perennial.core.types import (
     Action,
@@ -179,13 +180,13 @@ def find_reusable(cycle: Cycle, drift: DriftResult | None, validation: Validatio
     now = drift.champion_accuracy or 0.0
     scored = []
     former = former_champions(config, cycle.settings, champion.version, config.lifelong.reuse_candidates)
-    y = targets(batch.frame, schema.target, schema.task)
-    paired = former and m.name != "accuracy"
+    y = target_values(batch.frame, schema).to_numpy()
+    # A metric with a variance (accuracy) compares values as on different rows; another, paired.
+    paired = former and m.variance is None
     champion_out = outputs(champion.model, batch.frame, schema, m) if paired else None
     for candidate in former:
         out = outputs(candidate.model, batch.frame, schema, m)
         value = m.value(y, out)
-        # Accuracy keeps its binomial band; another metric is compared on the same rows (paired).
         noise = None if champion_out is None else m.paired_noise(y, out, champion_out)
         if concept_returned(value, candidate.holdout_accuracy, now, batch.rows, config.policy, m, noise):
             scored.append((value, candidate))

@@ -82,6 +82,7 @@ def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger,
     from perennial.core.inputs import with_inputs
 
     served, raw = with_inputs(model, schema.features), batch.frame[list(schema.features)]
+    holds = check_trusted(config, served)  # exactly the types its file holds, all trusted
     example = raw.head(5)
     with mlflow.start_run(run_id=run_id):
         name = judged_by(evaluation.metric).name
@@ -103,8 +104,6 @@ def _log_challenger(config: PipelineConfig, run_id: str, challenger: Challenger,
             path = Path(tmp) / "memory.parquet"
             memory.frame.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), "replay")
-        # Exactly the types its file holds, all trusted (`check_trusted` refused the model otherwise).
-        _, holds = trusted.untrusted_in(served, config.model.trusted_types)
         user_code = families.factory_code_path(config.model, config.base_dir)
         with tempfile.TemporaryDirectory() as code:
             return mlflow.sklearn.log_model(
@@ -168,15 +167,13 @@ def _requirements(types: Sequence[str] = ()) -> list[str]:
     return pinned
 
 
-def check_trusted(config: PipelineConfig, model: Any, schema: Schema) -> None:
-    """A model may be registered only if loading it trusts every type its file holds: Perennial's own
-    and `model.trusted_types`; else a ConfigError listing the types to declare. Checked on the model
-    as it would be logged, before anything of it is written."""
-    from perennial.core.inputs import with_inputs
-
+def check_trusted(config: PipelineConfig, served: Any) -> list[str]:
+    """The types the model's file holds (as logged, `served`), if loading it trusts every one:
+    Perennial's own and `model.trusted_types`; else a ConfigError listing the types to declare.
+    Checked before anything of the model is written."""
     where = f"{config.config_file}: " if config.config_file else ""
     try:
-        untrusted, _ = trusted.untrusted_in(with_inputs(model, schema.features), config.model.trusted_types)
+        untrusted, holds = trusted.untrusted_in(served, config.model.trusted_types)
     except Exception as exc:  # skops raises what the object it cannot save raises
         raise ConfigError(f"{where}key 'model.estimator': the trained model cannot be saved with skops "
                           f"({type(exc).__name__}: {shorten(str(exc), 200)}); keep learnt attributes in "
@@ -186,3 +183,4 @@ def check_trusted(config: PipelineConfig, model: Any, schema: Schema) -> None:
         raise ConfigError(f"{where}key 'model.trusted_types': the trained model holds types loading it would "
                           f"not trust: {', '.join(untrusted)}; if they are your model's own, add them to "
                           "model.trusted_types (nothing was registered)")
+    return holds

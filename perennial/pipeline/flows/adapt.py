@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from perennial.adapters.batch_files import holdout_split
-from perennial.adapters.mlflow_registry import check_reachable, check_trusted, replay_memory
+from perennial.adapters.mlflow_registry import check_reachable, replay_memory
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import failpoints, families
 from perennial.core.config import PipelineConfig, Settings
@@ -149,7 +149,6 @@ def train_candidate(cycle: Cycle, kind: Candidate, decision: Decision, in_servic
     metric = cycle.metric
     with timed() as training:
         model = train(kind, rows, champion, schema, config, metric)
-    check_trusted(config, model, schema)  # a type loading would refuse: stop before anything is written
     with timed() as evaluating:
         evaluation = evaluate(model, champion, batch.frame.iloc[holdout_idx], schema, metric)
         evaluation.metric = metric
