@@ -52,16 +52,15 @@ TARGET_SHARE = 0.30
 Span = tuple[str, float, float, float]  # task name, start and end (Unix time), seconds Running
 
 TASK_STAGES = {
-    "find_new_batches": "load", "load_batch": "load", "resolve_schema": "load",
+    "find_new_batches": "load", "load_batch": "load",
     "validate_batch": "validation",
     "measure_drift": "drift",
-    "decide": "decide", "find_reusable": "decide",
+    "find_reusable": "decide",
     "training_rows": "training", "train": "training",
     "evaluate": "evaluation", "score_windows": "evaluation",
     "load_champion": "MLflow logging", "log_cycle": "MLflow logging", "register": "MLflow logging",
     "promote": "MLflow logging", "log_lifelong": "MLflow logging",
     "publish_cycle": "Prefect artifacts and events",
-    "record_cycle": "ledger", "record_intent": "ledger",
 }
 REST = "Prefect orchestration + flow body (wall - tasks)"
 STAGES = list(dict.fromkeys(TASK_STAGES.values())) + [REST]
@@ -76,15 +75,17 @@ IMPORTS = {
 }
 
 
-def batches(rows: int) -> dict[str, pd.DataFrame]:
-    """The demo's mixed-type loan batches (10 features); the measured one has its labels flipped."""
+def batches(rows: int, flipped: bool = True) -> dict[str, pd.DataFrame]:
+    """The demo's mixed-type loan batches (10 features); the measured one has its labels flipped
+    (else it is one more batch of the same concept)."""
     from perennial.app.demo import Phase, demo_batch
 
     rng = np.random.default_rng(rows)
     stable = Phase("stable (Agrawal F1)", 1, function=1)
     frames = {name: demo_batch(stable, rows, rng) for name in (*HISTORY, MEASURED)}
-    flipped = frames[MEASURED]
-    frames[MEASURED] = flipped.assign(approved=np.where(flipped["approved"] == "yes", "no", "yes"))
+    if flipped:
+        labels = frames[MEASURED]["approved"]
+        frames[MEASURED] = frames[MEASURED].assign(approved=np.where(labels == "yes", "no", "yes"))
     return frames
 
 

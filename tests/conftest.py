@@ -32,6 +32,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# As Perennial's own servers (local_server.NO_BLOCKS): no test uses Prefect blocks.
+os.environ.setdefault("PREFECT_API_BLOCKS_REGISTER_ON_START", "false")
 # Small fits in tests: OpenMP threads spinning on 2 busy cores made them 10-30x slower, not faster.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # A Prefect home of this test process (each xdist worker has its own), never the user's ~/.prefect:

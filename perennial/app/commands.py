@@ -13,7 +13,7 @@ from perennial.adapters.postgres_state import state_store
 from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config, without_credentials
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.metrics import metric_named_or_accuracy
-from perennial.core.state import RELEASED, StateStore
+from perennial.core.state import RELEASED, REQUESTED, StateStore
 from perennial.core.types import Action, CycleRecord, Trigger, pct
 
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
@@ -133,7 +133,9 @@ def start_flow_server(config: Path | None = None) -> None:
 
 def run(config_path: Path) -> int:
     """One cycle over new batches; prints what was decided for each."""
-    config, settings = load_config(config_path), Settings()
+    # The model's parameters are checked against its estimator (scikit-learn's import) only when there
+    # is work: by start_flow_server, before the flow.
+    config, settings = load_config(config_path, training=False), Settings()
     from perennial.adapters.mlflow_registry import check_reachable
 
     # Before the flow: an outage is one line and leaves nothing behind, not retries and a traceback.
@@ -142,16 +144,28 @@ def run(config_path: Path) -> int:
     store = model_store(config, settings)
     with store.lock(holder="perennial run"):  # the flow takes it again; held here to fail in one line
         store.check()
-        start_flow_server()
-        from perennial.pipeline.flows.continuous_training import continuous_training
+        # Nothing to do is answered here, not by a flow run on a temporary server started for it.
+        records = []
+        if has_work(config, store):
+            start_flow_server(config_path)
+            from perennial.pipeline.flows.continuous_training import continuous_training
 
-        hide_user_error_tracebacks()
-        records = continuous_training(str(config_path), settings=settings)
+            hide_user_error_tracebacks()
+            records = continuous_training(str(config_path), settings=settings)
     if not records:
         console.print(f"No new batches for [bold]{config.name}[/] in {config.source_pattern()}")
         return 0
     console.print(cycles_table(records, f"{config.name}: {len(records)} new batch(es)"))
     return 0
+
+
+def has_work(config: PipelineConfig, store: StateStore) -> bool:
+    """Whether a run has anything to do: a batch the ledger does not list, or an adaptation a deployed
+    monitor requested (the flow's own two sources of work)."""
+    from perennial.adapters.batch_files import find_new_batches
+
+    return bool(find_new_batches(config, store.processed())) or any(
+        r.status == REQUESTED for r in store.records())
 
 
 def model_store(config: PipelineConfig, settings: Settings) -> StateStore:
@@ -222,7 +236,7 @@ def ingest(file: Path, config_path: Path) -> int:
     rejected batch whose file left the folder, brought back unchanged so it can be released."""
     from perennial.core.types import BatchError
 
-    config = load_config(config_path)
+    config = load_config(config_path, training=False)
     folder = Path(config.source_pattern())
     if not folder.is_dir():
         raise ConfigError(f"{config_path}: key 'data.source' must be an existing folder to ingest into "
@@ -322,7 +336,7 @@ def release(batch_id: str, config_path: Path, reason: str) -> int:
 
     from perennial.core.types import BatchError
 
-    config = load_config(config_path)
+    config = load_config(config_path, training=False)
     store = model_store(config, Settings())
     record = store.record(batch_id)
     if not reason.strip():
@@ -411,7 +425,7 @@ def rollback(config_path: Path, target: int | None, reason: str, allow_unpromote
     from perennial.adapters.prefect_events import MODEL_PROMOTED
     from perennial.core.types import ROLLBACK, RollbackError
 
-    config, settings = load_config(config_path), Settings()
+    config, settings = load_config(config_path, training=False), Settings()
     if not reason.strip():
         raise RollbackError(f"model {config.name}: --reason must say why the champion is rolled back")
     check_reachable(settings, then="nothing was changed")
@@ -442,7 +456,7 @@ def history(config_path: Path) -> int:
     (a promotion's, `reuse` or `rollback`), the batch and why."""
     from perennial.adapters.mlflow_registry import champion_history, check_reachable
 
-    config, settings = load_config(config_path), Settings()
+    config, settings = load_config(config_path, training=False), Settings()
     check_reachable(settings, then=None)
     moves = champion_history(config.name, settings)
     if not moves:
@@ -461,7 +475,7 @@ def history(config_path: Path) -> int:
 
 def status(config_path: Path, last: int) -> int:
     """The champion, every registered version with its aliases, and the latest decisions."""
-    config = load_config(config_path)
+    config = load_config(config_path, training=False)
     settings = Settings()
     from perennial.adapters.mlflow_registry import check_reachable, registered_versions
 

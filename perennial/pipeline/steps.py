@@ -12,8 +12,8 @@ from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.state import StateChange
 from perennial.core.types import ChampionScore, CycleRecord, DriftResult
 from perennial.pipeline.context import Cycle
-from perennial.pipeline.records import step_metrics
-from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle, record_cycle
+from perennial.pipeline.records import record_cycle, step_metrics
+from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle
 
 
 def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:

@@ -1,7 +1,10 @@
 """Every Prefect task of a cycle, in one table.
 
 A task's logic lives in the core, an adapter or the pipeline, where it is a plain function tested
-without Prefect; here it becomes a task, with retries only where I/O can fail. Inside
+without Prefect; here it becomes a task, with retries only where I/O can fail. Steps of
+microseconds that need neither a retry nor a place of their own in the UI (the schema, the decision,
+the ledger lines) are plain calls in the flows: each task run costs ~30 ms of Prefect's bookkeeping.
+Inside
 `plain_calls()` the tasks and flows of the pipeline run as plain function calls: the benchmark's
 "plain Python" baseline is the flows' own body, not a copy of it.
 """
@@ -25,8 +28,8 @@ from perennial.adapters import (
     prefect_artifacts,
     prefect_events,
 )
-from perennial.core import evaluation, policy
-from perennial.pipeline import lifelong, records, training
+from perennial.core import evaluation
+from perennial.pipeline import lifelong, training
 
 # Set inside `plain_calls()`: how a task or flow is called instead of through Prefect.
 _plain: ContextVar[Callable[..., Any] | None] = ContextVar("plain", default=None)
@@ -90,13 +93,11 @@ _MLFLOW_READ = {**_MLFLOW, "retry_condition_fn": mlflow_registry.not_refused}
 # Batch files
 find_new_batches = _task(batch_files.find_new_batches)
 load_batch = _task(batch_files.load_batch)
-resolve_schema = _task(batch_files.resolve_schema)
 # Checks
 validate_batch = _task(great_expectations.validate_batch)
 measure_drift = _task(evidently.measure_drift)
 score_rejected = _task(evaluation.score_rejected)
 # Decisions
-decide = _task(policy.decide)
 find_reusable = _task(lifelong.find_reusable)
 request_adaptation = _task(prefect_events.request_adaptation)
 # Adaptation
@@ -115,5 +116,3 @@ reinstate = _task(mlflow_registry.reinstate, **_MLFLOW)
 log_lifelong = _task(mlflow_registry.log_lifelong, **_MLFLOW)
 # What the cycle leaves behind
 publish_cycle = _task(prefect_artifacts.publish_cycle)
-record_intent = _task(records.record_intent)
-record_cycle = _task(records.record_cycle)

@@ -9,6 +9,7 @@ from typing import Literal
 
 from prefect.runtime import flow_run
 
+from perennial.adapters import batch_files
 from perennial.adapters.batch_files import holdout_split
 from perennial.adapters.mlflow_registry import champion_version, check_reachable
 from perennial.core import policy
@@ -46,11 +47,10 @@ from perennial.pipeline.flows.adapt import (
     reuse_batch,
 )
 from perennial.pipeline.lifelong import Reuse, resumed_reuse
-from perennial.pipeline.records import cycle_record, with_release
+from perennial.pipeline.records import cycle_record, record_intent, with_release
 from perennial.pipeline.steps import finish_cycle, note_champion_score
 from perennial.pipeline.tasks import (
     cycle_flow,
-    decide,
     find_new_batches,
     find_reusable,
     load_batch,
@@ -58,9 +58,7 @@ from perennial.pipeline.tasks import (
     load_version,
     log_cycle,
     measure_drift,
-    record_intent,
     request_adaptation,
-    resolve_schema,
     score_rejected,
     validate_batch,
     without_heartbeats,
@@ -147,7 +145,7 @@ def judged_against(model: Cycle, batch: Batch, intent: CycleRecord | None) -> Cy
     the one it decided against, even if it promoted another since)."""
     champion = load_version(model.config, model.settings, intent.champion_version_before) if intent \
         else load_champion(model.config, model.settings)
-    return model.on(batch, resolve_schema(batch, model.config, model.store.schema()), champion)
+    return model.on(batch, batch_files.resolve_schema(batch, model.config, model.store.schema()), champion)
 
 
 def check_batch(cycle: Cycle) -> tuple[ValidationResult, DriftResult | None]:
@@ -175,7 +173,7 @@ def decide_cycle(cycle: Cycle, validation: ValidationResult, drift: DriftResult 
     """Decide (a former champion first, when its concept returned), open the batch's MLflow run and
     record the decision as the batch's intent before anything else changes."""
     history, config = cycle.store.records(), cycle.config
-    decision = decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
+    decision = policy.decide(validation, drift, fine_tunes_since_retrain(history), config.policy,
                       config.training.window_batches, batches_since_adaptation(history), growth)
     decision = policy.without_fine_tune(decision, cannot_fine_tune(cycle.champion),
                                         config.training.window_batches)
