@@ -110,18 +110,21 @@ def user_env(state: Path | None = None) -> dict[str, str]:
 
 
 def commands(workspace: Path, quick: bool) -> dict[str, list[float]]:
+    """The commands' walls; `status` and the idle `run` on the demo's workspace after the demo (its
+    config sets model parameters, as users' do), in quick mode on `workspace`."""
     repeats = 1 if quick else REPEATS
+    walls = {}
+    if not quick:
+        demo = Path(tempfile.mkdtemp(prefix="perennial-speed-demo-"))
+        workspace = demo / "demo"
+        walls["perennial demo"] = command_walls(["demo", "--workdir", str(workspace)], 1, user_env(), demo)
     config = str(workspace / "perennial.yaml")
     env = user_env(workspace / "state")
-    walls = {
+    walls |= {
         "perennial --help": command_walls(["--help"], repeats, env, workspace),
         "perennial status": command_walls(["status", "--config", config], repeats, env, workspace),
         "perennial run, nothing new": command_walls(["run", "--config", config], repeats, env, workspace),
     }
-    if not quick:
-        demo = Path(tempfile.mkdtemp(prefix="perennial-speed-demo-"))
-        walls["perennial demo"] = command_walls(["demo", "--workdir", str(demo / "demo")], 1, user_env(),
-                                                demo)
     return walls
 
 
@@ -170,9 +173,9 @@ def run(quick: bool, out: Path) -> Section:
         "`monitor` run sends it, whose end waits up to 1 s for the heartbeat thread (once per run, "
         "not per batch). *Plain*: the same flow body with every task a plain function call, in "
         "the same process. Commands: the installed `perennial` script in a fresh process, as a user runs "
-        "it without a Prefect server configured, on the adaptation workspace (`status`, and `run` with "
-        "nothing new). Deployed figures: `bench.deployed_latency` (a Prefect server on 127.0.0.1 and "
-        "`perennial serve`).",
+        "it without a Prefect server configured; `status` and `run` with nothing new on the demo's "
+        "workspace after the demo (in quick mode on the adaptation workspace). Deployed figures: "
+        "`bench.deployed_latency` (a Prefect server on 127.0.0.1 and `perennial serve`).",
         "",
         markdown_table(["what", "target (s)", "walls (s)", "median (s)", "plain calls, median (s)"], table),
     ])
