@@ -1,5 +1,5 @@
-"""Commands that train nothing stay light: `status`, `status --history` and a `run` with nothing new load neither
-the validator, the drift tool nor scikit-learn, and a `run` with nothing new starts no Prefect server."""
+"""Commands that train nothing stay light: `status`, `status --history` and a `run` with nothing new
+load neither the validator, the drift tool nor scikit-learn, and such a `run` starts no Prefect server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ HEAVY = ("great_expectations", "evidently", "sklearn", "lightgbm")
 
 # In a fresh interpreter, as a user's shell runs the command: the exit code, what it printed, and which
 # of the heavy libraries it imported.
-SCRIPT = """
+SCRIPT = f"HEAVY = {HEAVY!r}\n" + """
 import contextlib, io, json, sys
 from perennial.app.cli import main
 out, err = io.StringIO(), io.StringIO()
@@ -24,8 +24,8 @@ with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     except SystemExit as exc:
         code = exc.code
 print(json.dumps({"code": code, "out": out.getvalue(), "err": err.getvalue(),
-                  "heavy": sorted(m for m in %r if m in sys.modules)}))
-""" % (HEAVY,)
+                  "heavy": sorted(m for m in HEAVY if m in sys.modules)}))
+"""
 
 
 def command(*args: str) -> dict:
