@@ -267,7 +267,7 @@ def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) 
     """The frozen schema, or one declared in config / inferred from this first batch; the declared
     validation rules must name its features (a ConfigError otherwise, before anything is written)."""
     schema = frozen or infer_schema(batch.frame, config.data.target, config.data.features,
-                                    infer_task(batch.frame, config))
+                                    infer_task(batch.frame, config), config.data.id)
     check_column_rules(config, schema)
     metric_for(config, schema)  # a metric that cannot judge this target is a ConfigError now
     return schema
@@ -286,7 +286,7 @@ def next_schema(config: PipelineConfig, frozen: Schema | None, processed: set[st
     except BatchError:
         return None  # the cycle rejects it; the next batch settles the schema
     return infer_schema(batch.frame, config.data.target, config.data.features,
-                        infer_task(batch.frame, config))
+                        infer_task(batch.frame, config), config.data.id)
 
 
 def split_holdout(batch_id: str, rows: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

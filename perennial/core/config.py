@@ -31,6 +31,11 @@ class ConfigError(ValueError):
     """A configuration file is missing, unreadable or does not match the model."""
 
 
+# The error type of a check across fields: its context's `key` names the key at fault, below the
+# section the check runs on (the error's own place is the section).
+NAMED_KEY = "named_key"
+
+
 class _Strict(BaseModel):
     # A misspelt key is an error, never silently ignored.
     model_config = ConfigDict(extra="forbid")
@@ -57,6 +62,22 @@ class DataConfig(_Strict):
         10, ge=2, description="Fewest rows a batch may have: fewer cannot be split into training and "
         "holdout rows; such a batch is rejected, not released (merge it into a larger one)."
     )
+    id: str | None = Field(
+        None, description="Row id column: the key that joins labels arriving later to the rows of a batch; "
+        "required for batches without labels (`labels.source`)."
+    )
+
+    @model_validator(mode="after")
+    def _id_is_no_feature(self) -> DataConfig:
+        # The row id keys the join: as the target it would be its own label, as a feature the model
+        # would learn from a row number.
+        if self.id is not None and self.id == self.target:
+            raise PydanticCustomError(NAMED_KEY, "must differ from data.target ('{target}'): a row id is not "
+                                      "a label", {"key": "id", "target": self.target})
+        if self.id is not None and self.features and self.id in self.features:
+            raise PydanticCustomError(NAMED_KEY, "'{id}' is also in data.features: a row id is not a feature",
+                                      {"key": "id", "id": self.id})
+        return self
 
 
 class ModelConfig(_Strict):
@@ -301,6 +322,24 @@ class LifelongConfig(_Strict):
     )
 
 
+class LabelsConfig(_Strict):
+    """Labels that arrive later than the rows they label, joined by `data.id`."""
+
+    source: str | None = Field(
+        None, description="Folder or glob of label files (CSV or Parquet: the `data.id` column and the "
+        "`data.target` column), relative to the config file; unset: labels come with the batches."
+    )
+    min_coverage: float = Field(
+        0.8, gt=0, le=1, description="Share of a pending batch's rows that must have a label before it is "
+        "learnt from."
+    )
+    max_wait_batches: int = Field(
+        10, ge=1, description="Newer batches a pending batch waits for its labels through; then its rows "
+        "without a label are dropped and counted. Labels of no pending batch are kept as long, then "
+        "dropped and counted."
+    )
+
+
 class DeployConfig(_Strict):
     cron: str = Field("0 * * * *", description="When the monitor deployment runs (besides on arrivals).")
     timezone: str = "UTC"
@@ -318,13 +357,28 @@ class PipelineConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     lifelong: LifelongConfig = Field(default_factory=LifelongConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="Folder of the config file.")
     config_file: Path | None = Field(default=None, exclude=True, description="The config file, for errors.")
 
+    @model_validator(mode="after")
+    def _labels_join_by_id(self) -> PipelineConfig:
+        if self.labels.source is not None and self.data.id is None:
+            raise PydanticCustomError(NAMED_KEY, "needs data.id, the column that joins labels to the rows of "
+                                      "a batch", {"key": "labels.source"})
+        return self
+
     def source_pattern(self) -> str:
         """The batch source as an absolute folder or glob."""
-        source = Path(self.data.source).expanduser()
-        return str(source if source.is_absolute() else (self.base_dir / source).resolve())
+        return self._absolute(self.data.source)
+
+    def labels_pattern(self) -> str | None:
+        """The label source as an absolute folder or glob; None when labels come with the batches."""
+        return None if self.labels.source is None else self._absolute(self.labels.source)
+
+    def _absolute(self, source: str) -> str:
+        path = Path(source).expanduser()
+        return str(path if path.is_absolute() else (self.base_dir / path).resolve())
 
 
 CREDENTIALS_IN_URI = "credentials_in_tracking_uri"  # the error type of a tracking URI refused for them
@@ -435,6 +489,9 @@ def _describe(error: ValidationError) -> str:
         elif err["type"] == "model_param":  # names the parameter; the message quotes its value
             param = shorten(err.get("ctx", {}).get("param", ""), 120)
             parts.append(f"key '{key}.{param}': {err['msg']}" if param else f"key '{key}': {err['msg']}")
+        elif err["type"] == NAMED_KEY:  # a check across fields, at the key it names
+            named = ".".join(str(p) for p in (*err["loc"], err.get("ctx", {}).get("key", "")) if p != "")
+            parts.append(f"key '{shorten(named, 120)}': {err['msg']}")
         else:
             parts.append(f"key '{key}': {err['msg']} (got {bounded(err.get('input'))})")
     more = len(errors) - MAX_PROBLEMS

@@ -28,13 +28,13 @@ def infer_kind(series: pd.Series) -> FeatureKind:
 
 
 def infer_schema(frame: pd.DataFrame, target: str, declared: dict[str, FeatureKind] | None,
-                 task: str = "classification") -> Schema:
-    """Declared features if given, else every non-target column with its inferred kind; the labels
-    seen (classification) or none (regression)."""
+                 task: str = "classification", row_id: str | None = None) -> Schema:
+    """Declared features if given, else every column but the target and the row id (`data.id`) with
+    its inferred kind; the labels seen (classification) or none (regression)."""
     if declared:
         features = dict(declared)
     else:
-        features = {c: infer_kind(frame[c]) for c in frame.columns if c != target}
+        features = {c: infer_kind(frame[c]) for c in frame.columns if c not in (target, row_id)}
     labelled = frame[frame[target].notna()]
     classes = () if task == "regression" else tuple(sorted(labels(labelled, target).unique()))
     return Schema(features=features, target=target, classes=classes, task=task)

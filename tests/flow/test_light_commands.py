@@ -64,3 +64,11 @@ def test_status_and_a_run_with_nothing_new_load_no_heavy_library_and_start_no_se
     assert run["code"] == 0 and "b2.csv" in run["out"]
     assert "Starting a temporary Prefect server" in run["err"]
     assert "sklearn" in run["heavy"]
+
+
+def test_a_row_id_column_named_by_data_id_is_never_learnt_from(tmp_path, monkeypatch, prefect_server):
+    ws = new_workspace(tmp_path, monkeypatch, data={"id": "row"})
+    ws.add("b1.csv", make_batch(seed=1).rename_axis("row").reset_index())
+    [record] = ws.run()
+    assert record.decision == "retrain"
+    assert "row" not in ws.store.schema().features and "label" not in ws.store.schema().features
