@@ -183,9 +183,16 @@ def test_two_models_adapt_in_parallel_on_the_two_workers(topology: Running):
         assert t.champion(model) == 2
     adapts = {m: t.runs(f"adapt-{m}")[-1] for m in MODELS}
     assert all(run["state_type"] == "COMPLETED" for run in adapts.values())
+    # Parallel work needs two adaptations pending at once. Each comes from its model's monitor run, and
+    # a cycle takes seconds since issue 22: on a busy machine one monitor can end after the other
+    # model's adaptation is over (seen once in CI), and then one worker rightly runs both in turn.
+    created = [run["created"] for run in adapts.values()]
+    ends = [run["end_time"] for run in adapts.values()]
+    if max(created) >= min(ends):
+        pytest.skip(f"the two adaptations were never pending at once (one created {max(created)}, the "
+                    f"other ended {min(ends)}): nothing to run in parallel this time")
     assert {t.worker_of(run["id"]) for run in adapts.values()} == set(WORKERS)
     starts = [run["start_time"] for run in adapts.values()]
-    ends = [run["end_time"] for run in adapts.values()]
     assert max(starts) < min(ends), f"the two adaptations did not overlap: {adapts}"
 
 
