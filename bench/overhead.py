@@ -114,6 +114,20 @@ def open_stores(settings: Settings) -> None:
     champion_version(MODEL, settings)
 
 
+def workspace_copy(seed: Path, root: Path, measured: pd.DataFrame) -> tuple[Path, Settings]:
+    """A copy of the bootstrapped workspace `seed` at `root` with the measured batch arrived, its
+    stores open: every measured cycle starts from the same state."""
+    # Its MLflow store still finds (and adds) artifacts under the bootstrap folder, whose absolute
+    # paths it holds; cycles only add new runs.
+    root = shutil.copytree(seed, root)
+    # The state moved with its batches: it adopts the new place, as a user does (README).
+    (root / "state" / MODEL / "source.json").unlink()
+    measured.to_parquet(root / "batches" / MEASURED, index=False)
+    settings = embedded_settings(root / "state")
+    open_stores(settings)
+    return root, settings
+
+
 def task_runs(flow_run_id: UUID, timeout: float = 60) -> list[Span]:
     """The task runs of a flow run and its subflows, by start time, from Prefect's own records."""
     from prefect.client.orchestration import get_client
@@ -258,14 +272,7 @@ def measure(label: str, rows: int, repeats: int) -> dict[str, list[dict[str, Any
         for i in range(repeats):
             # Alternate which mode goes first, so a busier moment of the machine hits both.
             for mode in ("flow", "plain") if i % 2 == 0 else ("plain", "flow"):
-                # A copy starts from the same state. Its MLflow store still finds (and adds) artifacts
-                # under the bootstrap folder, whose absolute paths it holds; cycles only add new runs.
-                root = shutil.copytree(seed, Path(tmp) / f"{mode}-{i}")
-                # The state moved with its batches: it adopts the new place, as a user does (README).
-                (root / "state" / MODEL / "source.json").unlink()
-                frames[MEASURED].to_parquet(root / "batches" / MEASURED, index=False)
-                settings = embedded_settings(root / "state")
-                open_stores(settings)
+                root, settings = workspace_copy(seed, Path(tmp) / f"{mode}-{i}", frames[MEASURED])
                 wall, seconds, record, outside = (flow_cycle if mode == "flow" else plain_cycle)(
                     root / "perennial.yaml", settings)
                 if (record.decision, record.promoted) != ("retrain", True):

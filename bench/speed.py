@@ -15,7 +15,6 @@ Called with a Prefect API available, like part C (the cycles run in this process
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,8 +24,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from bench.common import Section, Target, embedded_settings, fmt, markdown_table, timed
-from bench.overhead import MEASURED, MODEL, batches, bootstrap, open_stores, plain_cycle
+from bench.common import Section, Target, fmt, markdown_table, timed
+from bench.overhead import MEASURED, batches, bootstrap, plain_cycle, workspace_copy
 
 ROWS = 2_000
 REPEATS = 3
@@ -68,11 +67,7 @@ def cycles(rows: int, repeats: int, flipped: bool) -> tuple[dict[str, list[float
     seed = bootstrap(tmp / "bootstrap", frames).parent
     for i in range(repeats):
         for mode in modes if i % 2 == 0 else modes[::-1]:
-            root = shutil.copytree(seed, tmp / f"{mode}-{i}")
-            (root / "state" / MODEL / "source.json").unlink()  # moved with its batches (README)
-            frames[MEASURED].to_parquet(root / "batches" / MEASURED, index=False)
-            settings = embedded_settings(root / "state")
-            open_stores(settings)
+            root, settings = workspace_copy(seed, tmp / f"{mode}-{i}", frames[MEASURED])
             if mode != "plain":
                 wall, record = flow_wall(root / "perennial.yaml", settings, heartbeats=mode == "served")
             else:

@@ -63,17 +63,25 @@ def ids(frame: pd.DataFrame, id_column: str) -> pd.Series:
     return as_text(frame, id_column)
 
 
+def _require_ids(frame: pd.DataFrame, columns: dict[str, str], where: str, error: type[ValueError],
+                 why: str) -> None:
+    """`columns` ({role: name}, the id column first) present and every row with an id; else `error`
+    naming `where`, the column, and `why` ids are needed."""
+    for role, column in columns.items():
+        if column not in frame.columns:
+            raise error(f"{where}: {role} column '{shorten(column, 60)}' missing (found: {_found(frame)})")
+    id_column = columns["id"]
+    nulls = int(frame[id_column].isna().sum())
+    if nulls:
+        raise error(f"{where}: {nulls:,} of {len(frame):,} rows have no id (column "
+                    f"'{shorten(id_column, 60)}'); {why}")
+
+
 def read_labels(frame: pd.DataFrame, id_column: str, target: str, source: str) -> LabelFile:
     """Check a label file read as `frame` and keep one label per id: the last row of each id (a later
     row corrects an earlier one). Rows without a target value label nothing and are ignored."""
-    for role, column in (("id", id_column), ("target", target)):
-        if column not in frame.columns:
-            raise LabelError(f"label file {source}: {role} column '{shorten(column, 60)}' missing "
-                             f"(found: {_found(frame)})")
-    nulls = int(frame[id_column].isna().sum())
-    if nulls:
-        raise LabelError(f"label file {source}: {nulls:,} of {len(frame):,} rows have no id (column "
-                         f"'{shorten(id_column, 60)}'); every label needs the id of its row")
+    _require_ids(frame, {"id": id_column, "target": target}, f"label file {source}", LabelError,
+                 "every label needs the id of its row")
     given = frame[[id_column, target]]
     given = given.assign(**{id_column: ids(given, id_column)})[given[target].notna()]
     last = given.drop_duplicates(subset=id_column, keep="last")
@@ -84,13 +92,7 @@ def read_labels(frame: pd.DataFrame, id_column: str, target: str, source: str) -
 def batch_ids(batch: pd.DataFrame, id_column: str, name: str) -> pd.Series:
     """A pending batch's ids as text; BatchError naming the batch when a row has none or repeats one
     (a label could not tell which row it is for)."""
-    if id_column not in batch.columns:
-        raise BatchError(f"batch {name}: id column '{shorten(id_column, 60)}' missing (found: "
-                         f"{_found(batch)})")
-    nulls = int(batch[id_column].isna().sum())
-    if nulls:
-        raise BatchError(f"batch {name}: {nulls:,} of {len(batch):,} rows have no id (column "
-                         f"'{shorten(id_column, 60)}'); labels are joined to rows by id")
+    _require_ids(batch, {"id": id_column}, f"batch {name}", BatchError, "labels are joined to rows by id")
     keys = ids(batch, id_column)
     repeated = int(keys.duplicated().sum())
     if repeated:
