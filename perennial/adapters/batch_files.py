@@ -20,6 +20,7 @@ import pandas as pd
 
 from perennial.core.config import DataConfig, PipelineConfig
 from perennial.core.files import file_sha256
+from perennial.core.labels import LabelError, LabelFile, batch_ids, read_labels
 from perennial.core.sampling import batch_seed
 from perennial.core.schema import check_column_rules, infer_schema, infer_task, metric_for
 from perennial.core.text import shorten
@@ -78,15 +79,18 @@ class InputLimits:
         return cls(data.max_file_mb, data.max_columns, data.max_parse_seconds)
 
 
-def read_batch(path: Path, file_format: str, target: str, limits: InputLimits | None = None) -> Batch:
+def read_batch(path: Path, file_format: str, target: str, limits: InputLimits | None = None,
+               labels_later: bool = False) -> Batch:
     """Read a CSV or Parquet batch; a file that cannot serve raises BatchError naming it.
 
     Args:
         path: The batch file.
         file_format: `auto`, `csv` or `parquet`.
-        target: The label column, which must be present.
+        target: The label column, which must be present unless `labels_later`.
         limits: A new file's limits, checked before pandas parses anything; None for a file that was
             accepted before (it is read as it was then, whatever the limits are now).
+        labels_later: Labels may come in label files (`labels.source`): a batch without the target
+            column is served without labels.
     """
     fmt = batch_format(path, file_format)
     deadline = Deadline.start(path, limits.max_parse_seconds if limits else math.inf)
@@ -111,7 +115,7 @@ def read_batch(path: Path, file_format: str, target: str, limits: InputLimits | 
         raise BatchError(f"batch file {path}: cannot be read as {fmt} ({first_line})") from None
     if frame.empty:
         raise BatchError(f"batch file {path}: has no rows")
-    if target not in frame.columns:
+    if target not in frame.columns and not labels_later:
         columns = ", ".join(shorten(str(c), 60) for c in frame.columns[:20])
         raise BatchError(f"batch file {path}: target column '{target}' missing (found: {columns})")
     return Batch(id=path.name, path=path, frame=frame)
@@ -254,13 +258,50 @@ def iter_rows(path: Path, file_format: str, positions: np.ndarray, chunk_rows: i
 
 
 def load_batch(path: Path, config: PipelineConfig) -> Batch:
-    """Read one batch file within the configured input limits, with at least `data.min_rows` rows."""
-    batch = read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data))
+    """Read one batch file within the configured input limits, with at least `data.min_rows` rows; a
+    batch without its labels (`labels.source`) needs an id on every row, unique."""
+    later = config.labels.source is not None
+    batch = read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data), later)
+    if not has_labels(batch, config):
+        batch_ids(batch.frame, config.data.id, path.name)
     batch.sha256 = file_sha256(path)
     if batch.rows < config.data.min_rows:
         raise BatchError(f"batch file {path}: {batch.rows} row(s), fewer than data.min_rows "
                          f"({config.data.min_rows}) a batch needs to be split into training and holdout rows")
     return batch
+
+
+def has_labels(batch: Batch, config: PipelineConfig) -> bool:
+    """Whether the batch came with its target column (else its labels come later, in label files)."""
+    return config.data.target in batch.frame.columns
+
+
+def write_labelled(frame: pd.DataFrame, path: Path, like: Path, file_format: str) -> str:
+    """Write a batch's labelled rows to `path` whole, in the format of the batch file `like` (so it is
+    read back as its batch was); returns its SHA-256."""
+    from perennial.core.files import place_atomically
+
+    frame = frame.infer_objects()  # labels from JSON arrive as objects
+    if batch_format(like, file_format) == "parquet":
+        place_atomically(path, lambda out: frame.to_parquet(out, index=False))
+    else:
+        place_atomically(path, lambda out: out.write(frame.to_csv(index=False).encode()))
+    return file_sha256(path)
+
+
+def label_files(pattern: str) -> list[Path]:
+    """Label files under a folder or matching a glob, in `name_order` (like batch files)."""
+    return batch_files(pattern)
+
+
+def read_label_file(path: Path, config: PipelineConfig) -> LabelFile:
+    """A label file (the `data.id` and `data.target` columns) within the input limits; LabelError
+    naming it when it cannot serve."""
+    try:
+        frame = read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data)).frame
+    except BatchError as exc:
+        raise LabelError(str(exc).replace("batch file", "label file", 1)) from None
+    return read_labels(frame, config.data.id, config.data.target, path.name)
 
 
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:

@@ -105,3 +105,22 @@ def measure_drift(batch: Batch, schema: Schema, champion: Champion, reference: R
     drift.reference_accuracy, drift.reference_rows = reference.accuracy, reference.rows or None
     drift.batch_rows = batch.rows
     return drift
+
+
+def prediction_drift(batch: Batch, schema: Schema, champion: Champion, cfg: DriftConfig) -> FeatureDrift:
+    """Drift of the champion's predictions on the batch against its predictions on its reference data,
+    with Evidently's default test for their type: what a batch without labels still shows of the
+    model's behaviour."""
+    sample = uniform_rows(batch.frame, cfg.sample_rows, batch_seed(batch.id))
+    kind = "numeric" if schema.regression else "categorical"
+    frames = [pd.DataFrame({"prediction": predictions(champion.model, rows, schema)})
+              for rows in (sample, champion.reference)]
+    drift = evidently_drift(frames[0], frames[1], Schema({"prediction": kind}, schema.target, schema.classes),
+                            cfg, None)
+    return drift.features[0]
+
+
+def predictions(model: object, frame: pd.DataFrame, schema: Schema) -> pd.Series:
+    """The model's predictions on the rows: labels as text (classification) or numbers."""
+    predicted = model.predict(features_frame(frame, schema))
+    return pd.Series(predicted).astype(float if schema.regression else str)

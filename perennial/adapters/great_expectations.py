@@ -109,8 +109,10 @@ def build_expectations(schema: Schema, reference: pd.DataFrame | None, cfg: Vali
     import great_expectations as gx
 
     E = gx.expectations
+    # A batch served without its labels (they come later, `labels.source`) is checked on its features.
+    labelled = [schema.target] if schema.target in dtypes else []
     out: list[Any] = [E.ExpectTableColumnsToMatchSet(
-        column_set=[*schema.features, schema.target], exact_match=False,
+        column_set=[*schema.features, *labelled], exact_match=False,
         meta=_meta("columns", None, cfg, released))]
     for name, kind in schema.features.items():
         if name not in dtypes:

@@ -32,6 +32,7 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
                   f"| {c['rows']:,} "
                   f"| {c['train_seconds']:.2f} ({c['train_cpu_seconds']:.2f}) "
                   f"| {'chosen' if c['chosen'] else ''} |" for c in record.candidates]
+    lines += labels_markdown(record, m)
     if record.promotion:
         lines += ["", f"**Promotion:** {record.promotion}"]
     if record.release_reason:
@@ -43,6 +44,25 @@ def cycle_markdown(model: str, record: CycleRecord) -> str:
     if record.quarantined_to:
         lines += ["", f"Quarantined to `{record.quarantined_to}`"]
     return "\n".join(lines)
+
+
+def labels_markdown(record: CycleRecord, m) -> list[str]:
+    """Labels that arrive later: the estimate made when the batch was served, and its labels so far."""
+    lines = []
+    if record.estimate:
+        e = record.estimate
+        alarm = " — **alarm**: a drop beyond the band" if e.get("alarm") else ""
+        lines += ["", f"**Estimated {e['metric']}** when served without labels: {m.format(e['value'], 1)} "
+                  f"[{m.format(e['low'], 1)}, {m.format(e['high'], 1)}] ({e['method']}){alarm}"]
+    if record.prediction_drift:
+        p = record.prediction_drift
+        lines += ["", f"Prediction drift: {'yes' if p['drifted'] else 'no'} ({p['method']} {p['score']:.3g})"]
+    if record.labels and record.labels.get("labelled"):
+        seen = record.labels
+        lines += ["", f"**Labels**: {seen['labelled']:,} of {seen['rows']:,} rows "
+                  f"({pct(seen['coverage'], 1)}); class mix {seen.get('class_mix')} against predicted "
+                  f"{seen.get('predicted_mix')}"]
+    return lines
 
 
 def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
@@ -64,6 +84,12 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
         events.emit(events.BATCH_REJECTED, model, {
             "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
             "champion_accuracy": record.champion_accuracy_before, "metric": record.metric,
+            "champion_version": record.champion_version_after})
+    if record.decision is Action.AWAIT_LABELS and record.status == "awaiting labels":
+        events.emit(events.PERFORMANCE_ESTIMATED, model, {
+            "batch": record.batch, "metric": record.metric, "estimate": record.estimate,
+            "alarm": bool(record.estimate and record.estimate.get("alarm")), "reason": record.reason,
+            "drift_share": record.drift_share, "prediction_drift": record.prediction_drift,
             "champion_version": record.champion_version_after})
     if record.promoted:
         events.emit(events.MODEL_PROMOTED, model, {

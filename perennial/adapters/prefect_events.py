@@ -12,6 +12,12 @@ DRIFT_DETECTED = "perennial.drift.detected"
 # Labelled rows doubled while stable: a retrain that is not a drift alarm.
 DATA_GROWN = "perennial.data.grown"
 MODEL_PROMOTED = "perennial.model.promoted"
+# A batch served without labels: the champion's metric estimated on it (an alarm when it dropped).
+PERFORMANCE_ESTIMATED = "perennial.performance.estimated"
+# A label file arrived (`perennial ingest-labels`): the monitor joins it to the batches waiting for it.
+LABELS_ARRIVED = "perennial.labels.arrived"
+# The events that start the `monitor` deployment besides its schedule.
+MONITOR_EVENTS = (BATCH_ARRIVED, LABELS_ARRIVED)
 # The events that start the `adapt` deployment.
 ADAPTATION_EVENTS = (DRIFT_DETECTED, DATA_GROWN)
 

@@ -1,4 +1,4 @@
-"""The `perennial` command: demo, run, serve, ingest, release, rollback, status.
+"""The `perennial` command: demo, run, serve, ingest, ingest-labels, release, rollback, status.
 
 Heavy libraries load inside commands."""
 
@@ -34,25 +34,28 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=int, default=2000, help="Rows per batch (default: 2000).")
     demo.add_argument("--no-run", action="store_true",
                       help="Only write the stream (stream/) and its config; e.g. to ingest into a server.")
-    run = sub.add_parser("run", help="One cycle over the batches not processed yet.")
-    run.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    demo.add_argument("--delayed-labels", action="store_true",
+                      help="Serve batches without labels and ingest their labels later: estimates, "
+                      "await_labels, and the decisions the labels lead to.")
+    _config(sub.add_parser("run", help="One cycle over the batches not processed yet."))
     serve = sub.add_parser("serve", help="Serve the monitor and adapt deployments of one model or a fleet "
                            "on a Prefect server, from one process.")
     serve.add_argument("--config", type=Path, required=True, action="append",
                        help="A model's YAML config, or a folder of them (every .yaml / .yml in it); "
                        "repeat it to serve several models.")
     ingest = sub.add_parser("ingest", help="Add a batch file atomically and announce it to the monitor.")
-    ingest.add_argument("file", type=Path, help="A .csv or .parquet batch.")
-    ingest.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    _config(ingest).add_argument("file", type=Path, help="A .csv or .parquet batch.")
+    labels = sub.add_parser("ingest-labels", help="Add a label file (row ids and their labels) atomically "
+                            "and announce it to the monitor, which joins it to the batches waiting for it.")
+    _config(labels).add_argument("file", type=Path, help="A .csv or .parquet file: the data.id and target "
+                                 "columns.")
     release = sub.add_parser("release", help="Let a rejected (quarantined) batch back into the stream: "
                              "the next run processes it with its failures recorded as shifts.")
-    release.add_argument("batch", help="The batch's file name, as in the ledger (e.g. 2026-03.csv).")
-    release.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    _config(release).add_argument("batch", help="The batch's file name, as in the ledger (e.g. 2026-03.csv).")
     release.add_argument("--reason", required=True, help="Why, e.g. 'ages above 120 are the new normal'; "
                          "recorded on the ledger line.")
-    rollback = sub.add_parser("rollback", help="Move the champion alias back to an earlier version; the "
-                              "version left is not reinstated automatically.")
-    rollback.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    rollback = _config(sub.add_parser("rollback", help="Move the champion alias back to an earlier version; "
+                                      "the version left is not reinstated automatically."))
     rollback.add_argument("--to", type=int, default=None, metavar="VERSION",
                           help="The version to serve (default: the champion before the current one, "
                           "from the champion history, past versions rolled back from).")
@@ -61,12 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--allow-unpromoted", action="store_true",
                           help="Also serve a version that never passed the promotion gate (never champion, "
                           "or not promoted by its cycle).")
-    status = sub.add_parser("status", help="Champion, registered versions and recent decisions.")
-    status.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    status = _config(sub.add_parser("status", help="Champion, registered versions and recent decisions."))
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
     status.add_argument("--history", action="store_true",
                         help="Show every move of the champion alias instead (newest first).")
     return parser
+
+
+def _config(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """A command's `--config`."""
+    command.add_argument("--config", type=Path, required=True, help="The model's YAML config.")
+    return command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +116,10 @@ def _command(args: argparse.Namespace) -> int:
         from perennial.app.commands import ingest
 
         return ingest(args.file, args.config)
+    if args.command == "ingest-labels":
+        from perennial.app.commands import ingest_labels
+
+        return ingest_labels(args.file, args.config)
     if args.command == "release":
         from perennial.app.commands import release
 

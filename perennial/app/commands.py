@@ -13,14 +13,14 @@ from perennial.adapters.postgres_state import state_store
 from perennial.core.config import ConfigError, PipelineConfig, Settings, load_config, without_credentials
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.metrics import metric_named_or_accuracy
-from perennial.core.state import RELEASED, REQUESTED, StateStore
+from perennial.core.state import AWAITING, EXPIRED, RELEASED, REQUESTED, StateStore
 from perennial.core.types import Action, CycleRecord, Trigger, pct
 
 # Wide enough for the per-batch table even when output is piped (rich assumes 80 columns then).
 console = Console(width=max(Console().width, 160))
 
 _DECISION_STYLE = {Action.REJECT: "red", Action.NOOP: "dim", Action.FINE_TUNE: "yellow",
-                   Action.RETRAIN: "cyan", Action.REUSE: "green"}
+                   Action.RETRAIN: "cyan", Action.REUSE: "green", Action.AWAIT_LABELS: "magenta"}
 
 
 def cycles_table(records: list[CycleRecord], title: str) -> Table:
@@ -40,7 +40,7 @@ def cycles_table(records: list[CycleRecord], title: str) -> Table:
         style = _DECISION_STYLE.get(r.decision, "")
         m = metric_named_or_accuracy(r.metric)
         table.add_row(r.batch, str(r.rows), pct(r.drift_share, 1),
-                      m.format(r.champion_accuracy_before, 1), f"[{style}]{_decision_cell(r)}[/{style}]",
+                      _before_cell(r, m), f"[{style}]{_decision_cell(r)}[/{style}]",
                       _reason_cell(r), _model_cell(r),
                       f"v{r.champion_version_after}" if r.champion_version_after else "-",
                       _seconds(r.train_seconds, r.train_cpu_seconds),
@@ -57,8 +57,18 @@ def _reason_cell(r: CycleRecord) -> str:
 
 
 def _decision_cell(r: CycleRecord) -> str:
-    """The decision, with a data-growth retrain told apart from a retrain on an alarm."""
+    """The decision, with a data-growth retrain told apart from a retrain on an alarm, and a batch whose
+    labels came too late."""
+    if r.status == EXPIRED:
+        return f"{r.decision} (labels expired)"
     return f"{r.decision} (growth)" if r.trigger == Trigger.DATA_GROWTH else r.decision
+
+
+def _before_cell(r: CycleRecord, m) -> str:
+    """The champion's metric on the batch; for a batch served without labels, its estimate (~)."""
+    if r.champion_accuracy_before is None and r.estimate and r.status == AWAITING:
+        return f"~{m.format(r.estimate['value'], 1)}"
+    return m.format(r.champion_accuracy_before, 1)
 
 
 def _seconds(wall: float | None, cpu: float | None) -> str:
@@ -165,7 +175,22 @@ def has_work(config: PipelineConfig, store: StateStore) -> bool:
     from perennial.adapters.batch_files import find_new_batches
 
     return bool(find_new_batches(config, store.processed())) or any(
-        r.status == REQUESTED for r in store.records())
+        r.status == REQUESTED for r in store.records()) or labels_work(config, store)
+
+
+def labels_work(config: PipelineConfig, store: StateStore) -> bool:
+    """Labels that arrive later give work: a label file not read yet (or changed), or a waiting batch
+    that may expire (the pool's orphans expire with the next batch)."""
+    if config.labels.source is None:
+        return False
+    from perennial.adapters.batch_files import label_files
+    from perennial.core.files import file_sha256
+
+    read = store.label_pool().files
+    waiting = store.pending()
+    wait = config.labels.max_wait_batches
+    return any(read.get(p.name) != file_sha256(p) for p in label_files(config.labels_pattern())) or any(
+        store.newer_batches(r.batch) >= wait or store.intent(r.batch) for r in waiting)
 
 
 def model_store(config: PipelineConfig, settings: Settings) -> StateStore:
@@ -222,8 +247,8 @@ def serve(config_paths: list[Path]) -> int:
         check_rules_early(config)
     for config in configs:
         console.print(f"Serving [bold]{monitor_name(config)}[/] (cron {config.deploy.cron}, and on "
-                      f"perennial.batch.arrived) and [bold]{adapt_name(config)}[/] "
-                      "(on perennial.drift.detected)")
+                      "perennial.batch.arrived or perennial.labels.arrived) and "
+                      f"[bold]{adapt_name(config)}[/] (on perennial.drift.detected)")
     serve_deployments(paths)
     return 0
 
@@ -262,22 +287,66 @@ def ingest(file: Path, config_path: Path) -> int:
     return 0
 
 
-def check_ingest_name(file: Path, store: StateStore) -> CycleRecord | None:
-    """A name the monitor would skip, or one this model has already seen, raises BatchError; the
-    ledger line of a rejected batch brought back unchanged is returned (it can then be released)."""
-    import filecmp
+def ingest_labels(file: Path, config_path: Path) -> int:
+    """Copy a label file (the `data.id` and `data.target` columns) into `labels.source` atomically, then
+    emit `perennial.labels.arrived`; the file is checked first, so a file the monitor would refuse is
+    refused here, naming it, and nothing is copied."""
+    from perennial.adapters.batch_files import read_label_file
+    from perennial.core.labels import LabelError
 
+    config = load_config(config_path, training=False)
+    if config.labels.source is None:
+        raise ConfigError(f"{config_path}: key 'labels.source' is not set: labels come with the batches; set "
+                          "it to a folder (and data.id) for labels that arrive later")
+    folder = Path(config.labels_pattern())
+    if not folder.is_dir():
+        raise ConfigError(f"{config_path}: key 'labels.source' must be an existing folder to ingest into "
+                          f"(got {config.labels.source!r})")
+    if not file.is_file():
+        raise LabelError(f"label file {file}: not found")
+    check_file_name(file, "label file")
+    labels = read_label_file(file, config)
+    target = folder / file.name
+    if target.exists():
+        raise LabelError(f"label file {target}: a label file of that name already arrived; ingest the new "
+                         "one under a new name")
+    copy_exclusively(file, target)
+    console.print(f"Ingested {len(labels.frame):,} labels ({labels.duplicates:,} repeated ids, last kept; "
+                  f"{labels.empty:,} rows without a label) {file} -> {target}")
+    from perennial.adapters.prefect_events import LABELS_ARRIVED
+
+    if send_event(LABELS_ARRIVED, config.name, {"file": target.name, "path": str(target),
+                                                "labels": len(labels.frame)}):
+        console.print(f"Emitted {LABELS_ARRIVED} for perennial.model.{config.name}")
+    else:
+        console.print("No PREFECT_API_URL: no event sent; `perennial run` will join the labels.")
+    return 0
+
+
+def check_file_name(file: Path, kind: str) -> None:
+    """A name the monitor would skip raises BatchError naming the file."""
     from perennial.adapters.batch_files import BATCH_SUFFIXES
     from perennial.core.types import BatchError
 
     name = file.name
     if any(ord(c) < 0x20 or c == "\x7f" for c in name):
-        raise BatchError(f"batch file {str(file)!r}: its name has control characters; rename it")
+        raise BatchError(f"{kind} {str(file)!r}: its name has control characters; rename it")
     if name.startswith("."):
-        raise BatchError(f"batch file {file}: names starting with '.' are skipped by the monitor "
+        raise BatchError(f"{kind} {file}: names starting with '.' are skipped by the monitor "
                          "(they mark files being written); rename it")
     if file.suffix.lower() not in BATCH_SUFFIXES:
-        raise BatchError(f"batch file {file}: expected one of {', '.join(sorted(BATCH_SUFFIXES))}")
+        raise BatchError(f"{kind} {file}: expected one of {', '.join(sorted(BATCH_SUFFIXES))}")
+
+
+def check_ingest_name(file: Path, store: StateStore) -> CycleRecord | None:
+    """A name the monitor would skip, or one this model has already seen, raises BatchError; the
+    ledger line of a rejected batch brought back unchanged is returned (it can then be released)."""
+    import filecmp
+
+    from perennial.core.types import BatchError
+
+    name = file.name
+    check_file_name(file, "batch file")
     record = store.record(name)
     quarantined = store.quarantine_dir / name
     if record is not None and record.decision is Action.REJECT and quarantined.is_file() \

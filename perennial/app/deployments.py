@@ -56,7 +56,7 @@ def build(config_path: str | Path) -> list[Any]:
         schedules=[Cron(config.deploy.cron, timezone=config.deploy.timezone)],
         parameters={"config_path": path, "mode": "deployed"},
         triggers=[DeploymentEventTrigger(
-            name=f"{config.name}: batch arrived", expect={events.BATCH_ARRIVED}, match=match,
+            name=f"{config.name}: batch or labels arrived", expect=set(events.MONITOR_EVENTS), match=match,
             parameters={"config_path": path, "mode": "deployed"})],
         concurrency_limit=one_at_a_time(),
         tags=["perennial", config.name],

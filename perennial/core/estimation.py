@@ -311,3 +311,14 @@ def estimator_for(model: Any, X_holdout: pd.DataFrame, y_holdout: np.ndarray, me
     """The estimator of `metric` for `model`, fitted on held-out labelled rows."""
     kind = ConfidenceEstimator if metric.task == "classification" else ErrorModelEstimator
     return kind.fit(model, X_holdout, y_holdout, metric, seed=seed)
+
+
+def estimate_on(model: Any, held_out: pd.DataFrame, rows: pd.DataFrame, schema: Any, metric: Metric,
+                seed: int = 0) -> Estimate:
+    """`model`'s `metric` on `rows` (no labels), from an estimator fitted on `held_out` labelled rows
+    of the same schema that the model was not trained on."""
+    from perennial.core.schema import features_frame, target_values
+
+    y = target_values(held_out, schema).to_numpy()
+    estimator = estimator_for(model, features_frame(held_out, schema), y, metric, seed=seed)
+    return estimator.estimate(features_frame(rows, schema), seed=seed)

@@ -9,7 +9,8 @@ label for an id wins, within a file and across files (a later file corrects an e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -18,7 +19,7 @@ from perennial.core.text import shorten
 from perennial.core.types import BatchError
 
 
-class LabelError(ValueError):
+class LabelError(BatchError):
     """A label file that cannot be joined (the message names the file and the problem)."""
 
 
@@ -143,3 +144,74 @@ def labelled_rows(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     if target not in frame.columns:
         return frame.iloc[:0]
     return frame[frame[target].notna()]
+
+
+@dataclass
+class LabelPool:
+    """The labels received and not yet learnt from, kept in the model's state (`labels.json`): one row
+    per id (the last label received wins), with the number of batches the ledger held when it arrived
+    (its age is counted in newer batches); the label files read (name -> SHA-256, so a file is read
+    once, and a changed file again), files refused with why, and what was dropped and why."""
+
+    frame: pd.DataFrame  # columns: id (text), target, arrived (ledger batches at arrival)
+    files: dict[str, str]
+    refused: dict[str, str]
+    duplicates: int = 0  # labels a later one for the same id replaced
+    expired: int = 0  # labels of no pending batch dropped after `labels.max_wait_batches`
+
+    @classmethod
+    def empty(cls) -> LabelPool:
+        return cls(pd.DataFrame({"id": pd.Series(dtype=str), "target": pd.Series(dtype=object),
+                                 "arrived": pd.Series(dtype="int64")}), {}, {})
+
+    def add(self, labels: LabelFile, id_column: str, target: str, sha256: str, arrived: int) -> LabelPool:
+        """The pool with a file's labels added (they replace earlier labels of the same ids)."""
+        new = pd.DataFrame({"id": labels.frame[id_column].astype(str), "target": labels.frame[target],
+                            "arrived": arrived})
+        replaced = int(self.frame["id"].isin(new["id"]).sum())
+        kept = self.frame[~self.frame["id"].isin(new["id"])]
+        frame = pd.concat([kept, new], ignore_index=True) if len(kept) else new.reset_index(drop=True)
+        return LabelPool(frame, {**self.files, labels.source: sha256}, dict(self.refused),
+                         self.duplicates + labels.duplicates + replaced, self.expired)
+
+    def refuse(self, name: str, sha256: str, error: str) -> LabelPool:
+        """The pool remembering a label file it could not use (read again only once changed)."""
+        return LabelPool(self.frame, {**self.files, name: sha256}, {**self.refused, name: error},
+                         self.duplicates, self.expired)
+
+    def labels(self, id_column: str, target: str) -> pd.DataFrame:
+        """The labels as a label file's frame (the id and target columns), for `join_labels`."""
+        return pd.DataFrame({id_column: self.frame["id"], target: self.frame["target"]})
+
+    def without(self, used: pd.Series) -> LabelPool:
+        """The pool after a batch learnt from the labels of ids `used` (text)."""
+        return replace(self, frame=self.frame[~self.frame["id"].isin(set(used))].reset_index(drop=True))
+
+    def expire(self, now: int, max_wait: int, pending: set[str]) -> LabelPool:
+        """Labels of no pending batch that arrived `max_wait` or more batches ago dropped and counted."""
+        old = (now - self.frame["arrived"] >= max_wait) & ~self.frame["id"].isin(pending)
+        if not old.any():
+            return self
+        return replace(self, frame=self.frame[~old].reset_index(drop=True),
+                       expired=self.expired + int(old.sum()))
+
+    def to_json(self) -> bytes:
+        target = self.frame["target"].map(lambda v: v.item() if hasattr(v, "item") else v)
+        return json.dumps({"files": self.files, "refused": self.refused, "duplicates": self.duplicates,
+                           "expired": self.expired, "ids": self.frame["id"].tolist(),
+                           "targets": target.tolist(), "arrived": self.frame["arrived"].tolist()}).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> LabelPool:
+        """The pool as `to_json` wrote it; ValueError when it is not."""
+        raw = json.loads(data)
+        columns = ("ids", "targets", "arrived")
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(k), list) for k in columns) \
+                or len({len(raw[k]) for k in columns}) != 1:
+            raise ValueError("expected {files, refused, ids, targets, arrived}, one target and arrival "
+                             "per id")
+        frame = pd.DataFrame({"id": pd.Series([str(i) for i in raw["ids"]], dtype=str),
+                              "target": pd.Series(raw["targets"], dtype=object),
+                              "arrived": pd.Series(raw["arrived"], dtype="int64")})
+        return cls(frame, dict(raw.get("files", {})), dict(raw.get("refused", {})),
+                   int(raw.get("duplicates", 0)), int(raw.get("expired", 0)))

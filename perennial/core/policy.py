@@ -66,7 +66,7 @@ def reference_accuracy(history: Sequence[CycleRecord], batches: int, champion: C
     none) it is the champion's holdout accuracy. A weak retrain therefore does not lower the bar: the
     models before it still set it, until they leave the last `batches` batches.
     """
-    recent = {id(r) for r in [r for r in history if r.decision != Action.REJECT][-batches:]}
+    recent = {id(r) for r in [r for r in history if r.learnable][-batches:]}
     pooled: dict[int, list[float]] = {}
     served: dict[int, int] = {}
     previous = None
@@ -412,3 +412,68 @@ def concept_returned(accuracy: float, holdout_accuracy: float, champion_accuracy
         return False
     return -gain > noise and m.better(accuracy, champion_accuracy, policy.promotion_margin) \
         and lost < policy.drop_moderate
+
+
+# -- Labels that arrive later ---------------------------------------------------------------------------
+
+def _band(m: Metric, estimate: dict) -> str:
+    return f"{m.format(estimate['value'])} [{m.format(estimate['low'])}, {m.format(estimate['high'])}]"
+
+
+def estimated_alarm(estimate: dict | None, reference: float | None, metric: Metric) -> bool:
+    """The estimate's whole band below the reference (in the metric's utility): a drop the batch's own
+    sampling and the calibration's uncertainty cannot explain."""
+    if estimate is None or reference is None or math.isnan(estimate["value"]) or math.isnan(reference):
+        return False
+    u = metric.utility
+    return max(u(estimate["low"]), u(estimate["high"])) < u(reference)
+
+
+def await_labels(estimate: dict | None, reference: float | None, metric: Metric, why_none: str | None,
+                 drifted: str) -> Decision:
+    """A batch served without labels is never trained on: it waits for them. Its estimated metric (or
+    why there is none) is the reason; an estimated drop beyond the band is an alarm that waits."""
+    m = metric
+    if estimate is None:
+        return Decision(Action.AWAIT_LABELS, f"waits for its labels: no estimate ({why_none}); {drifted}")
+    versus = f" against {m.format(reference)} of recent labelled batches" if reference is not None \
+        and not math.isnan(reference) else ""
+    band = f"estimated {m.name} {_band(m, estimate)}{versus}"
+    if estimated_alarm(estimate, reference, m):
+        return Decision(Action.AWAIT_LABELS, f"alarm, waits for labels: {band}, a drop beyond the estimate's "
+                        f"band; {drifted}", trigger=Trigger.DRIFT)
+    return Decision(Action.AWAIT_LABELS, f"waits for its labels: {band}; {drifted}")
+
+
+def gap_of(estimate: dict, realised: float, metric: Metric) -> float:
+    """How much worse the realised metric is than the estimate's band foresaw, in utility units
+    (positive: below the band's worse end)."""
+    u = metric.utility
+    return min(u(estimate["low"]), u(estimate["high"])) - u(realised)
+
+
+def with_gap(decision: Decision, estimate: dict | None, drift: DriftResult | None, fine_tunes: int,
+             policy: PolicyConfig, window_batches: int, since_adaptation: int | None) -> Decision:
+    """The decision for a batch whose labels arrived, told by the gap between the metric estimated when
+    it was served and the one its labels show. A drop (beyond noise, against recent batches) the
+    estimate foresaw is covariate shift: the model still fits where the inputs went, so fine-tune with
+    replay (or a window retrain); one it did not foresee is a concept change: retrain on this batch (or
+    reuse a former champion). Without a drop, or an estimate, the decision stands; the reason names both
+    figures."""
+    if estimate is None or drift is None or drift.champion_accuracy is None \
+            or decision.action is Action.REJECT or estimate.get("metric") != drift.judged_by.name \
+            or math.isnan(estimate["value"]):
+        return decision
+    m, realised = drift.judged_by, drift.champion_accuracy
+    figures = f"realised {m.name} {m.format(realised)}, estimated {_band(m, estimate)} when served"
+    drop = drift.accuracy_drop or 0.0
+    if drop <= drift.accuracy_noise or decision.trigger in (Trigger.NEW_LABELS, Trigger.FIRST_MODEL):
+        return replace(decision, reason=f"{decision.reason}; {figures}")
+    reference = f"{m.format(drift.reference_accuracy)} of recent batches"
+    if gap_of(estimate, realised, m) > 0:
+        return Decision(Action.RETRAIN, f"concept change: {figures} — a drop from {reference} the estimate "
+                        "did not foresee; retraining on this batch unless its history still holds", 1,
+                        supersedes=True, trigger=Trigger.DRIFT)
+    return _fine_tune_or_retrain("covariate shift", f"{figures} — a drop from {reference} the estimate "
+                                 "foresaw: the model still fits where the inputs went", fine_tunes, policy,
+                                 window_batches, since_adaptation)

@@ -35,17 +35,22 @@ import pandas as pd
 from perennial.core import failpoints
 from perennial.core.config import ConfigError
 from perennial.core.files import file_sha256, place_atomically, write_atomically
+from perennial.core.labels import LabelPool
 from perennial.core.lifelong import AccuracyMatrix, ReplayMemory
 from perennial.core.types import BatchError, CycleRecord, Schema, StateError
 
 RELEASED = "released"  # ledger status of a rejected batch a user let back into the stream
 STARTED = "started"  # decided, side effects under way: the next run resumes the same decision
 REQUESTED = "adaptation requested"  # a deployed monitor handed the batch to the `adapt` deployment
+AWAITING = "awaiting labels"  # served without labels: learnt from when they arrive (`labels.source`)
+EXPIRED = "labels expired"  # its labels did not reach `labels.min_coverage` within `labels.max_wait_batches`
 
 # The names of a model's state, as files of its folder (or rows of the database).
 LEDGER, SCHEMA, MATRIX = "ledger.jsonl", "schema.json", "accuracy_matrix.json"
 REPLAY, FAILURES, LOCK = "replay.parquet", "failures.json", "cycle.lock"
 SOURCE = "source.json"  # the batch source the state belongs to (two configs, one model name)
+LABELS = "labels.json"  # labels received and not learnt from yet, and the label files read
+LABELLED = "labelled"  # local folder: a batch whose labels arrived, as learnt from (its labelled rows)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +91,8 @@ class StateChange:
     window: pd.DataFrame | None = None
     dropped: list[str] = field(default_factory=list)
     replay: ReplayMemory | None = None
+    # The label pool once a batch whose labels arrived learnt from them (its ids taken out).
+    labels: LabelPool | None = None
 
 
 class Storage(Protocol):
@@ -404,8 +411,9 @@ class StateStore:
                 started.add(record.batch)
                 continue
             started.discard(record.batch)
-            if record.batch in latest and latest[record.batch].status == RELEASED:
-                del latest[record.batch]  # processed again after its release: it moves to the end
+            if record.batch in latest and latest[record.batch].status in (RELEASED, AWAITING):
+                # processed again after its release, or once its labels arrived: it moves to the end
+                del latest[record.batch]
             latest[record.batch] = record
         return latest, started
 
@@ -422,10 +430,27 @@ class StateStore:
         return intent
 
     def processed(self) -> set[str]:
-        """Batches a run must not process again: all but those released since and those started
-        and not finished (the next run resumes them)."""
+        """Batches a run must not process again as new: all but those released since and those started
+        and not finished (the next run resumes them); a batch awaiting its labels is resumed by the run
+        that takes labels (`pending`), never read again as a new batch."""
         latest, started = self._latest()
-        return {b for b, r in latest.items() if r.status != RELEASED} - started
+        awaiting = {b for b, r in latest.items() if r.status == AWAITING}
+        return {b for b, r in latest.items() if r.status != RELEASED} - (started - awaiting)
+
+    def pending(self) -> list[CycleRecord]:
+        """The lines of batches served without labels and waiting for them, oldest first."""
+        return [r for r in self.records() if r.status == AWAITING]
+
+    def served(self, batch_id: str) -> CycleRecord | None:
+        """The line of a batch served without labels that still waits for them (its cycle on labels may
+        have started and not finished), else None."""
+        record = self.record(batch_id)
+        return record if record is not None and record.status == AWAITING else None
+
+    def newer_batches(self, batch_id: str) -> int:
+        """Batches processed after `batch_id` (how long a pending batch has waited)."""
+        order = list(self._latest()[0])
+        return len(order) - 1 - order.index(batch_id) if batch_id in order else 0
 
     def attempt(self, batch_id: str) -> int:
         """How many times the batch was released: each release starts a new attempt at it."""
@@ -459,6 +484,8 @@ class StateStore:
             files[REPLAY] = _parquet(change.replay.frame)
         if change.window is not None:
             files[window_name(record.batch)] = _parquet(change.window)
+        if change.labels is not None:
+            files[LABELS] = change.labels.to_json()
         self._parsed = None
         self.storage.commit(batch_key(record.batch), _line(record), files,
                             [window_name(b) for b in change.dropped])
@@ -520,8 +547,11 @@ class StateStore:
     def judged_file(self, path: Path) -> Path:
         """The file to learn a batch from: for a released one, the rejected bytes its release recorded
         (its quarantined copy, or the file while it is unchanged), so an edit after the release is never
-        learnt; BatchError when neither holds them."""
+        learnt; for one served without labels whose labels arrived, its labelled rows (`labelled_path`);
+        BatchError when neither holds them."""
         record = self.record(path.name)
+        if record is not None and record.status == AWAITING and self.labelled_path(path.name).is_file():
+            return self.labelled_path(path.name)
         if record is None or record.status != RELEASED or record.released_sha256 is None:
             return path  # not released, or released before the hash was recorded
         copy = self.quarantine_dir / path.name
@@ -531,6 +561,25 @@ class StateStore:
         raise BatchError(f"batch {path.name}: changed since it was released, and its quarantined copy {copy} "
                          "is gone or changed too (no file holds the released bytes); a changed file is a new "
                          "batch: ingest it under a new name")
+
+    def labelled_path(self, batch_id: str) -> Path:
+        """Where a batch served without labels is kept with its labelled rows, once enough arrived (a
+        local file like the quarantine: retrains read earlier batches from files)."""
+        return self.root / LABELLED / batch_id
+
+    # -- labels received and not learnt from yet
+    def label_pool(self) -> LabelPool:
+        data = self._read(LABELS)
+        if data is None:
+            return LabelPool.empty()
+        try:
+            return LabelPool.from_json(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise self._corrupt(LABELS, f"not a label pool: {_first_line(exc)}") from None
+
+    def write_label_pool(self, pool: LabelPool) -> None:
+        """Replace the pool whole (new label files read, expired labels dropped)."""
+        self.storage.write(LABELS, pool.to_json())
 
     def report_dir(self, batch_id: str) -> Path:
         path = self.reports_dir / batch_id
@@ -581,6 +630,7 @@ class StateStore:
         data = self._read(REPLAY)
         if data is not None:
             self._check_parquet(REPLAY, data)
+        self.label_pool()
 
     def _check_parquet(self, name: str, data: bytes) -> None:
         import pyarrow.parquet as pq

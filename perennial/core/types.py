@@ -277,6 +277,9 @@ class Action(StrEnum):
     FINE_TUNE = "fine_tune"
     RETRAIN = "retrain"
     REUSE = "reuse"
+    # A batch without its labels: watched (validated, drift, an estimated metric), learnt from when its
+    # labels arrive (`labels.source`).
+    AWAIT_LABELS = "await_labels"
 
     @property
     def adapts(self) -> bool:
@@ -539,9 +542,22 @@ class CycleRecord:
     released_sha256: str | None = None
     # The metric of the `*accuracy*` values on this line.
     metric: str = "accuracy"
+    # Labels that arrive later (`labels.source`): the champion's metric estimated when the batch was
+    # served without labels (metric, value, low, high, rows, method, alarm), kept on the line of the
+    # cycle its labels led to; the labels' coverage and class mix against the predicted mix; the drift
+    # of the champion's predictions (share of drifted prediction columns: 0 or 1).
+    estimate: dict[str, Any] | None = None
+    labels: dict[str, Any] | None = None
+    prediction_drift: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.decision = Action(self.decision)  # the ledger's JSON holds its value
+
+    @property
+    def learnable(self) -> bool:
+        """Whether the batch's rows carry labels a model may learn from: not rejected, not waiting for
+        its labels (served without them), not expired before they came."""
+        return self.decision not in (Action.REJECT, Action.AWAIT_LABELS) and self.status != "labels expired"
 
     def recorded_decision(self) -> Decision:
         """The decision this line records, for a run that carries it out (a resumed or deployed one)."""

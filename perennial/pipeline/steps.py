@@ -10,10 +10,10 @@ from perennial.adapters.plots import accuracy_heatmap
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core.lifelong import AccuracyMatrix
 from perennial.core.state import StateChange
-from perennial.core.types import ChampionScore, CycleRecord, DriftResult
+from perennial.core.types import ChampionScore, CycleRecord, DriftResult, ValidationResult
 from perennial.pipeline.context import Cycle
 from perennial.pipeline.records import record_cycle, step_metrics
-from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle
+from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle, score_rejected
 
 
 def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:
@@ -25,6 +25,14 @@ def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:
     record.reason = f"{record.reason}; {score.describe()}"
     if record.run_id:
         log_champion_score(cycle.settings, record.run_id, score.accuracy, record.reason, record.metric)
+
+
+def reject_batch(cycle: Cycle, validation: ValidationResult) -> None:
+    """An invalid batch goes to quarantine with its failures; the champion is scored on it if it can be."""
+    note_champion_score(cycle, score_rejected(cycle.champion, cycle.batch, cycle.schema, cycle.metric))
+    cycle.record.quarantined_to = str(cycle.store.quarantine(cycle.batch.path, {
+        "batch": cycle.batch.id, "failures": validation.failures, "shifts": validation.shifts,
+        "great_expectations": validation.report}))
 
 
 def finish_step(cycle: Cycle, matrix: AccuracyMatrix, accuracy_reached: float | None,

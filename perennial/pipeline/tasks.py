@@ -28,7 +28,7 @@ from perennial.adapters import (
     prefect_artifacts,
     prefect_events,
 )
-from perennial.core import evaluation
+from perennial.core import estimation, evaluation
 from perennial.pipeline import lifelong, training
 
 # Set inside `plain_calls()`: how a task or flow is called instead of through Prefect.
@@ -96,6 +96,9 @@ load_batch = _task(batch_files.load_batch)
 # Checks
 validate_batch = _task(great_expectations.validate_batch)
 measure_drift = _task(evidently.measure_drift)
+measure_feature_drift = _task(evidently.batch_drift)
+measure_prediction_drift = _task(evidently.prediction_drift)
+estimate_metric = _task(estimation.estimate_on)
 score_rejected = _task(evaluation.score_rejected)
 # Decisions
 find_reusable = _task(lifelong.find_reusable)
@@ -114,5 +117,6 @@ register = _task(mlflow_registry.register, **_MLFLOW)
 promote = _task(mlflow_registry.promote, **_MLFLOW)
 reinstate = _task(mlflow_registry.reinstate, **_MLFLOW)
 log_lifelong = _task(mlflow_registry.log_lifelong, **_MLFLOW)
+log_labels = _task(mlflow_registry.log_labels, **_MLFLOW)
 # What the cycle leaves behind
 publish_cycle = _task(prefect_artifacts.publish_cycle)

@@ -19,7 +19,7 @@ from perennial.core.lifelong import ReplayMemory
 from perennial.core.sampling import batch_seed, history_quotas, uniform_mask
 from perennial.core.schema import metric_for
 from perennial.core.text import shorten
-from perennial.core.types import Action, Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
+from perennial.core.types import Batch, Candidate, Champion, CycleRecord, Schema, TrainingRows
 from perennial.pipeline.lifelong import learnable_positions
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def earlier_batches(kind: Candidate, history: list[CycleRecord], config: Pipelin
     """The accepted batches before this one that a candidate learns from (besides this batch):
     the last `window_batches - 1` for a window, every one of the concept in service for a retrain
     on its history (`retrain_all`, data growth), none for a fine-tune or a retrain on the batch alone."""
-    accepted = [r for r in history if r.decision != Action.REJECT and r.path]
+    accepted = [r for r in history if r.learnable and r.path]
     if kind is Candidate.RETRAIN_WINDOW:
         return accepted[len(accepted) - config.training.window_batches + 1:] \
             if config.training.window_batches > 1 else []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from perennial.adapters.prefect_events import BATCH_ARRIVED, resource_id
+from perennial.adapters.prefect_events import BATCH_ARRIVED, LABELS_ARRIVED, resource_id
 from perennial.app.deployments import ADAPT_PARAMETERS, build, build_fleet
 from perennial.core.config import DeployConfig
 
@@ -34,7 +34,7 @@ def test_served_deployments_have_names_schedules_triggers_and_queues(config):
     assert monitor.parameters == {"config_path": path, "mode": "deployed"}
 
     (arrived,) = monitor.triggers
-    assert arrived.expect == {BATCH_ARRIVED}
+    assert arrived.expect == {BATCH_ARRIVED, LABELS_ARRIVED}
     assert arrived.match.root == {"prefect.resource.id": resource_id("loan-approval")}
     (drift,) = adapt.triggers
     assert drift.expect == {"perennial.drift.detected", "perennial.data.grown"}

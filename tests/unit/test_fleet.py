@@ -31,7 +31,7 @@ def check_model(deployments: dict, name: str, config: Path, cron: str) -> None:
         assert trigger.match.root == {"prefect.resource.id": f"perennial.model.{name}"}
         assert trigger.parameters["config_path"] == path
         assert trigger.name.startswith(f"{name}: ")
-    assert arrived.expect == {"perennial.batch.arrived"}
+    assert arrived.expect == {"perennial.batch.arrived", "perennial.labels.arrived"}
     assert drift.expect == {"perennial.drift.detected", "perennial.data.grown"}
     assert drift.parameters["batch_ids"] == "{{ event.payload.batch_ids }}"
     assert monitor.tags == adapt.tags == ["perennial", name]

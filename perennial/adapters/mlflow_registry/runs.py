@@ -92,3 +92,25 @@ def log_lifelong(settings: Settings, run_id: str, metrics: dict[str, float], mat
                 mlflow.log_artifact(str(path), "lifelong")
             if heatmap is not None:
                 mlflow.log_artifact(str(heatmap), "lifelong")
+
+
+def log_labels(settings: Settings, run_id: str, estimate: dict | None, labels: dict | None,
+               prediction_drift: dict | None) -> None:
+    """A batch's run gains what labels arriving later add: the metric estimated when it was served
+    without labels (`estimated_<metric>` and its band), the drift of the champion's predictions, and,
+    once labels came, their coverage (the run of the cycle they led to is the same run)."""
+    metrics: dict[str, float] = {}
+    if estimate is not None:
+        name = estimate["metric"]
+        metrics |= {f"estimated_{name}": estimate["value"], f"estimated_{name}_low": estimate["low"],
+                    f"estimated_{name}_high": estimate["high"], "estimate_alarm": float(estimate["alarm"])}
+    if prediction_drift is not None:
+        metrics |= {"prediction_drift_score": prediction_drift["score"],
+                    "prediction_drifted": float(prediction_drift["drifted"])}
+    if labels is not None:
+        metrics |= {"label_coverage": labels["coverage"], "labelled_rows": labels["labelled"]}
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+    if finite:
+        mlflow_client = client(settings)
+        for key, value in finite.items():
+            mlflow_client.log_metric(run_id, key, value)

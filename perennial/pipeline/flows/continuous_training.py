@@ -10,7 +10,7 @@ from typing import Literal
 from prefect.runtime import flow_run
 
 from perennial.adapters import batch_files
-from perennial.adapters.batch_files import holdout_split
+from perennial.adapters.batch_files import has_labels, holdout_split
 from perennial.adapters.mlflow_registry import champion_version, check_reachable
 from perennial.core import policy
 from perennial.core.config import ConfigError, PipelineConfig, Settings
@@ -46,9 +46,10 @@ from perennial.pipeline.flows.adapt import (
     keep_batch,
     reuse_batch,
 )
+from perennial.pipeline.flows.labels import note_labels, serve_unlabelled, take_labels
 from perennial.pipeline.lifelong import Reuse, resumed_reuse
 from perennial.pipeline.records import cycle_record, record_intent, with_release
-from perennial.pipeline.steps import finish_cycle, note_champion_score
+from perennial.pipeline.steps import finish_cycle, reject_batch
 from perennial.pipeline.tasks import (
     cycle_flow,
     find_new_batches,
@@ -59,7 +60,6 @@ from perennial.pipeline.tasks import (
     log_cycle,
     measure_drift,
     request_adaptation,
-    score_rejected,
     validate_batch,
     without_heartbeats,
 )
@@ -84,8 +84,10 @@ def continuous_training(config_path: str, mode: Mode = "embedded",
         records = [] if mode == "deployed" else [
             adapt_requested(model, r) for r in model.store.records() if r.status == REQUESTED]
         with without_heartbeats():  # each batch's subflow: this run's heartbeat covers it
-            return records + [guarded_cycle(model, path, mode)
-                              for path in find_new_batches(model.config, model.store.processed())]
+            records += [guarded_cycle(model, path, mode)
+                        for path in find_new_batches(model.config, model.store.processed())]
+            # Then labels, which may complete a batch served earlier or in this run.
+            return records + take_labels(model, lambda path: guarded_cycle(model, path, mode))
 
 
 def guarded_cycle(model: Cycle, path: Path, mode: Mode) -> CycleRecord:
@@ -128,6 +130,8 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
         batch = load_batch(model.store.judged_file(batch_path), config)
     except BatchError as exc:
         return reject_unreadable(model, batch_path, str(exc))
+    if not has_labels(batch, config):
+        return serve_unlabelled(model, batch)
     intent = model.store.intent(batch.id)
     cycle = judged_against(model, batch, intent)
     validation, drift = check_batch(cycle)
@@ -137,6 +141,8 @@ def training_cycle(config: PipelineConfig, settings: Settings, batch_path: Path,
     else:
         decision, reuse = resume_cycle(cycle, intent, validation, drift)
     change = carry_out(cycle, decision, reuse, validation, drift, growth, mode)
+    if (served := model.store.served(batch.id)) is not None:  # its labels arrived after it was served
+        change = note_labels(cycle, served, change)
     return finish_cycle(cycle, drift, change)
 
 
@@ -177,6 +183,11 @@ def decide_cycle(cycle: Cycle, validation: ValidationResult, drift: DriftResult 
                       config.training.window_batches, batches_since_adaptation(history), growth)
     decision = policy.without_fine_tune(decision, cannot_fine_tune(cycle.champion),
                                         config.training.window_batches)
+    if (served := cycle.store.served(cycle.batch.id)) is not None:  # the gap between estimate and realised
+        decision = policy.without_fine_tune(
+            policy.with_gap(decision, served.estimate, drift, fine_tunes_since_retrain(history),
+                            config.policy, config.training.window_batches, batches_since_adaptation(history)),
+            cannot_fine_tune(cycle.champion), config.training.window_batches)
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(cycle, drift, validation, decision)
     decision = with_release(reuse.decision if reuse else decision, validation)
@@ -214,14 +225,6 @@ def carry_out(cycle: Cycle, decision: Decision, reuse: Reuse | None, validation:
         record.status = request_adaptation(cycle.name, record, decision, drift, champion)
         return StateChange(schema=schema)
     return adapt_batch(replace(cycle, schema=schema), decision, champion.version if champion else None)
-
-
-def reject_batch(cycle: Cycle, validation: ValidationResult) -> None:
-    """An invalid batch goes to quarantine with its failures; the champion is scored on it if it can be."""
-    note_champion_score(cycle, score_rejected(cycle.champion, cycle.batch, cycle.schema, cycle.metric))
-    cycle.record.quarantined_to = str(cycle.store.quarantine(cycle.batch.path, {
-        "batch": cycle.batch.id, "failures": validation.failures, "shifts": validation.shifts,
-        "great_expectations": validation.report}))
 
 
 def reject_unreadable(model: Cycle, path: Path, error: str) -> CycleRecord:
