@@ -141,7 +141,7 @@ def _demo(args: argparse.Namespace) -> int:
     from perennial.app.demo import run_demo
 
     if args.no_run:
-        return run_demo(args.workdir, args.rows, run=False)
+        return run_demo(args.workdir, args.rows, run=False, delayed_labels=args.delayed_labels)
     # run_demo's default, decided here: the server keeps its database in the workdir too.
     workdir = (args.workdir or Path(f"perennial-demo-{datetime.now():%Y%m%d-%H%M%S}")).resolve()
     (workdir / "prefect").mkdir(parents=True, exist_ok=True)
@@ -149,7 +149,7 @@ def _demo(args: argparse.Namespace) -> int:
     from perennial.app.commands import start_flow_server
 
     start_flow_server()
-    return run_demo(workdir, args.rows)
+    return run_demo(workdir, args.rows, delayed_labels=args.delayed_labels)
 
 
 def _serve(args: argparse.Namespace) -> int:

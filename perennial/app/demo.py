@@ -42,6 +42,17 @@ training:
   holdout_fraction: 0.25
 """
 
+# `perennial demo --delayed-labels`: each row has an id; batches arrive without their labels, which
+# arrive one batch later in label files (the first two batches come labelled, to train a first model).
+DELAYED_CONFIG = DEMO_CONFIG.replace("  target: approved\n",
+                                     "  target: approved\n  id: application id\n") + """\
+labels:
+  source: labels           # label files: the application id and approved columns
+  min_coverage: 0.8
+  max_wait_batches: 3
+"""
+ID_COLUMN, LABELLED_FIRST = "application id", 2
+
 
 @dataclass(frozen=True)
 class Phase:
@@ -92,8 +103,9 @@ def demo_batch(phase: Phase, rows: int, rng: np.random.Generator) -> pd.DataFram
     return frame
 
 
-def write_stream(folder: Path, rows: int, seed: int = 7) -> list[tuple[Path, str]]:
-    """Write every batch of the demo stream (idempotent) and return (file, phase name) in order."""
+def write_stream(folder: Path, rows: int, seed: int = 7, ids: bool = False) -> list[tuple[Path, str]]:
+    """Write every batch of the demo stream (idempotent) and return (file, phase name) in order; with
+    `ids`, each row has an application id (for labels that arrive later)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     out, index = [], 0
@@ -102,6 +114,8 @@ def write_stream(folder: Path, rows: int, seed: int = 7) -> list[tuple[Path, str
             index += 1
             path = folder / f"batch-{index:03d}.csv"
             frame = demo_batch(phase, rows, rng)
+            if ids:
+                frame.insert(0, ID_COLUMN, [f"A{index:03d}-{row:05d}" for row in range(rows)])
             if not path.exists():
                 frame.to_csv(path, index=False)
             out.append((path, phase.name))
@@ -118,8 +132,9 @@ def quiet_console() -> None:
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
 
 
-def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
-    """Generate the stream, let batches arrive one by one, run the flow on each, print the table."""
+def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True, delayed_labels: bool = False) -> int:
+    """Generate the stream, let batches arrive one by one, run the flow on each, print the table; with
+    `delayed_labels`, batches arrive without labels and their labels one batch later."""
     from perennial.app.commands import console
     from perennial.core.config import Settings
 
@@ -135,16 +150,20 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
     config_path = workdir / "perennial.yaml"
     if not config_path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(DEMO_CONFIG)
-    stream = write_stream(workdir / "stream", rows)
+        config_path.write_text(DELAYED_CONFIG if delayed_labels else DEMO_CONFIG)
+    stream = write_stream(workdir / "stream", rows, ids=delayed_labels)
     console.print(f"[bold]Perennial demo[/] in {workdir}: {len(stream)} batches of {rows} rows")
     for phase in PHASES:
         console.print(f"  - {phase.name}: {phase.batches} batch(es)")
     (workdir / "batches").mkdir(exist_ok=True)
+    if delayed_labels:
+        (workdir / "labels").mkdir(exist_ok=True)
+        console.print(f"  Labels arrive later: batches {LABELLED_FIRST + 1}-{len(stream)} without the "
+                      "approved column, their labels one batch later (labels/)")
     if not run:
         console.print(f"Stream in {workdir / 'stream'}; config {config_path} (source: {workdir / 'batches'})")
         return 0
-    store, already = _feed(console, stream, workdir, config_path, settings)
+    store, already = _feed(console, stream, workdir, config_path, settings, delayed_labels)
     records = store.records()
     if not [r for r in records if r.batch not in already] and already:
         console.print("All batches were already processed in this workdir; showing the ledger.")
@@ -157,9 +176,9 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True) -> int:
 
 
 def _feed(console, stream: list[tuple[Path, str]], workdir: Path, config_path: Path,
-          settings: Settings) -> tuple[StateStore, set[str]]:
-    """Let each batch arrive in the monitored folder and run the flow on it; the state and the
-    batches processed before."""
+          settings: Settings, delayed_labels: bool = False) -> tuple[StateStore, set[str]]:
+    """Let each batch arrive in the monitored folder and run the flow on it (with `delayed_labels`,
+    without its labels, which arrive with the next batch); the state and the batches processed before."""
     with console.status("Loading Prefect, MLflow, Great Expectations and Evidently..."):
         from perennial.core.config import load_config
         from perennial.core.state import StateStore
@@ -173,13 +192,52 @@ def _feed(console, stream: list[tuple[Path, str]], workdir: Path, config_path: P
     for i, (path, phase) in enumerate(stream, 1):
         if path.name in already:
             continue
-        arrived = inbox / path.name
-        if not arrived.exists():  # placed whole: the flow never sees half a file
-            place_atomically(arrived, lambda out, src=path: out.write(src.read_bytes()))
+        served = delayed_labels and i > LABELLED_FIRST
+        _arrive(inbox / path.name, path, without_labels=served)
+        if delayed_labels and i > LABELLED_FIRST + 1:
+            _labels_arrive(workdir / "labels", stream[i - 2][0])
         with console.status(f"Batch {i}/{len(stream)} ({phase}): validate, drift, decide, adapt..."):
             for record in continuous_training(str(config_path), settings=settings):
-                console.print(f"  {record.batch}: [bold]{record.decision}[/]")
+                console.print(f"  {record.batch}: {describe(record)}")
+    if delayed_labels and not (workdir / "labels" / f"labels-{stream[-1][0].name}").exists():
+        _labels_arrive(workdir / "labels", stream[-1][0])
+        with console.status("The last batch's labels: join, decide, adapt..."):
+            for record in continuous_training(str(config_path), settings=settings):
+                console.print(f"  {record.batch}: {describe(record)}")
     return store, already
+
+
+def _arrive(arrived: Path, source: Path, without_labels: bool) -> None:
+    """A batch lands in the monitored folder whole (the flow never sees half a file)."""
+    if arrived.exists():
+        return
+    data = source.read_bytes() if not without_labels else \
+        pd.read_csv(source).drop(columns=["approved"]).to_csv(index=False).encode()
+    place_atomically(arrived, lambda out: out.write(data))
+
+
+def _labels_arrive(folder: Path, batch: Path) -> None:
+    """The labels of a batch arrive as a label file (its ids and the approved column)."""
+    target = folder / f"labels-{batch.name}"
+    if not target.exists():
+        data = pd.read_csv(batch)[[ID_COLUMN, "approved"]].to_csv(index=False).encode()
+        place_atomically(target, lambda out: out.write(data))
+
+
+def describe(record) -> str:
+    """A cycle in one line: the decision, and for labels that arrive later the estimate or the gap."""
+    from perennial.core.metrics import metric_named_or_accuracy
+
+    m = metric_named_or_accuracy(record.metric)
+    line = f"[bold]{record.decision}[/]"
+    e = record.estimate
+    if e and record.status == "awaiting labels":
+        line += f" (estimated {e['metric']} {m.format(e['value'], 1)} [{m.format(e['low'], 1)}, " \
+                f"{m.format(e['high'], 1)}]{', alarm' if e.get('alarm') else ''})"
+    elif e and record.champion_accuracy_before is not None:
+        line += f" on its labels: realised {m.format(record.champion_accuracy_before, 1)}, estimated " \
+                f"{m.format(e['value'], 1)} when served"
+    return line
 
 
 def _print_where(console, workdir: Path, config_path: Path, settings: Settings) -> None:

@@ -54,8 +54,9 @@ def labelled_inputs(frame: pd.DataFrame, schema: Schema) -> tuple[pd.DataFrame, 
 def score_rejected(champion: Champion | None, batch: Batch, schema: Schema,
                    metric: Metric) -> ChampionScore | None:
     """The champion's metric on a rejected batch's labelled rows (an unseen label counts as wrong);
-    None without a champion. A champion that cannot predict on the batch gives no value."""
-    if champion is None:
+    None without a champion or without labels (a batch served before its labels arrive). A champion
+    that cannot predict on the batch gives no value."""
+    if champion is None or schema.target not in batch.frame:
         return None
     X, y = labelled_inputs(batch.frame, schema)
     if X.empty:

@@ -420,13 +420,16 @@ def _band(m: Metric, estimate: dict) -> str:
     return f"{m.format(estimate['value'])} [{m.format(estimate['low'])}, {m.format(estimate['high'])}]"
 
 
-def estimated_alarm(estimate: dict | None, reference: float | None, metric: Metric) -> bool:
-    """The estimate's whole band below the reference (in the metric's utility): a drop the batch's own
-    sampling and the calibration's uncertainty cannot explain."""
+def estimated_alarm(estimate: dict | None, reference: float | None, metric: Metric,
+                    min_drop: float = 0.0) -> bool:
+    """The estimate's whole band below the reference (in the metric's utility), a drop the batch's own
+    sampling and the calibration's uncertainty cannot explain, and the estimate at least `min_drop`
+    below it (`policy.drop_moderate`: what a drop must reach to count with labels too)."""
     if estimate is None or reference is None or math.isnan(estimate["value"]) or math.isnan(reference):
         return False
     u = metric.utility
-    return max(u(estimate["low"]), u(estimate["high"])) < u(reference)
+    return max(u(estimate["low"]), u(estimate["high"])) < u(reference) \
+        and u(reference) - u(estimate["value"]) >= min_drop
 
 
 def await_labels(estimate: dict | None, reference: float | None, metric: Metric, why_none: str | None,
@@ -453,19 +456,23 @@ def gap_of(estimate: dict, realised: float, metric: Metric) -> float:
 
 
 def with_gap(decision: Decision, estimate: dict | None, drift: DriftResult | None, fine_tunes: int,
-             policy: PolicyConfig, window_batches: int, since_adaptation: int | None) -> Decision:
+             policy: PolicyConfig, window_batches: int, since_adaptation: int | None,
+             realised: float | None = None, served_by: int | None = None) -> Decision:
     """The decision for a batch whose labels arrived, told by the gap between the metric estimated when
-    it was served and the one its labels show. A drop (beyond noise, against recent batches) the
-    estimate foresaw is covariate shift: the model still fits where the inputs went, so fine-tune with
-    replay (or a window retrain); one it did not foresee is a concept change: retrain on this batch (or
-    reuse a former champion). Without a drop, or an estimate, the decision stands; the reason names both
-    figures."""
+    it was served and the one its labels show for the model that served it (`realised`, of version
+    `served_by`; the champion's own by default). A drop of the champion (beyond noise, against recent
+    batches) the estimate foresaw is covariate shift: the model still fits where the inputs went, so
+    fine-tune with replay (or a window retrain); one it did not foresee is a concept change: retrain on
+    this batch (or reuse a former champion). Without a drop, or an estimate, the decision stands; the
+    reason names both figures."""
     if estimate is None or drift is None or drift.champion_accuracy is None \
             or decision.action is Action.REJECT or estimate.get("metric") != drift.judged_by.name \
             or math.isnan(estimate["value"]):
         return decision
-    m, realised = drift.judged_by, drift.champion_accuracy
-    figures = f"realised {m.name} {m.format(realised)}, estimated {_band(m, estimate)} when served"
+    m = drift.judged_by
+    realised = drift.champion_accuracy if realised is None else realised
+    by = f" (v{served_by}, which served it)" if served_by is not None else ""
+    figures = f"realised {m.name} {m.format(realised)}{by}, estimated {_band(m, estimate)} when served"
     drop = drift.accuracy_drop or 0.0
     if drop <= drift.accuracy_noise or decision.trigger in (Trigger.NEW_LABELS, Trigger.FIRST_MODEL):
         return replace(decision, reason=f"{decision.reason}; {figures}")

@@ -46,7 +46,7 @@ from perennial.pipeline.flows.adapt import (
     keep_batch,
     reuse_batch,
 )
-from perennial.pipeline.flows.labels import note_labels, serve_unlabelled, take_labels
+from perennial.pipeline.flows.labels import note_labels, realised_when_served, serve_unlabelled, take_labels
 from perennial.pipeline.lifelong import Reuse, resumed_reuse
 from perennial.pipeline.records import cycle_record, record_intent, with_release
 from perennial.pipeline.steps import finish_cycle, reject_batch
@@ -184,9 +184,11 @@ def decide_cycle(cycle: Cycle, validation: ValidationResult, drift: DriftResult 
     decision = policy.without_fine_tune(decision, cannot_fine_tune(cycle.champion),
                                         config.training.window_batches)
     if (served := cycle.store.served(cycle.batch.id)) is not None:  # the gap between estimate and realised
+        realised = realised_when_served(cycle, served, drift)
         decision = policy.without_fine_tune(
             policy.with_gap(decision, served.estimate, drift, fine_tunes_since_retrain(history),
-                            config.policy, config.training.window_batches, batches_since_adaptation(history)),
+                            config.policy, config.training.window_batches, batches_since_adaptation(history),
+                            realised, served.champion_version_before),
             cannot_fine_tune(cycle.champion), config.training.window_batches)
     with timed() as searching:  # scoring former champions is evaluation cost
         reuse = find_reusable(cycle, drift, validation, decision)
@@ -196,6 +198,8 @@ def decide_cycle(cycle: Cycle, validation: ValidationResult, drift: DriftResult 
     cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, run_id,
                                 cycle.metric)
     cycle.record.add_eval_cost(searching.wall, searching.cpu)
+    if served is not None:
+        cycle.record.estimate = served.estimate  # with the realised metric of the model that served it
     record_intent(cycle.store, cycle.record)
     return decision, reuse
 

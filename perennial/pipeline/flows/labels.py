@@ -29,6 +29,7 @@ from perennial.adapters.batch_files import (
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import policy
 from perennial.core.estimation import EstimationError
+from perennial.core.evaluation import score
 from perennial.core.files import file_sha256
 from perennial.core.labels import LabelError, LabelPool, class_mix, ids, join_labels, labelled_rows
 from perennial.core.policy import reference_accuracy
@@ -50,6 +51,7 @@ from perennial.pipeline.steps import finish_cycle, reject_batch
 from perennial.pipeline.tasks import (
     estimate_metric,
     load_champion,
+    load_version,
     log_cycle,
     log_labels,
     measure_feature_drift,
@@ -89,7 +91,8 @@ def serve_unlabelled(model: Cycle, batch: Batch) -> CycleRecord:
     reference = reference_accuracy(store.records(), config.policy.reference_batches, champion, cycle.metric)
     estimate, why_none = _estimate(cycle)
     if estimate is not None:
-        estimate["alarm"] = policy.estimated_alarm(estimate, reference.accuracy, cycle.metric)
+        estimate["alarm"] = policy.estimated_alarm(estimate, reference.accuracy, cycle.metric,
+                                                   config.policy.drop_moderate)
     drifted = f"{pct(drift.drift_share)} of features drifted, " + (
         f"the champion's predictions drifted ({predicted.method} {predicted.score:.3g})"
         if predicted.drifted else "its predictions did not drift")
@@ -221,6 +224,22 @@ def gather_labels(model: Cycle, waiting_ids: set[str]) -> LabelPool:
     return pool
 
 
+def realised_when_served(cycle: Cycle, served: CycleRecord, drift: DriftResult | None) -> float | None:
+    """The metric, on the batch's labelled rows, of the model that served it (the champion in service
+    when its estimate was made); the champion's own (`drift`) when it is still that model. Kept on the
+    line's estimate (`realised`, `served_by`)."""
+    version = served.champion_version_before
+    if drift is None or version is None or served.estimate is None:
+        return None
+    if version == cycle.champion.version:
+        realised = drift.champion_accuracy
+    else:
+        model = load_version(cycle.config, cycle.settings, version).model
+        realised = score(model, cycle.batch.frame, cycle.schema, cycle.metric)
+    served.estimate = {**served.estimate, "realised": realised, "served_by": version}
+    return realised
+
+
 def labels_seen(cycle: Cycle, served: CycleRecord) -> tuple[dict, StateChange]:
     """For a cycle on a batch whose labels arrived: what its labels were (coverage, their class mix
     against the predicted mix) and the label pool without them, committed with its ledger line."""
@@ -239,7 +258,8 @@ def note_labels(cycle: Cycle, served: CycleRecord, change: StateChange | None) -
     its state change takes those labels out of the pool."""
     seen, taken = labels_seen(cycle, served)
     record = cycle.record
-    record.estimate, record.prediction_drift, record.labels = served.estimate, served.prediction_drift, seen
+    record.estimate = record.estimate or served.estimate
+    record.prediction_drift, record.labels = served.prediction_drift, seen
     if record.run_id:
         log_labels(cycle.settings, record.run_id, None, seen, None)
     return replace(change or StateChange(), labels=taken.labels)
