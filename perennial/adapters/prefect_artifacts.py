@@ -6,6 +6,7 @@ import re
 
 from perennial.adapters import prefect_events as events
 from perennial.core.metrics import metric_named_or_accuracy
+from perennial.core.state import AWAITING
 from perennial.core.types import Action, CycleRecord, DriftResult, pct
 
 
@@ -85,7 +86,7 @@ def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
             "batch": record.batch, "reason": record.reason, "quarantined_to": record.quarantined_to,
             "champion_accuracy": record.champion_accuracy_before, "metric": record.metric,
             "champion_version": record.champion_version_after})
-    if record.decision is Action.AWAIT_LABELS and record.status == "awaiting labels":
+    if record.decision is Action.AWAIT_LABELS and record.status == AWAITING:
         events.emit(events.PERFORMANCE_ESTIMATED, model, {
             "batch": record.batch, "metric": record.metric, "estimate": record.estimate,
             "alarm": bool(record.estimate and record.estimate.get("alarm")), "reason": record.reason,

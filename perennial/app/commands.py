@@ -178,6 +178,17 @@ def has_work(config: PipelineConfig, store: StateStore) -> bool:
         r.status == REQUESTED for r in store.records()) or labels_work(config, store)
 
 
+def labels_summary(store: StateStore) -> str:
+    """Labels that arrive later: the batches waiting and the label pool."""
+    pool, waiting = store.label_pool(), store.pending()
+    expired = sum(r.status == EXPIRED for r in store.records())
+    refused = f"; label files skipped: {', '.join(pool.refused)}" if pool.refused else ""
+    return (f"Labels: {len(waiting)} batch(es) waiting ({', '.join(r.batch for r in waiting) or 'none'}), "
+            f"{expired} expired; {len(pool.frame):,} label(s) of no waiting batch yet, {pool.expired:,} "
+            f"dropped after labels.max_wait_batches, {pool.duplicates:,} replaced by a later label; "
+            f"{len(pool.files):,} label file(s) read{refused}")
+
+
 def labels_work(config: PipelineConfig, store: StateStore) -> bool:
     """Labels that arrive later give work: a label file not read yet (or changed), or a waiting batch
     that may expire (the pool's orphans expire with the next batch)."""
@@ -576,6 +587,8 @@ def status(config_path: Path, last: int) -> int:
         console.print(cycles_table(records[-last:], f"Last {min(last, len(records))} decisions"))
         console.print(cost_summary(records))
         console.print(lifelong_summary(store.matrix(), records[-1].metric) or "")
+        if config.labels.source is not None:
+            console.print(labels_summary(store))
     else:
         console.print(f"No batch processed yet (ledger: {store.ledger_location})")
     return 0

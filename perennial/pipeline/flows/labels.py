@@ -33,6 +33,7 @@ from perennial.core.evaluation import score
 from perennial.core.files import file_sha256
 from perennial.core.labels import LabelError, LabelPool, class_mix, ids, join_labels, labelled_rows
 from perennial.core.policy import reference_accuracy
+from perennial.core.sampling import batch_seed, uniform_rows
 from perennial.core.schema import features_frame
 from perennial.core.state import AWAITING, EXPIRED, StateChange
 from perennial.core.types import (
@@ -61,6 +62,8 @@ from perennial.pipeline.tasks import (
 
 # Held-out rows the estimate is calibrated on: the newest windows of the champion's concept, up to this.
 CALIBRATION_ROWS = 5000
+# Rows of a batch the estimate is made on: a uniform sample of a larger batch (its band is the sample's).
+ESTIMATE_ROWS = 20_000
 
 
 # -- Now: a batch served without labels ------------------------------------------------------------------
@@ -105,9 +108,9 @@ def _estimate(cycle: Cycle) -> tuple[dict | None, str | None]:
     held_out = calibration_rows(cycle)
     if held_out.empty:
         return None, "no held-out rows of the champion's concept to calibrate on yet"
+    rows = uniform_rows(cycle.batch.frame, ESTIMATE_ROWS, batch_seed(cycle.batch.id))
     try:
-        found = estimate_metric(cycle.champion.model, held_out, cycle.batch.frame, cycle.schema,
-                                cycle.metric)
+        found = estimate_metric(cycle.champion.model, held_out, rows, cycle.schema, cycle.metric)
     except EstimationError as exc:
         return None, str(exc)
     return {**asdict(found), "calibration_rows": len(held_out)}, None
