@@ -448,8 +448,9 @@ class StateStore:
         return record if record is not None and record.status == AWAITING else None
 
     def newer_batches(self, batch_id: str) -> int:
-        """Batches processed after `batch_id` (how long a pending batch has waited)."""
-        order = list(self._latest()[0])
+        """Batches that arrived after `batch_id` (first in the ledger after it): how long a pending
+        batch has waited. A batch learnt from once its labels came, or released, is no newer arrival."""
+        order = list(dict.fromkeys(r.batch for r in self._lines()))
         return len(order) - 1 - order.index(batch_id) if batch_id in order else 0
 
     def attempt(self, batch_id: str) -> int:
