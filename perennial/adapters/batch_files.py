@@ -301,7 +301,7 @@ def read_label_file(path: Path, config: PipelineConfig) -> LabelFile:
         frame = read_batch(path, config.data.format, config.data.target, InputLimits.of(config.data)).frame
     except BatchError as exc:
         raise LabelError(str(exc).replace("batch file", "label file", 1)) from None
-    return read_labels(frame, config.data.id, config.data.target, path.name)
+    return read_labels(frame, config.data.id, config.data.target, str(path))
 
 
 def resolve_schema(batch: Batch, config: PipelineConfig, frozen: Schema | None) -> Schema:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -171,7 +172,7 @@ class LabelPool:
         replaced = int(self.frame["id"].isin(new["id"]).sum())
         kept = self.frame[~self.frame["id"].isin(new["id"])]
         frame = pd.concat([kept, new], ignore_index=True) if len(kept) else new.reset_index(drop=True)
-        return LabelPool(frame, {**self.files, labels.source: sha256}, dict(self.refused),
+        return LabelPool(frame, {**self.files, Path(labels.source).name: sha256}, dict(self.refused),
                          self.duplicates + labels.duplicates + replaced, self.expired)
 
     def refuse(self, name: str, sha256: str, error: str) -> LabelPool:

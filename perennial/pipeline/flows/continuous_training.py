@@ -210,6 +210,7 @@ def resume_cycle(cycle: Cycle, intent: CycleRecord, validation: ValidationResult
     decision = intent.recorded_decision()
     cycle.record = cycle_record(cycle.batch, validation, drift, decision, cycle.champion, intent.run_id or "",
                                 cycle.metric)
+    cycle.record.estimate = intent.estimate  # labels that arrived later: with the realised metric
     return decision, resumed_reuse(cycle, decision)
 
 

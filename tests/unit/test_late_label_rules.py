@@ -346,7 +346,7 @@ def test_a_label_file_without_the_id_column_is_refused_as_a_label_file(tmp_path)
     no_id = write_csv(tmp_path / "late" / "l1.csv", pd.DataFrame({"y": ["a", "b"]}))
     with pytest.raises(LabelError) as refused:
         read_label_file(no_id, config)
-    assert str(refused.value) == "label file l1.csv: id column 'row' missing (found: y)"
+    assert str(refused.value) == f"label file {no_id}: id column 'row' missing (found: y)"
     no_target = write_csv(tmp_path / "late" / "l2.csv", pd.DataFrame({"row": [1, 2]}))
     with pytest.raises(LabelError) as refused:
         read_label_file(no_target, config)
