@@ -18,7 +18,8 @@ from bench.suite import PARTS
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmark adaptation quality and cost, monitoring speed, "
-        "orchestration overhead and scale; writes a report with plots.")
+        "orchestration overhead, scale, speed and metric estimates with delayed labels; writes a report with "
+        "plots.")
     parser.add_argument("--quick", action="store_true",
                         help="Small sizes, about 2 minutes: checks the harness.")
     parser.add_argument("--out", type=Path, default=None,

@@ -1,4 +1,4 @@
-"""The benchmark's parts A-E in one go, one markdown report with its plots (`python -m bench`)."""
+"""The benchmark's parts A-F in one go, one markdown report with its plots (`python -m bench`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.common import ROOT, Section, markdown_table
 
-PARTS = ("quality", "monitoring", "overhead", "scale", "speed")
+PARTS = ("quality", "monitoring", "overhead", "scale", "speed", "delayed_labels")
 
 
 def _part(name: str, scenarios: list[str] | None = None) -> Callable[[bool, Path], Section]:
@@ -28,6 +28,8 @@ def _part(name: str, scenarios: list[str] | None = None) -> Callable[[bool, Path
         from bench.overhead import run
     elif name == "speed":
         from bench.speed import run
+    elif name == "delayed_labels":
+        from bench.delayed_labels import run
     else:
         from bench.scale import run
     return run

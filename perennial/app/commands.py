@@ -273,12 +273,8 @@ def ingest(file: Path, config_path: Path) -> int:
     from perennial.core.types import BatchError
 
     config = load_config(config_path, training=False)
-    folder = Path(config.source_pattern())
-    if not folder.is_dir():
-        raise ConfigError(f"{config_path}: key 'data.source' must be an existing folder to ingest into "
-                          f"(got {config.data.source!r})")
-    if not file.is_file():
-        raise BatchError(f"batch file {file}: not found")
+    folder = ingest_folder(config_path, "data.source", config.data.source, config.source_pattern(), file,
+                           "batch file", BatchError)
     store = model_store(config, Settings())
     rejected = check_ingest_name(file, store)
     target = folder / file.name
@@ -309,12 +305,8 @@ def ingest_labels(file: Path, config_path: Path) -> int:
     if config.labels.source is None:
         raise ConfigError(f"{config_path}: key 'labels.source' is not set: labels come with the batches; set "
                           "it to a folder (and data.id) for labels that arrive later")
-    folder = Path(config.labels_pattern())
-    if not folder.is_dir():
-        raise ConfigError(f"{config_path}: key 'labels.source' must be an existing folder to ingest into "
-                          f"(got {config.labels.source!r})")
-    if not file.is_file():
-        raise LabelError(f"label file {file}: not found")
+    folder = ingest_folder(config_path, "labels.source", config.labels.source, config.labels_pattern(), file,
+                           "label file", LabelError)
     check_file_name(file, "label file")
     labels = read_label_file(file, config)
     target = folder / file.name
@@ -332,6 +324,19 @@ def ingest_labels(file: Path, config_path: Path) -> int:
     else:
         console.print("No PREFECT_API_URL: no event sent; `perennial run` will join the labels.")
     return 0
+
+
+def ingest_folder(config_path: Path, key: str, given: str, pattern: str, file: Path, kind: str,
+                  error: type[Exception]) -> Path:
+    """The folder `key` names, to ingest `file` into: a ConfigError when it is no existing folder, `error`
+    naming the `kind` of file when `file` is not there."""
+    folder = Path(pattern)
+    if not folder.is_dir():
+        raise ConfigError(f"{config_path}: key '{key}' must be an existing folder to ingest into "
+                          f"(got {given!r})")
+    if not file.is_file():
+        raise error(f"{kind} {file}: not found")
+    return folder
 
 
 def check_file_name(file: Path, kind: str) -> None:

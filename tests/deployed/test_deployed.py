@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,10 +91,16 @@ def deployed(tmp_path_factory) -> Deployed:
         "policy": {"promotion_margin": -0.5, "drift_share_moderate": 0.2, "drift_share_severe": 0.7,
                    "growth_ratio": None, "candidate_budget": 0.0},
     }))
+    yield from serving(root)
+
+
+def serving(root: Path, **env: str) -> Iterator[Deployed]:
+    """A Prefect server and `perennial serve` of `root`/perennial.yaml (state and MLflow in `root`), up
+    until the generator is closed; `env` adds to the processes' environment."""
     with PrefectServer(root / "prefect-home") as server:
         env = {**quiet_env(), "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": server.api,
                "PERENNIAL_STATE_DIR": str(root / "state"),
-               "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}"}
+               "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}", **env}
         serve_log = open(root / "serve.log", "w")  # noqa: SIM115
         served = subprocess.Popen([str(BIN / "perennial"), "serve", "--config", str(root / "perennial.yaml")],
                                   env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)

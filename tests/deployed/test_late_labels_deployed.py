@@ -14,11 +14,10 @@ from datetime import datetime
 import pandas as pd
 import pytest
 import yaml
-from test_deployed import MODEL, Deployed
+from test_deployed import MODEL, Deployed, serving
 
 from conftest import ROWS, make_batch, wait_for
 from perennial.adapters.prefect_events import LABELS_ARRIVED, PERFORMANCE_ESTIMATED, resource_id
-from perennial.app.local_server import BIN, PrefectServer, quiet_env, stop
 from perennial.core.metrics import metric_named_or_accuracy
 
 ACTION_EXECUTED = "prefect.automation.action.executed"
@@ -36,20 +35,7 @@ def deployed(tmp_path_factory) -> Deployed:
         "policy": {"drift_share_moderate": 0.2, "drift_share_severe": 0.7, "growth_ratio": None,
                    "candidate_budget": 0.0},
     }))
-    with PrefectServer(root / "prefect-home") as server:
-        env = {**quiet_env(), "PREFECT_HOME": str(root / "prefect-home"), "PREFECT_API_URL": server.api,
-               "PERENNIAL_STATE_DIR": str(root / "state"), "OMP_NUM_THREADS": "1",
-               "PERENNIAL_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'state' / 'mlflow.db'}"}
-        serve_log = open(root / "serve.log", "w")  # noqa: SIM115
-        served = subprocess.Popen([str(BIN / "perennial"), "serve", "--config", str(root / "perennial.yaml")],
-                                  env=env, stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            d = Deployed(root, server.api, env)
-            wait_for(lambda: d.http.get(f"/deployments/name/adapt/adapt-{MODEL}").status_code == 200,
-                     "the served deployments", 180)
-            yield d
-        finally:
-            stop(served)
+    yield from serving(root, OMP_NUM_THREADS="1")
 
 
 def with_ids(frame: pd.DataFrame, first: int) -> pd.DataFrame:

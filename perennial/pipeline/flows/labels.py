@@ -28,6 +28,7 @@ from perennial.adapters.batch_files import (
 )
 from perennial.adapters.prefect_logs import run_logger
 from perennial.core import policy
+from perennial.core.config import PolicyConfig
 from perennial.core.estimation import EstimationError
 from perennial.core.evaluation import score
 from perennial.core.files import file_sha256
@@ -43,6 +44,7 @@ from perennial.core.types import (
     CycleRecord,
     Decision,
     DriftResult,
+    Reference,
     ValidationResult,
     pct,
 )
@@ -95,7 +97,7 @@ def serve_unlabelled(model: Cycle, batch: Batch) -> CycleRecord:
     estimate, why_none = _estimate(cycle)
     if estimate is not None:
         estimate["alarm"] = policy.estimated_alarm(estimate, reference.accuracy, cycle.metric,
-                                                   config.policy.drop_moderate)
+                                                   alarm_drop(estimate, reference, cycle, config.policy))
     drifted = f"{pct(drift.drift_share)} of features drifted, " + (
         f"the champion's predictions drifted ({predicted.method} {predicted.score:.3g})"
         if predicted.drifted else "its predictions did not drift")
@@ -114,6 +116,17 @@ def _estimate(cycle: Cycle) -> tuple[dict | None, str | None]:
     except EstimationError as exc:
         return None, str(exc)
     return {**asdict(found), "calibration_rows": len(held_out)}, None
+
+
+def alarm_drop(estimate: dict, reference: Reference, cycle: Cycle, rules: PolicyConfig) -> float:
+    """The least estimated drop that raises an alarm: `policy.drop_moderate`, or two standard errors of
+    the difference when more (a reference measured on a few holdout rows is loose, as with labels)."""
+    se = abs(estimate["high"] - estimate["low"]) / (2 * 1.96)
+    if cycle.metric.kind == "error":  # in utility units: relative to the error
+        se /= max(estimate["value"], 1e-12)
+    noise = cycle.metric.drop_noise(reference.accuracy, reference.rows, estimate["value"], estimate["rows"],
+                                    se)
+    return max(rules.drop_moderate, noise)
 
 
 def calibration_rows(cycle: Cycle) -> pd.DataFrame:
