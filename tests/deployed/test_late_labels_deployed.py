@@ -52,6 +52,34 @@ def when(timestamp: str) -> datetime:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
+def announced_estimate(d: Deployed, served: dict) -> None:
+    """The served batch's `perennial.performance.estimated` event is on the server, with its estimate."""
+    about = {"id": [resource_id(MODEL)]}
+    [event] = wait_for(lambda: [e for e in events(d, PERFORMANCE_ESTIMATED, resource=about)
+                                if e["payload"]["batch"] == served["batch"]],
+                       "the performance.estimated event", 60)
+    assert event["payload"]["estimate"] == served["estimate"] and event["payload"]["alarm"] is False
+    assert event["payload"]["metric"] == served["metric"] and event["payload"]["reason"] == served["reason"]
+    assert event["payload"]["champion_version"] == 1
+
+
+def monitor_run_started_by(d: Deployed, arrived: dict) -> str:
+    """The monitor run the automation created on the event `arrived` (its record of what it did names
+    the event that triggered it and the run it created)."""
+    def runs_started_by_the_event() -> list[str]:
+        acted = events(d, ACTION_EXECUTED, related={"id": [f"prefect.event.{arrived['id']}"]})
+        return [r["prefect.resource.id"].removeprefix("prefect.flow-run.")
+                for e in acted for r in e["related"] if r["prefect.resource.role"] == "flow-run"]
+
+    [run_id] = wait_for(runs_started_by_the_event, f"the automation's run on {arrived['event']}", 60)
+    monitor_runs = {r["id"]: r for r in d.runs(f"monitor-{MODEL}")}
+    assert run_id in monitor_runs, "the event's run is not a run of the monitor deployment"
+    run = monitor_runs[run_id]
+    assert run["created_by"]["type"] == "AUTOMATION"
+    assert when(run["created"]) >= when(arrived["occurred"])
+    return run_id
+
+
 def test_a_batch_served_without_labels_is_estimated_then_learnt_from_when_its_labels_arrive(
         deployed: Deployed):
     d = deployed
@@ -81,12 +109,7 @@ def test_a_batch_served_without_labels_is_estimated_then_learnt_from_when_its_la
     estimate = served["estimate"]
     assert estimate["metric"] == served["metric"] and estimate["low"] <= estimate["value"] <= estimate["high"]
     assert estimate["value"] > 0.8  # the features did not move: the champion looks as good as ever
-    [event] = wait_for(lambda: [e for e in events(d, PERFORMANCE_ESTIMATED,
-                                                  resource={"id": [resource_id(MODEL)]})
-                                if e["payload"]["batch"] == "c.csv"], "the performance.estimated event", 60)
-    assert event["payload"]["estimate"] == estimate and event["payload"]["alarm"] is False
-    assert event["payload"]["metric"] == served["metric"] and event["payload"]["reason"] == served["reason"]
-    assert event["payload"]["champion_version"] == 1
+    announced_estimate(d, served)
 
     # Its labels arrive: the event reaches the server and starts the monitor, which joins them.
     result = ingest("c-labels.csv", flipped[["id", "label"]], "ingest-labels")
@@ -96,21 +119,16 @@ def test_a_batch_served_without_labels_is_estimated_then_learnt_from_when_its_la
                          "the labels.arrived event", 60)
     assert arrived["payload"]["file"] == "c-labels.csv" and arrived["payload"]["labels"] == ROWS
 
-    # The automation's record of what it did names the event that triggered it and the run it created.
-    def runs_started_by_the_labels() -> list[str]:
-        acted = events(d, ACTION_EXECUTED, related={"id": [f"prefect.event.{arrived['id']}"]})
-        return [r["prefect.resource.id"].removeprefix("prefect.flow-run.")
-                for e in acted for r in e["related"] if r["prefect.resource.role"] == "flow-run"]
+    run_id = monitor_run_started_by(d, arrived)
 
-    [run_id] = wait_for(runs_started_by_the_labels, "the automation's run on the labels.arrived event", 60)
-    monitor_runs = {r["id"]: r for r in d.runs(f"monitor-{MODEL}")}
-    assert run_id in monitor_runs, "the labels' run is not a run of the monitor deployment"
-    run = monitor_runs[run_id]
-    assert run["created_by"]["type"] == "AUTOMATION"
-    assert when(run["created"]) >= when(arrived["occurred"])
+    learnt_from_its_labels(d, settled("c.csv"), estimate, flipped)
+    assert wait_for(lambda: d.http.get(f"/flow_runs/{run_id}").json()["state_type"] == "COMPLETED",
+                    "the labels' monitor run completed", 60)
 
-    # Realised far below the estimate: a concept change, retrained by the adapt deployment.
-    learnt = settled("c.csv")
+
+def learnt_from_its_labels(d: Deployed, learnt: dict, estimate: dict, flipped: pd.DataFrame) -> None:
+    """Realised far below the estimate: a concept change, retrained by the adapt deployment, from the
+    batch's labelled rows (which later retrains read from the line's path)."""
     assert learnt["decision"] == "retrain" and learnt["promoted"]
     assert d.champion() == learnt["model_version"] == 2
     m = metric_named_or_accuracy(learnt["metric"])
@@ -122,7 +140,4 @@ def test_a_batch_served_without_labels_is_estimated_then_learnt_from_when_its_la
     assert learnt["labels"]["labelled"] == ROWS and learnt["labels"]["coverage"] == 1.0
     adapt_runs = d.runs(f"adapt-{MODEL}")
     assert [r["parameters"]["batch_ids"] for r in adapt_runs] == [["a.csv"], ["c.csv"]]
-    assert wait_for(lambda: d.http.get(f"/flow_runs/{run_id}").json()["state_type"] == "COMPLETED",
-                    "the labels' monitor run completed", 60)
-    # Learnt from its labelled rows, which later retrains read from the line's path.
     assert pd.read_csv(learnt["path"])[["id", "label"]].equals(flipped[["id", "label"]])

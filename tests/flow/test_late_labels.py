@@ -160,7 +160,24 @@ def test_served_without_labels_then_learnt_once_its_labels_are_ingested(tmp_path
     ws.add(WAITING, b3.drop(columns="label"))
     run = perennial(ws, "run")
     assert run.returncode == 0, run.stderr
-    [served_line] = ledger_lines(ws, WAITING)  # served: no decision recorded ahead, nothing trained
+    served_line = served_and_shown(ws, b3)
+
+    given = tmp_path / "l3.csv"
+    labels_of(b3).to_csv(given, index=False)
+    ingest = perennial(ws, "ingest-labels", str(given))
+    assert ingest.returncode == 0, ingest.stderr
+    assert (tmp_path / "labels" / "l3.csv").read_bytes() == given.read_bytes()
+    assert len(ledger_lines(ws, WAITING)) == 1  # nothing joined before the next run
+
+    run = perennial(ws, "run")
+    assert run.returncode == 0, run.stderr
+    learnt_once(ws, served_line, b3)
+
+
+def served_and_shown(ws: Workspace, b3: pd.DataFrame) -> dict:
+    """The served batch's one line (no decision recorded ahead, nothing trained), its MLflow run and
+    `perennial status`."""
+    [served_line] = ledger_lines(ws, WAITING)
     assert (served_line["decision"], served_line["status"]) == ("await_labels", "awaiting labels")
     estimate = served_line["estimate"]
     assert estimate["metric"] == "accuracy" and estimate["low"] <= estimate["value"] <= estimate["high"]
@@ -176,16 +193,12 @@ def test_served_without_labels_then_learnt_once_its_labels_are_ingested(tmp_path
     [row] = [line for line in status.stdout.splitlines() if line.startswith(f"│ {WAITING}")]
     assert f"~{estimate['value'] * 100:.1f}%" in row and "await_labels" in row and "awaiting labels" in row
     assert "Labels: 1 batch(es) waiting (b3.csv)" in status.stdout
+    return served_line
 
-    given = tmp_path / "l3.csv"
-    labels_of(b3).to_csv(given, index=False)
-    ingest = perennial(ws, "ingest-labels", str(given))
-    assert ingest.returncode == 0, ingest.stderr
-    assert (tmp_path / "labels" / "l3.csv").read_bytes() == given.read_bytes()
-    assert len(ledger_lines(ws, WAITING)) == 1  # nothing joined before the next run
 
-    run = perennial(ws, "run")
-    assert run.returncode == 0, run.stderr
+def learnt_once(ws: Workspace, served_line: dict, b3: pd.DataFrame) -> None:
+    """The run after its labels came: one final line naming both figures, the labels taken from the pool,
+    the batch's rows learnt once; a further run changes nothing."""
     [done] = final_lines(ws, WAITING)
     assert done["decision"] == "noop" and done["status"] == "done"  # the concept held
     assert re.search(r"realised accuracy [\d.]+% \(v1, which served it\), estimated [\d.]+% \[",
