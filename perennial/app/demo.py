@@ -235,8 +235,9 @@ def describe(record) -> str:
         line += f" (estimated {e['metric']} {m.format(e['value'], 1)} [{m.format(e['low'], 1)}, " \
                 f"{m.format(e['high'], 1)}]{', alarm' if e.get('alarm') else ''})"
     elif e and record.champion_accuracy_before is not None:
-        line += f" on its labels: realised {m.format(record.champion_accuracy_before, 1)}, estimated " \
-                f"{m.format(e['value'], 1)} when served"
+        realised = e.get("realised", record.champion_accuracy_before)  # of the model that served it
+        line += f" on its labels: realised {m.format(realised, 1)}, estimated {m.format(e['value'], 1)} " \
+                "when served"
     return line
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import make_batch, new_workspace
 from perennial.app.cli import main
+from perennial.core.state import StateStore
 
 
 def test_run_then_status(tmp_path, monkeypatch, capsys, prefect_server):
@@ -81,3 +82,30 @@ def test_demo_shows_every_decision_and_a_second_run_does_not_fail(tmp_path, monk
 
     assert main(demo) == 0
     assert "All batches were already processed in this workdir" in capsys.readouterr().out
+
+
+def test_the_demo_with_delayed_labels_estimates_waits_and_decides_when_labels_arrive(tmp_path, monkeypatch,
+                                                                                     capsys, prefect_server):
+    """`perennial demo --delayed-labels`: batches 3-11 served without labels (an estimate each, never
+    trained on), their labels one batch later; the concept change is told by the gap, the first
+    season's model reused when its concept returns."""
+    for var in ("PERENNIAL_STATE_DIR", "PERENNIAL_MLFLOW_TRACKING_URI", "PREFECT_HOME"):
+        monkeypatch.setenv(var, "set-by-the-demo")
+    workdir = tmp_path / "demo"
+    assert main(["demo", "--workdir", str(workdir), "--rows", "1400", "--delayed-labels"]) == 0
+    out = capsys.readouterr().out
+    served = re.findall(r"(batch-\d+\.csv): await_labels \(estimated accuracy [\d.]+% \[", out)
+    learnt = re.findall(r"(batch-\d+\.csv): \w+ on its labels: realised [\d.]+%, estimated [\d.]+% "
+                        "when served", out)
+    labelled_later = [f"batch-{i:03d}.csv" for i in range(3, 12) if i != 9]  # 9 is the corrupt batch
+    assert sorted(served) == sorted(learnt) == labelled_later
+    assert "batch-009.csv: reject" in out
+    store = StateStore(workdir / "state", "loan-approval")
+    final = {r.batch: r for r in store.records()}
+    # Nothing waits; only the rejected batch's labels are left, kept until labels.max_wait_batches.
+    assert not store.pending() and set(store.label_pool().frame["id"].str[:4]) == {"A009"}
+    assert final["batch-004.csv"].reason.startswith("concept change: realised accuracy")
+    assert final["batch-010.csv"].decision == "reuse"
+    # Never trained on unlabelled rows: every version was registered by a batch once its labels came.
+    assert all(final[r.batch].estimate is not None for r in store.records() if r.model_version
+               and r.batch not in ("batch-001.csv", "batch-002.csv"))
