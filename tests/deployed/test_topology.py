@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -170,6 +171,10 @@ def test_without_the_auth_string_or_password_both_servers_answer_401(topology: R
     assert "credentials refused (HTTP 401" in done.stderr, done.stderr
 
 
+# Two polls of an idle worker (PREFECT_WORKER_QUERY_SECONDS 2) and a margin for a loaded machine.
+IDLE_WORKER_POLL_SECONDS = 6.0
+
+
 def test_two_models_adapt_in_parallel_on_the_two_workers(topology: Running):
     t = topology
     first = t.feed("batch-001.csv")  # no champion yet: each model's first one
@@ -183,16 +188,18 @@ def test_two_models_adapt_in_parallel_on_the_two_workers(topology: Running):
         assert t.champion(model) == 2
     adapts = {m: t.runs(f"adapt-{m}")[-1] for m in MODELS}
     assert all(run["state_type"] == "COMPLETED" for run in adapts.values())
-    # Parallel work needs two adaptations pending at once. Each comes from its model's monitor run, and
-    # a cycle takes seconds since issue 22: on a busy machine one monitor can end after the other
-    # model's adaptation is over (seen once in CI), and then one worker rightly runs both in turn.
-    created = [run["created"] for run in adapts.values()]
-    ends = [run["end_time"] for run in adapts.values()]
-    if max(created) >= min(ends):
-        pytest.skip(f"the two adaptations were never pending at once (one created {max(created)}, the "
-                    f"other ended {min(ends)}): nothing to run in parallel this time")
+    # Parallel work needs two adaptations pending at once, for longer than an idle worker takes to poll
+    # (PREFECT_WORKER_QUERY_SECONDS 2 in the topology). Each comes from its model's monitor run, and a
+    # cycle takes seconds since issue 22: on a busy machine one monitor can end just before (or after)
+    # the other model's adaptation is over (seen twice in CI), and then one worker rightly runs both.
+    created = [datetime.fromisoformat(run["created"]) for run in adapts.values()]
+    ends = [datetime.fromisoformat(run["end_time"]) for run in adapts.values()]
+    if (min(ends) - max(created)).total_seconds() < IDLE_WORKER_POLL_SECONDS:
+        pytest.skip(f"the two adaptations were not pending at once long enough for the idle worker to "
+                    f"poll (one created {max(created)}, the other ended {min(ends)}): nothing to run in "
+                    "parallel this time")
     assert {t.worker_of(run["id"]) for run in adapts.values()} == set(WORKERS)
-    starts = [run["start_time"] for run in adapts.values()]
+    starts = [datetime.fromisoformat(run["start_time"]) for run in adapts.values()]
     assert max(starts) < min(ends), f"the two adaptations did not overlap: {adapts}"
 
 
