@@ -64,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--allow-unpromoted", action="store_true",
                           help="Also serve a version that never passed the promotion gate (never champion, "
                           "or not promoted by its cycle).")
+    report = _config(sub.add_parser("report", help="A model's life on one self-contained HTML page: its "
+                                    "metric, decisions, champions, drift and cost per batch."))
+    report.add_argument("--out", type=Path, default=None,
+                        help="Where to write it (default: report.html in the model's state folder).")
     status = _config(sub.add_parser("status", help="Champion, registered versions and recent decisions."))
     status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
     status.add_argument("--history", action="store_true",
@@ -124,6 +128,10 @@ def _command(args: argparse.Namespace) -> int:
         from perennial.app.commands import release
 
         return release(args.batch, args.config, args.reason)
+    if args.command == "report":
+        from perennial.app.commands import report
+
+        return report(args.config, args.out)
     if args.command == "rollback":
         from perennial.app.commands import rollback
 

@@ -597,3 +597,16 @@ def status(config_path: Path, last: int) -> int:
     else:
         console.print(f"No batch processed yet (ledger: {store.ledger_location})")
     return 0
+
+
+def report(config_path: Path, out: Path | None) -> int:
+    """Write the model's life on one HTML page (from its ledger and accuracy matrix) and print its path."""
+    from perennial.adapters.report_page import write_page
+
+    config = load_config(config_path, training=False)
+    store = model_store(config, Settings())
+    store.check()
+    target = out or store.root / "report.html"
+    write_page(target, config.name, store.records(), store.matrix())
+    console.print(f"Report of {config.name}: {target.resolve()}")
+    return 0

@@ -14,7 +14,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 import yaml
-from test_deployed import MODEL, Deployed, serving
+from test_deployed import MODEL, NEVER_IN_A_TEST, Deployed, serving
 
 from conftest import ROWS, make_batch, wait_for
 from perennial.adapters.prefect_events import LABELS_ARRIVED, PERFORMANCE_ESTIMATED, resource_id
@@ -30,7 +30,7 @@ def deployed(tmp_path_factory) -> Deployed:
         (root / folder).mkdir()
     (root / "perennial.yaml").write_text(yaml.safe_dump({
         "name": MODEL, "data": {"source": "batches", "target": "label", "id": "id"},
-        "labels": {"source": "labels"},
+        "labels": {"source": "labels"}, "deploy": {"cron": NEVER_IN_A_TEST},
         # One way to train per adaptation and no data-growth retrain: each batch takes one known path.
         "policy": {"drift_share_moderate": 0.2, "drift_share_severe": 0.7, "growth_ratio": None,
                    "candidate_budget": 0.0},
