@@ -99,26 +99,8 @@ def figure(records: list[CycleRecord], metric: Metric):
                              name="challenger (holdout)", marker={"color": "#1f77b4", "size": 7},
                              customdata=names,
                              hovertemplate="%{customdata}: %{y:.2f}<extra>challenger</extra>"), row=1, col=1)
-    low = [value(r.champion_accuracy_before) for r in records if r.champion_accuracy_before is not None]
-    base = min(low) if low else 0
-    for kind, (colour, symbol) in DECISION_STYLE.items():
-        shown = [(i, r) for i, r in zip(x, records, strict=True) if kind_of(r) == kind]
-        if shown:
-            fig.add_trace(go.Scatter(
-                x=[i for i, _ in shown], y=[value(r.champion_accuracy_before) or base for _, r in shown],
-                mode="markers", name=kind, marker={"color": colour, "symbol": symbol, "size": 13,
-                                                   "line": {"width": 1, "color": colour}},
-                hovertext=[_hover(r, metric) for _, r in shown], hoverinfo="text"), row=1, col=1)
-    # Bands set in one layout update: plotly's add_vrect re-validates the layout each call (17 s for 100).
-    bands = service_bands(records)
-    fig.update_layout(
-        shapes=[{"type": "rect", "xref": "x", "yref": "y domain", "x0": start - 0.5, "x1": end + 0.5,
-                 "y0": 0, "y1": 1, "fillcolor": "#1f77b4" if version % 2 else "#2ca02c", "opacity": 0.07,
-                 "line_width": 0, "layer": "below"} for start, end, version in bands],
-        annotations=[*fig.layout.annotations, *(
-            {"xref": "x", "yref": "y domain", "x": start - 0.5, "y": 1, "text": f"v{version}",
-             "showarrow": False, "xanchor": "left", "yanchor": "top", "font": {"size": 10}}
-            for start, _, version in bands)])
+    _decisions(fig, records, metric, value)
+    _service_bands(fig, service_bands(records))
     moved = [f"{r.batch}: {', '.join(r.drifted_columns + r.shifted_columns) or 'no column'}" for r in records]
     fig.add_trace(go.Bar(x=x, y=[r.drift_share for r in records], name="drift share", marker_color="#9467bd",
                          hovertext=moved, hoverinfo="text+y"), row=2, col=1)
@@ -130,6 +112,35 @@ def figure(records: list[CycleRecord], metric: Metric):
     fig.update_layout(height=850, template="plotly_white", hovermode="closest",
                       legend={"orientation": "h", "y": -0.08}, margin={"t": 40, "l": 60, "r": 20})
     return fig
+
+
+def _decisions(fig, records: list[CycleRecord], metric: Metric, value) -> None:
+    """One marker trace per kind of decision, on the champion's metric line, its reason on hover."""
+    import plotly.graph_objects as go
+
+    low = [value(r.champion_accuracy_before) for r in records if r.champion_accuracy_before is not None]
+    base = min(low) if low else 0
+    for kind, (colour, symbol) in DECISION_STYLE.items():
+        shown = [(i, r) for i, r in enumerate(records, start=1) if kind_of(r) == kind]
+        if shown:
+            fig.add_trace(go.Scatter(
+                x=[i for i, _ in shown], y=[value(r.champion_accuracy_before) or base for _, r in shown],
+                mode="markers", name=kind, marker={"color": colour, "symbol": symbol, "size": 13,
+                                                   "line": {"width": 1, "color": colour}},
+                hovertext=[_hover(r, metric) for _, r in shown], hoverinfo="text"), row=1, col=1)
+
+
+def _service_bands(fig, bands: list[tuple[int, int, int]]) -> None:
+    """The versions in service as bands behind the metric, set in one layout update (plotly's add_vrect
+    re-validates the layout at each call: 17 s for 100 bands)."""
+    fig.update_layout(
+        shapes=[{"type": "rect", "xref": "x", "yref": "y domain", "x0": start - 0.5, "x1": end + 0.5,
+                 "y0": 0, "y1": 1, "fillcolor": "#1f77b4" if version % 2 else "#2ca02c", "opacity": 0.07,
+                 "line_width": 0, "layer": "below"} for start, end, version in bands],
+        annotations=[*fig.layout.annotations, *(
+            {"xref": "x", "yref": "y domain", "x": start - 0.5, "y": 1, "text": f"v{version}",
+             "showarrow": False, "xanchor": "left", "yanchor": "top", "font": {"size": 10}}
+            for start, _, version in bands)])
 
 
 def service_bands(records: list[CycleRecord]) -> list[tuple[int, int, int]]:

@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     _config(release).add_argument("batch", help="The batch's file name, as in the ledger (e.g. 2026-03.csv).")
     release.add_argument("--reason", required=True, help="Why, e.g. 'ages above 120 are the new normal'; "
                          "recorded on the ledger line.")
+    _rollback(sub)
+    report = _config(sub.add_parser("report", help="A model's life on one self-contained HTML page: its "
+                                    "metric, decisions, champions, drift and cost per batch."))
+    report.add_argument("--out", type=Path, default=None,
+                        help="Where to write it (default: report.html in the model's state folder).")
+    status = _config(sub.add_parser("status", help="Champion, registered versions and recent decisions."))
+    status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
+    status.add_argument("--history", action="store_true",
+                        help="Show every move of the champion alias instead (newest first).")
+    return parser
+
+
+def _rollback(sub) -> None:
     rollback = _config(sub.add_parser("rollback", help="Move the champion alias back to an earlier version; "
                                       "the version left is not reinstated automatically."))
     rollback.add_argument("--to", type=int, default=None, metavar="VERSION",
@@ -64,15 +77,6 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("--allow-unpromoted", action="store_true",
                           help="Also serve a version that never passed the promotion gate (never champion, "
                           "or not promoted by its cycle).")
-    report = _config(sub.add_parser("report", help="A model's life on one self-contained HTML page: its "
-                                    "metric, decisions, champions, drift and cost per batch."))
-    report.add_argument("--out", type=Path, default=None,
-                        help="Where to write it (default: report.html in the model's state folder).")
-    status = _config(sub.add_parser("status", help="Champion, registered versions and recent decisions."))
-    status.add_argument("--last", type=int, default=10, help="How many recent decisions to show.")
-    status.add_argument("--history", action="store_true",
-                        help="Show every move of the champion alias instead (newest first).")
-    return parser
 
 
 def _config(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
