@@ -271,6 +271,21 @@ class DriftConfig(_Strict):
         0.03, ge=0, description="A sampled column whose score is this close to its threshold is recomputed "
         "on every row."
     )
+    workspace: bool | str = Field(
+        True, description="The Evidently workspace each accepted batch's drift run is added to, with a "
+        "dashboard of drift share and drifted columns over batches (`evidently ui`): true, "
+        "`<state folder>/evidently`; a folder (relative to the config file); the http(s) URL of an "
+        "`evidently ui` server; false, none."
+    )
+
+    @field_validator("workspace")
+    @classmethod
+    def _workspace_without_credentials(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str) and (not value.strip() or "@" in value.split("://", 1)[-1].split("/", 1)[0]):
+            # Named without the value: it may hold a secret.
+            raise PydanticCustomError(NAMED_KEY, "expected true, false, a folder or an http(s) URL without "
+                                      "credentials", {"key": ""})
+        return value
 
 
 class TrainingConfig(_Strict):
