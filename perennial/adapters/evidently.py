@@ -16,8 +16,9 @@ from perennial.core.types import Batch, Champion, DriftResult, FeatureDrift, Ref
 
 
 def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Schema,
-                    cfg: DriftConfig, html_path: Path | None) -> DriftResult:
-    """Per-column drift with Evidently's default method for each column type."""
+                    cfg: DriftConfig, html_path: Path | None, batch: str | None = None) -> DriftResult:
+    """Per-column drift with Evidently's default method for each column type; the snapshot is named
+    after the batch (its run in the model's Evidently workspace)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import DriftedColumnsCount, ValueDrift
 
@@ -34,6 +35,7 @@ def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Sche
     snapshot = report.run(
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
         reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+        name=batch, metadata={"batch": batch} if batch else None, tags=["perennial"],
     )
     if html_path is not None:
         html = snapshot.get_html_str(as_iframe=False).encode()  # what save_html writes, placed whole
@@ -51,7 +53,8 @@ def evidently_drift(current: pd.DataFrame, reference: pd.DataFrame, schema: Sche
         features.append(FeatureDrift(
             column=params["column"], method=str(params.get("method")), score=float(metric["value"]),
             threshold=float(params["threshold"]), drifted=test["status"] == "FAIL"))
-    return DriftResult(features=features, drift_share=_share(features), report_html=html_path)
+    return DriftResult(features=features, drift_share=_share(features), report_html=html_path,
+                       evidently_run=snapshot)
 
 
 def _share(features: list[FeatureDrift]) -> float:
@@ -86,7 +89,7 @@ def batch_drift(batch: Batch, reference: pd.DataFrame, schema: Schema, cfg: Drif
     """Drift of a batch: a large one through a uniform sample (the default scores are distances,
     which do not grow with the sample), columns near their threshold confirmed on every row."""
     sample = uniform_rows(batch.frame, cfg.sample_rows, batch_seed(batch.id))
-    drift = evidently_drift(features_frame(sample, schema), reference, schema, cfg, html_path)
+    drift = evidently_drift(features_frame(sample, schema), reference, schema, cfg, html_path, batch.id)
     if len(sample) < batch.rows:
         confirm_borderline(drift, batch.frame, reference, schema, cfg)
     return drift

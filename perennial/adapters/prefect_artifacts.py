@@ -66,10 +66,24 @@ def labels_markdown(record: CycleRecord, m) -> list[str]:
     return lines
 
 
+def artifact_key(model: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
+
+
+def link_report(model: str, page: str, mlflow_location: str | None) -> None:
+    """A link to the model's report page (rewritten after every cycle)."""
+    from prefect.artifacts import create_link_artifact
+
+    where = f"; in MLflow: {mlflow_location}" if mlflow_location else ""
+    create_link_artifact(page, link_text=f"Report page of {model}", key=f"{artifact_key(model)}-report",
+                         description=f"The model's life on one page, as of this cycle{where}")
+
+
 def publish_cycle(model: str, record: CycleRecord, drift: DriftResult | None,
                   mlflow_link: str | None) -> None:
     """Markdown summary, per-feature drift table and MLflow run link as Prefect artifacts."""
-    key = re.sub(r"[^a-z0-9-]+", "-", model.lower()).strip("-")
+    key = artifact_key(model)
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
     create_markdown_artifact(cycle_markdown(model, record), key=f"{key}-cycle",

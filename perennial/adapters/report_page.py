@@ -109,6 +109,9 @@ def figure(records: list[CycleRecord], metric: Metric):
                          hovertext=[f"{r.batch}: {kind_of(r)}" for r in records], hoverinfo="text+y"),
                   row=3, col=1)
     fig.update_xaxes(title_text="batch (in processing order)", row=3, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=2, col=1)  # a share: an all-zero drift keeps its scale
+    if len(records) <= 40:
+        fig.update_xaxes(dtick=1)  # whole batches only
     fig.update_layout(height=850, template="plotly_white", hovermode="closest",
                       legend={"orientation": "h", "y": -0.08}, margin={"t": 40, "l": 60, "r": 20})
     return fig
@@ -124,10 +127,19 @@ def _decisions(fig, records: list[CycleRecord], metric: Metric, value) -> None:
         shown = [(i, r) for i, r in enumerate(records, start=1) if kind_of(r) == kind]
         if shown:
             fig.add_trace(go.Scatter(
-                x=[i for i, _ in shown], y=[value(r.champion_accuracy_before) or base for _, r in shown],
+                x=[i for i, _ in shown], y=[_at(r, value, base) for _, r in shown],
                 mode="markers", name=kind, marker={"color": colour, "symbol": symbol, "size": 13,
                                                    "line": {"width": 1, "color": colour}},
                 hovertext=[_hover(r, metric) for _, r in shown], hoverinfo="text"), row=1, col=1)
+
+
+def _at(record: CycleRecord, value, base: float) -> float:
+    """Where a decision's marker sits: the champion's metric on the batch; without one (the first
+    model, an unreadable batch), the challenger's, else the lowest value shown."""
+    for v in (record.champion_accuracy_before, record.challenger_accuracy):
+        if value(v) is not None:
+            return value(v)
+    return base
 
 
 def _service_bands(fig, bands: list[tuple[int, int, int]]) -> None:
@@ -146,8 +158,9 @@ def _service_bands(fig, bands: list[tuple[int, int, int]]) -> None:
 def service_bands(records: list[CycleRecord]) -> list[tuple[int, int, int]]:
     """(first, last, version): the batches (1-based) each champion version served in a row."""
     bands: list[tuple[int, int, int]] = []
+    after = None  # the version in service after the batch before (an unreadable batch's line lacks it)
     for i, record in enumerate(records, start=1):
-        version = record.champion_version_before
+        version, after = record.champion_version_before or after, record.champion_version_after or after
         if version is None:
             continue
         if bands and bands[-1][2] == version and bands[-1][1] == i - 1:
@@ -182,7 +195,7 @@ def page(model: str, records: list[CycleRecord], matrix: AccuracyMatrix) -> str:
              f"<b>{told.batches}</b> batches: {html.escape(decisions) or 'none yet'}.<br>",
              f"Champion now: <b>v{told.champion}</b> (in service after "
              f"{html.escape(told.champion_since or '-')})." if told.champion else "No champion yet.", "<br>",
-             f"{metric.name} of the champion on the latest batch: <b>{metric.format(told.now, 1)}</b>; at "
+             f"The champion's {metric.name} on the latest batch: <b>{metric.format(told.now, 1)}</b>; at "
              f"its best {metric.format(told.best, 1)} (batch {html.escape(told.best_batch or '-')}).", "</p>"]
     if rejected:
         parts.append("<p>Rejected: " + ", ".join(

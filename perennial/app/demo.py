@@ -171,7 +171,7 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True, delayed_l
 
     console.print(cycles_table(records, "Perennial demo: one row per batch"))
     _print_summary(console, records, time.perf_counter() - started, store.matrix())
-    _print_where(console, workdir, config_path, settings)
+    _print_where(console, workdir, config_path, settings, store.root / "report.html")
     return 0
 
 
@@ -241,10 +241,13 @@ def describe(record) -> str:
     return line
 
 
-def _print_where(console, workdir: Path, config_path: Path, settings: Settings) -> None:
+def _print_where(console, workdir: Path, config_path: Path, settings: Settings, report: Path) -> None:
     """How to open what the demo wrote."""
     uri, artifacts = settings.tracking_uri(), settings.state_dir / "mlartifacts"
     console.print("\nExplore what the demo wrote:")
+    console.print(f"  Report:     {report.resolve()}   (the model's life on one page, offline)")
+    workspace = (settings.state_dir / "evidently").resolve()
+    console.print(f"  Evidently:  uv run evidently ui --workspace {workspace} --port 8000   -> http://127.0.0.1:8000")
     console.print(f"  MLflow UI:  uv run mlflow ui --backend-store-uri {uri} "
                   f"--default-artifact-root {artifacts} --port 5000   -> http://127.0.0.1:5000")
     console.print(f"  Prefect UI: PREFECT_HOME={workdir / 'prefect'} uv run prefect server start   "
@@ -260,7 +263,8 @@ def _print_summary(console, records, seconds: float, matrix) -> None:
 
     counts = {d.value: sum(r.decision is d for r in records) for d in Action}
     champion = next((r.champion_version_after for r in reversed(records) if r.champion_version_after), None)
-    versions = sum(r.model_version is not None for r in records)
+    versions = sum(r.model_version is not None and r.decision is not Action.REUSE for r in records)  # a reuse
+    # reinstates a version registered before
     promoted = sum(bool(r.promoted) for r in records)
     scored = [r.champion_accuracy_before for r in records if r.champion_accuracy_before is not None]
     growth = sum(r.trigger == Trigger.DATA_GROWTH for r in records)

@@ -239,6 +239,8 @@ class DriftResult:
     # champion's value on the batch (its utility's; None: accuracy's binomial one).
     metric: Any = field(default=None, repr=False, compare=False)
     champion_error: float | None = None
+    # Evidently's snapshot of the measurement, for the model's Evidently workspace (adapters only).
+    evidently_run: Any = field(default=None, repr=False, compare=False)
 
     @property
     def drifted_columns(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from perennial.adapters.evidently_workspace import location_of
 from perennial.adapters.mlflow_registry import Tag, run_url
 from perennial.adapters.plots import accuracy_heatmap
 from perennial.adapters.prefect_logs import run_logger
@@ -13,7 +14,16 @@ from perennial.core.state import StateChange
 from perennial.core.types import ChampionScore, CycleRecord, DriftResult, ValidationResult
 from perennial.pipeline.context import Cycle
 from perennial.pipeline.records import record_cycle, step_metrics
-from perennial.pipeline.tasks import log_champion_score, log_lifelong, publish_cycle, score_rejected
+from perennial.pipeline.tasks import (
+    add_drift_run,
+    link_report,
+    log_champion_score,
+    log_lifelong,
+    log_report,
+    publish_cycle,
+    score_rejected,
+    write_report,
+)
 
 
 def note_champion_score(cycle: Cycle, score: ChampionScore | None) -> None:
@@ -55,6 +65,39 @@ def finish_cycle(cycle: Cycle, drift: DriftResult | None = None,
     record, settings = cycle.record, cycle.settings
     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     publish_cycle(cycle.name, record, drift, run_url(settings, record.run_id) if record.run_id else None)
+    keep_drift_run(cycle, drift)
     record_cycle(cycle.store, record, change)
     run_logger().info("%s -> %s (%s): %s", record.batch, record.decision, record.status, record.reason)
+    publish_report(cycle)
     return record
+
+
+def keep_drift_run(cycle: Cycle, drift: DriftResult | None) -> None:
+    """The batch's drift run in the model's Evidently workspace (`drift.workspace`), before the commit
+    so that a rerun after a crash replaces it. A workspace that cannot take it is a warning: it is a
+    view, and the batch's decision stands."""
+    location = location_of(cycle.config.drift, cycle.config.base_dir, cycle.settings.state_dir)
+    if location is None or drift is None or drift.evidently_run is None:
+        return
+    batch = cycle.record.batch
+    try:
+        add_drift_run(location, cycle.name, batch, drift.evidently_run, cycle.store.report_dir(batch))
+    except Exception as exc:  # a server down, a folder not writable: the cycle goes on
+        run_logger().warning("the Evidently workspace %s did not take the drift run of %s: %s",
+                             location, batch, first_line(exc))
+
+
+def publish_report(cycle: Cycle) -> None:
+    """The model's report page, rewritten from the ledger after every cycle into the state folder,
+    logged on the run of the model's latest version in MLflow and linked from a Prefect artifact. A
+    page that cannot be written or logged is a warning: the cycle is committed already."""
+    page = cycle.store.root / "report.html"
+    try:
+        write_report(page, cycle.name, cycle.store.records(), cycle.store.matrix())
+        link_report(cycle.name, page.resolve().as_uri(), log_report(cycle.name, cycle.settings, page))
+    except Exception as exc:
+        run_logger().warning("the report page of %s was not updated: %s", cycle.name, first_line(exc))
+
+
+def first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"

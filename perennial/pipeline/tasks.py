@@ -23,10 +23,12 @@ from prefect.tasks import Task
 from perennial.adapters import (
     batch_files,
     evidently,
+    evidently_workspace,
     great_expectations,
     mlflow_registry,
     prefect_artifacts,
     prefect_events,
+    report_page,
 )
 from perennial.core import estimation, evaluation
 from perennial.pipeline import lifelong, training
@@ -120,3 +122,7 @@ log_lifelong = _task(mlflow_registry.log_lifelong, **_MLFLOW)
 log_labels = _task(mlflow_registry.log_labels, **_MLFLOW)
 # What the cycle leaves behind
 publish_cycle = _task(prefect_artifacts.publish_cycle)
+add_drift_run = _task(evidently_workspace.add_drift_run)
+write_report = _task(report_page.write_page)
+log_report = _task(mlflow_registry.log_report, **_MLFLOW)
+link_report = _task(prefect_artifacts.link_report)

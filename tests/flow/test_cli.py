@@ -79,9 +79,27 @@ def test_demo_shows_every_decision_and_a_second_run_does_not_fail(tmp_path, monk
     # concept's whole history on the same holdout rows; the history, which still holds, wins.
     assert "fine_tune" in out and "retrain_all" in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
+    assert_the_demo_page_tells_its_life(out, counts)
 
     assert main(demo) == 0
     assert "All batches were already processed in this workdir" in capsys.readouterr().out
+
+
+def assert_the_demo_page_tells_its_life(out: str, counts: dict[str, int]) -> None:
+    """The page the demo prints: every batch, the decisions the run printed, v2 reinstated; and its
+    Evidently project with a run per batch measured for drift."""
+    from evidently.ui.workspace import Workspace as EvidentlyWorkspace
+
+    page = Path(re.search(r"Report: +(\S+)", out).group(1)).read_text()
+    told = re.search(r"<b>(\d+)</b> batches: ([^.]+)\.", page)
+    shown = {kind: int(n) for kind, n in re.findall(r"(\w+) (\d+)", told.group(2))}
+    assert int(told.group(1)) == 11 == sum(shown.values())
+    assert shown.get("retrain", 0) + shown.get("growth", 0) == counts["retrain"]
+    assert all(shown.get(kind) == counts[kind] for kind in ("reject", "noop", "reuse")), (shown, counts)
+    assert "Champion now: <b>v2</b>" in page and "concept returned: v2 scores" in page  # the reuse
+    workspace = EvidentlyWorkspace(re.search(r"evidently ui --workspace (\S+)", out).group(1))
+    (project,) = workspace.search_project("loan-approval")
+    assert len(workspace.list_runs(project.id)) == 11 - 1 - 1  # not the first batch, not the rejected
 
 
 def test_the_demo_with_delayed_labels_estimates_waits_and_decides_when_labels_arrive(tmp_path, monkeypatch,

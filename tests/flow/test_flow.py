@@ -274,3 +274,43 @@ def test_registering_the_same_batch_twice_returns_the_first_version(stream):
     assert again == records[batch.id].model_version
     assert len(ws.versions()) == before
     assert int(champion_version(ws.name, ws.settings).version) == ws.champion()
+
+
+def test_each_cycle_rewrites_the_report_page_logged_on_the_latest_version_and_linked(stream):
+    """The page of the model's life after every cycle: in the state, on the run of the latest version
+    in MLflow (the version tagged with where), and a Prefect link to it per cycle."""
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    ws, records, versions = stream
+    page = ws.store.root / "report.html"
+    text = page.read_text()
+    assert "<b>7</b> batches" in text and "<script src" not in text
+    assert 'Rejected: <span title="validation failed' in text and ">b05-broken.csv</span>" in text
+    latest = max(versions, key=lambda v: v["version"])
+    client = MlflowClient(ws.settings.tracking_uri())
+    version = client.get_model_version("stream-model", str(latest["version"]))
+    assert version.tags[Tag.REPORT] == f"runs:/{version.run_id}/report/report.html"
+    logged = Path(client.download_artifacts(version.run_id, "report/report.html", str(ws.root)))
+    assert logged.read_text() == text  # the page as of the last cycle
+    with get_client(sync_client=True) as prefect:
+        links = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(
+            any_=["stream-model-report"])))
+    assert len(links) == len(records)  # one per cycle
+    assert {a.data for a in links} == {f"[Report page of stream-model]({page.resolve().as_uri()})"}
+
+
+def test_each_batch_measured_for_drift_has_one_run_in_the_models_evidently_project(stream):
+    """`drift.workspace` by default: `<state>/evidently`, read here by Evidently's own workspace."""
+    from evidently.ui.workspace import Workspace as EvidentlyWorkspace
+
+    ws, records, _ = stream
+    evidently = EvidentlyWorkspace(str(ws.settings.state_dir / "evidently"))
+    (project,) = evidently.search_project("stream-model")
+    names = sorted(evidently.get_run(project.id, run).name for run in evidently.list_runs(project.id))
+    measured = sorted(b for b, r in records.items() if r.drift_share is not None)
+    assert names == measured and len(measured) == 5  # not the first batch (no champion), not the rejected
+    assert "b05-broken.csv" not in names
+    assert [p.title for p in project.dashboard.model().panels] == [
+        "Drift share", "Drifted columns", "Drift score per column"]

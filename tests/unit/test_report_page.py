@@ -46,7 +46,8 @@ def test_the_summary_counts_decisions_and_names_the_champion_and_its_best():
 
 
 def test_each_champion_version_is_a_band_over_the_batches_it_served():
-    assert service_bands(LEDGER) == [(2, 3, 1), (4, 4, 2), (6, 6, 2), (7, 7, 3), (8, 8, 1)]
+    # b5 could not be read (its line names no champion before it): v2 served it all the same.
+    assert service_bands(LEDGER) == [(2, 3, 1), (4, 6, 2), (7, 7, 3), (8, 8, 1)]
 
 
 def test_the_page_is_self_contained_with_every_decision_and_the_matrix():

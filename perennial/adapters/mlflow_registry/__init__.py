@@ -38,14 +38,20 @@ from perennial.adapters.mlflow_registry.loading import (
     replay_memory,
 )
 from perennial.adapters.mlflow_registry.registering import check_trusted, register
-from perennial.adapters.mlflow_registry.runs import log_champion_score, log_cycle, log_labels, log_lifelong
+from perennial.adapters.mlflow_registry.runs import (
+    log_champion_score,
+    log_cycle,
+    log_labels,
+    log_lifelong,
+    log_report,
+)
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "HISTORY_TAG", "NOTHING_WRITTEN", "REFERENCE_ARTIFACT", "REPLAY_ARTIFACT",
     "TAG_PREFIX", "Tag", "champion_history", "champion_version", "check_reachable", "check_trusted",
     "client",
     "experiment_id", "former_champions", "load_champion", "load_model", "load_version",
-    "log_champion_score", "log_cycle", "log_labels", "log_lifelong",
+    "log_champion_score", "log_cycle", "log_labels", "log_lifelong", "log_report",
     "not_refused", "outage", "outages", "promote",
     "register", "registered_versions", "reinstate", "replay_memory", "rollback", "run_url",
 ]

@@ -48,6 +48,8 @@ class Tag(StrEnum):
     RELEASE_REASON = "perennial.release_reason"
     REPLAY_MEMORY = "perennial.replay_memory"
     REPLAY_ROWS = "perennial.replay_rows"
+    # On the latest version: where the model's report page is (an artifact of its run, see `log_report`).
+    REPORT = "perennial.report"
     # On the version `perennial rollback` took `champion` from: no cycle reinstates it automatically.
     ROLLED_BACK = "perennial.rolled_back"
     SHIFTED_COLUMNS = "perennial.shifted_columns"

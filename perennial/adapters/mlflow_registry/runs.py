@@ -114,3 +114,22 @@ def log_labels(settings: Settings, run_id: str, estimate: dict | None, labels: d
         mlflow_client = client(settings)
         for key, value in finite.items():
             mlflow_client.log_metric(run_id, key, value)
+
+
+REPORT_FOLDER = "report"
+
+
+def log_report(name: str, settings: Settings, page: Path) -> str | None:
+    """The model's report page on the run of its latest registered version (replacing the page the
+    run had), the version tagged with where it is; returns that location (None: no version yet)."""
+    mlflow_client = client(settings)
+    # The name may sit in a filter: PipelineConfig.name's pattern allows no quote.
+    latest = mlflow_client.search_model_versions(f"name = '{name}'", max_results=1,
+                                                 order_by=["version_number DESC"])
+    if not latest or not latest[0].run_id:
+        return None
+    version = latest[0]
+    mlflow_client.log_artifact(version.run_id, str(page), REPORT_FOLDER)
+    where = f"runs:/{version.run_id}/{REPORT_FOLDER}/{page.name}"
+    mlflow_client.set_model_version_tag(name, version.version, Tag.REPORT, where)
+    return where

@@ -49,7 +49,7 @@ from perennial.pipeline.flows.adapt import (
 from perennial.pipeline.flows.labels import note_labels, realised_when_served, serve_unlabelled, take_labels
 from perennial.pipeline.lifelong import Reuse, resumed_reuse
 from perennial.pipeline.records import cycle_record, record_intent, with_release
-from perennial.pipeline.steps import finish_cycle, reject_batch
+from perennial.pipeline.steps import finish_cycle, first_line, reject_batch
 from perennial.pipeline.tasks import (
     cycle_flow,
     find_new_batches,
@@ -101,7 +101,7 @@ def guarded_cycle(model: Cycle, path: Path, mode: Mode) -> CycleRecord:
     except Exception as exc:
         if (disk := disk_error(exc)) is not None:
             raise batch_waits(disk, model, path) from None
-        error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+        error = first_line(exc)
         if not model.store.note_failure(path.name, error):
             raise
         return reject_unreadable(model, path, f"its cycle failed twice the same way ({error}); quarantined "
