@@ -120,7 +120,7 @@ def workspace_copy(seed: Path, root: Path, measured: pd.DataFrame) -> tuple[Path
     # Its MLflow store still finds (and adds) artifacts under the bootstrap folder, whose absolute
     # paths it holds; cycles only add new runs.
     root = shutil.copytree(seed, root)
-    # The state moved with its batches: it adopts the new place, as a user does (README).
+    # The state moved with its batches: it adopts the new place, as a user does (docs/your-data.md).
     (root / "state" / MODEL / "source.json").unlink()
     measured.to_parquet(root / "batches" / MEASURED, index=False)
     settings = embedded_settings(root / "state")

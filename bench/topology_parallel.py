@@ -27,7 +27,7 @@ from deployments.topology.topology import ROOT, Topology
 from perennial.app.local_server import BIN, quiet_env
 
 MODELS = ("loan-approval", "sensor-alarm")
-CHANGE = "batch-004.csv"  # both streams change here (README "Production topology")
+CHANGE = "batch-004.csv"  # both streams change here (docs/topology.md)
 
 
 class Bench:

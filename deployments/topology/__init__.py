@@ -1,4 +1,4 @@
-"""The production topology on one machine (README "Production topology"), started and stopped by
+"""The production topology on one machine (docs/topology.md), started and stopped by
 `python -m deployments.topology up|down`:
 
     PostgreSQL ── databases prefect, mlflow, mlflow_auth, perennial (Perennial's shared state)

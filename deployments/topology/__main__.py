@@ -1,5 +1,5 @@
 """`python -m deployments.topology up|down|restart SERVICE|env [--home DIR]`
-(README "Production topology")."""
+(docs/topology.md)."""
 
 from __future__ import annotations
 

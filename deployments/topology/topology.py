@@ -304,8 +304,8 @@ def up(home: Path) -> Topology:
         down(top)
         raise
     exports = "".join(f"export {k}={v}\n" for k, v in top.client_env().items())
-    (top.home / ENV_FILE).write_text("# The topology's clients, without secrets (README "
-                                     "\"Production topology\")\n" + exports)
+    (top.home / ENV_FILE).write_text("# The topology's clients, without secrets (docs/topology.md)\n"
+                                     + exports)
     return top
 
 

@@ -55,16 +55,25 @@ def open_workspace(location: str) -> Any:
 
 
 def _folder_workspace(location: str) -> Any:
-    """Evidently's local workspace without its dataset manager, whose constructor parses every run of
-    every project (7 s with 200 runs of 10 columns; it grows with the history). Runs are added
-    without their data, which is all the dataset manager serves; `evidently ui` reads the folder."""
+    """Evidently's local workspace in Evidently's layout (`evidently ui` reads the folder), with two
+    costs taken out: its constructor's dataset manager parses every run of every project (7 s with
+    200 runs of 10 columns, growing with the history; runs are added without their data, which is
+    all it serves), and a run is written in one piece (Evidently's `json.dump` streams a 0.7 MB run
+    in 500,000 small writes: 0.4 s), atomically (a crash never leaves half a run for the UI)."""
+    from evidently.legacy.utils import NumpyEncoder
     from evidently.ui.storage.local.base import LocalState
     from evidently.ui.workspace import Workspace
 
+    class FolderState(LocalState):
+        def write_snapshot(self, project_id: Any, snapshot_id: Any, snapshot: Any) -> None:
+            text = json.dumps(snapshot.dict(), cls=NumpyEncoder).encode()
+            place_atomically(Path(self.path) / self._snapshot_path(project_id, snapshot_id),
+                             lambda out: out.write(text))
+
     class FolderWorkspace(Workspace):
-        def __init__(self, path: str) -> None:  # noqa: D107 - see above: Workspace's own reads every run
+        def __init__(self, path: str) -> None:
             self.path = path
-            self.state = LocalState(path)
+            self.state = FolderState(path)
 
     Path(location).mkdir(parents=True, exist_ok=True)
     return FolderWorkspace(location)

@@ -1,7 +1,7 @@
 """Great Expectations adapter: a suite derived from the schema, the declared bounds and the champion's
 reference data, whose results are classified by the rule that made each expectation.
 
-Three kinds of rule (README: "Validation: broken or shifted"):
+Three kinds of rule (docs/validation.md):
 - the contract (columns, types, booleans, labels) and the bounds declared in `validation.columns`:
   a broken one rejects the batch;
 - inferred properties (null rate, range, categories of the reference): one that moved is a shift,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from perennial.core.state import StateStore
 
 DEMO_CONFIG = """\
-# Perennial config of the demo stream; see README "Configuration" for every key.
+# Perennial config of the demo stream; every key: docs/configuration.md.
 name: loan-approval
 data:
   source: batches          # relative to this file

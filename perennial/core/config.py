@@ -43,14 +43,15 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     source: str = Field(description="Folder or glob of batch files; relative to the config file.")
-    format: Literal["auto", "csv", "parquet"] = "auto"
+    format: Literal["auto", "csv", "parquet"] = Field(
+        "auto", description="Batch file format; auto: by the file's suffix (.csv, .parquet).")
     target: str = Field(description="Label column.")
     features: dict[str, FeatureKind] | None = Field(
         default=None,
         description="Feature columns and kinds; inferred from the first batch and frozen if unset.",
     )
     # Limits on a new batch file, checked before pandas parses it: a hostile or broken file is
-    # rejected with a clear error instead of holding the monitor for minutes (README: input limits).
+    # rejected with a clear error instead of holding the monitor for minutes (docs/guarantees.md).
     max_file_mb: float = Field(2048, gt=0, description="Largest batch file accepted, in MB (2^20 bytes).")
     max_columns: int = Field(
         2000, ge=1, description="Most columns a batch file may have (counted in its header or schema)."
@@ -86,12 +87,12 @@ class ModelConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="Parameters of the preset's estimator.")
     task: Literal["classification", "binary", "multiclass", "regression"] | None = Field(
         None, description="What the model predicts; unset: regression when the target is a plainly "
-        "continuous number (README: the target column), else classification (binary with two classes)."
+        "continuous number (see the notes below), else classification (binary with two classes)."
     )
     estimator: str | None = Field(
         None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="Your own model: 'package.module:function', a function of (schema, seed) returning an "
-        "unfitted scikit-learn estimator or Pipeline (README: bring your own model)."
+        "unfitted scikit-learn estimator or Pipeline (docs/own-model.md)."
     )
     trusted_types: list[str] = Field(
         default_factory=list, description="Types your model's saved file holds beyond Perennial's own, "
@@ -142,8 +143,12 @@ class PolicyConfig(_Strict):
         None, description="The positive class of a binary target, for f1 and average_precision; unset: "
         "the class named 1, true or yes."
     )
-    drift_share_moderate: float = Field(0.25, ge=0, le=1)
-    drift_share_severe: float = Field(0.6, ge=0, le=1)
+    drift_share_moderate: float = Field(
+        0.25, ge=0, le=1, description="Share of drifted (or shifted) features above which a batch whose "
+        "metric held is reported as 'features drifted but accuracy held'.")
+    drift_share_severe: float = Field(
+        0.6, ge=0, le=1, description="Share of drifted features that, with a moderate drop, calls for a "
+        "retrain on the window.")
     # Drops of the metric's utility: points for shares, R² units, or ~relative rise for errors.
     drop_moderate: float = Field(0.05, ge=0, validation_alias=AliasChoices("drop_moderate",
                                                                            "accuracy_drop_moderate"),
@@ -250,7 +255,7 @@ class ValidationConfig(_Strict):
     allow_new_classes: bool = Field(False, description="Accept unseen labels (forces a retrain).")
     sample_rows: int = Field(
         50_000, ge=1000, description="Rows Great Expectations checks in a larger batch: a uniform sample "
-        "plus every row breaking a rule with no tolerance (README: monitoring large batches)."
+        "plus every row breaking a rule with no tolerance (docs/large-batches.md)."
     )
 
 
@@ -265,7 +270,7 @@ class DriftConfig(_Strict):
     reference_rows: int = Field(5000, gt=0, description="Rows of the champion's data kept as reference.")
     sample_rows: int = Field(
         20_000, ge=1000, description="Rows of a larger batch compared with the reference: a uniform sample "
-        "(README: monitoring large batches)."
+        "(docs/large-batches.md)."
     )
     recheck_margin: float = Field(
         0.03, ge=0, description="A sampled column whose score is this close to its threshold is recomputed "
@@ -291,7 +296,8 @@ class DriftConfig(_Strict):
 
 class TrainingConfig(_Strict):
     window_batches: int = Field(3, ge=1, description="Accepted batches a full retrain learns from.")
-    holdout_fraction: float = Field(0.25, gt=0, lt=1)
+    holdout_fraction: float = Field(
+        0.25, gt=0, lt=1, description="Rows of each batch held out for the champion/challenger comparison.")
     fine_tune_passes: int = Field(
         5, ge=1, description="Most passes of a fine-tune (sgd: one epoch each; hgb: `fine_tune_trees` "
         "trees each); it stops at the first pass that does not improve accuracy on its validation rows."
@@ -315,7 +321,7 @@ class TrainingConfig(_Strict):
         100_000, ge=1, description="Out of core: rows sampled uniformly to fit the preprocessing on."
     )
     out_of_core_epochs: int = Field(2, ge=1, description="sgd out of core: partial_fit passes over the rows.")
-    seed: int = 0
+    seed: int = Field(0, description="Seed of splits and estimators.")
 
 
 class LifelongConfig(_Strict):
@@ -358,7 +364,15 @@ class LabelsConfig(_Strict):
 
 class DeployConfig(_Strict):
     cron: str = Field("0 * * * *", description="When the monitor deployment runs (besides on arrivals).")
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", description="Time zone of `cron`.")
+
+
+class ReportConfig(_Strict):
+    every_cycle: bool = Field(
+        True, description="Rewrite the model's report page after every cycle (in the state folder, on the "
+        "latest version's MLflow run, linked from a Prefect artifact): 0.2-0.5 s a cycle; false: only "
+        "`perennial report` writes it."
+    )
 
 
 class PipelineConfig(_Strict):
@@ -374,6 +388,7 @@ class PipelineConfig(_Strict):
     lifelong: LifelongConfig = Field(default_factory=LifelongConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     base_dir: Path = Field(default=Path("."), exclude=True, description="Folder of the config file.")
     config_file: Path | None = Field(default=None, exclude=True, description="The config file, for errors.")
 
@@ -434,6 +449,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("PERENNIAL_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI (also read from MLFLOW_TRACKING_URI); unset: SQLite in state_dir.",
     )
     # MLflow's own defaults (7 retries with backoff up to 2 min, 120 s timeout) made a run against a
     # server that is down retry for 12 minutes; these bound each request to an HTTP server.

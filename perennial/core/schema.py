@@ -49,7 +49,7 @@ def labels(frame: pd.DataFrame, target: str) -> pd.Series:
 
 
 # A numeric target is continuous with at least 20 distinct values some of which are fractional, or
-# with at least 50 integers distinct in more than a tenth of its rows (README: the target column).
+# with at least 50 integers distinct in more than a tenth of its rows (docs/configuration.md: model.task).
 # sklearn's diabetes (214 integers in 442 rows) and river's ChickWeights (212 in 578) are continuous;
 # digits (10 classes) and 60 integer classes in 5,000 rows are labels.
 FRACTIONAL_VALUES, INTEGER_VALUES, INTEGER_SHARE = 20, 50, 0.1

@@ -1,7 +1,7 @@
 """The state of one model: processed-batch ledger, frozen schema, quarantine, drift reports, and the
 lifelong-learning memory (replay rows, holdout windows, accuracy matrix).
 
-Crash safety (README: what Perennial guarantees): one cycle of a model at a time (`lock`); a cycle
+Crash safety (docs/guarantees.md): one cycle of a model at a time (`lock`); a cycle
 writes a `started` line with its decision before any side effect, and everything it changes here
 in one `commit` with its ledger line (never half-applied: a crash midway leaves the state as it was,
 or is finished by the next run); reads name the file they could not use.

@@ -379,7 +379,7 @@ class Champion:
     holdout_accuracy: float
     reference: pd.DataFrame
     holdout_rows: int | None = None
-    # The concept the version was trained on (README: lifelong learning).
+    # The concept the version was trained on (docs/lifelong.md).
     concept: int = 1
     # Rows of its concept it learnt from (None: registered before Perennial recorded it).
     learned_rows: int | None = None

@@ -1,5 +1,5 @@
 """Lifelong learning in the loop: holdout windows, the accuracy matrix, the replay memory, and the
-reuse of a former champion when its concept returns (README: lifelong learning)."""
+reuse of a former champion when its concept returns (docs/lifelong.md)."""
 
 from __future__ import annotations
 

@@ -91,6 +91,8 @@ def publish_report(cycle: Cycle) -> None:
     """The model's report page, rewritten from the ledger after every cycle into the state folder,
     logged on the run of the model's latest version in MLflow and linked from a Prefect artifact. A
     page that cannot be written or logged is a warning: the cycle is committed already."""
+    if not cycle.config.report.every_cycle:
+        return
     page = cycle.store.root / "report.html"
     try:
         write_report(page, cycle.name, cycle.store.records(), cycle.store.matrix())

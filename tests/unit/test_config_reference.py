@@ -24,6 +24,7 @@ from perennial.core.config import (
     ModelConfig,
     PipelineConfig,
     PolicyConfig,
+    ReportConfig,
     Settings,
     TrainingConfig,
     ValidationConfig,
@@ -37,6 +38,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataConfig, "model": ModelConfig, "policy": PolicyConfig, "validation": ValidationConfig,
     "validation.columns.<column>": ColumnRule, "drift": DriftConfig, "training": TrainingConfig,
     "lifelong": LifelongConfig, "deploy": DeployConfig, "labels": LabelsConfig,
+    "report": ReportConfig,
 }
 
 
