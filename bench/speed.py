@@ -41,7 +41,9 @@ LIMITS = {
     "perennial demo": 40.0,
     "drift event -> adapt run Running": 3.0,
     "ingest 10,000 rows -> new champion": 20.0,
+    "perennial report, 1,000-batch ledger": 5.0,
 }
+REPORT_BATCHES, REPORT_MB = 1_000, 5.0
 RATIO = 3.0  # a flow cycle within 3x the same steps as plain calls
 
 
@@ -132,6 +134,50 @@ def deployed() -> dict[str, list[float]]:
             "ingest 10,000 rows -> new champion": list(results["ingest_to_champion_s"])}
 
 
+def long_ledger(batches: int) -> tuple[list[Any], Any]:
+    """A ledger of `batches` lines with every kind of decision, drifted columns and long reasons, and
+    a full accuracy matrix (20 windows, 20 steps: `lifelong.max_windows`)."""
+    import numpy as np
+
+    from perennial.core.lifelong import AccuracyMatrix, Step, Window
+    from perennial.core.types import CycleRecord
+
+    rng = np.random.default_rng(0)
+    kinds = ["noop"] * 6 + ["fine_tune", "retrain", "reuse", "reject"]
+    records, version = [], 1
+    for i in range(batches):
+        kind = kinds[int(rng.integers(len(kinds)))] if i else "retrain"
+        trained = kind in ("fine_tune", "retrain")
+        version += trained
+        records.append(CycleRecord(
+            batch=f"batch-{i:04d}.csv", rows=2000, validation="failed" if kind == "reject" else "passed",
+            drift_share=float(rng.uniform(0, 0.6)), champion_accuracy_before=float(rng.uniform(0.6, 0.95)),
+            decision=kind, reason="accuracy drop: " + "the champion's accuracy fell on the batch " * 6,
+            champion_version_before=version - trained, champion_version_after=version,
+            model_version=version if trained else None, promoted=trained,
+            challenger_accuracy=float(rng.uniform(0.7, 0.95)) if trained else None,
+            train_cpu_seconds=float(rng.uniform(0.5, 4)) if trained else None,
+            drifted_columns=[f"column {c}" for c in range(int(rng.integers(0, 5)))]))
+    windows = [Window(f"batch-{i:04d}.csv", 1) for i in range(batches - 20, batches)]
+    steps = [Step(w.batch, i + 1, 1, {x.batch: float(rng.uniform(0.6, 0.95)) for x in windows})
+             for i, w in enumerate(windows)]
+    return records, AccuracyMatrix(windows, steps)
+
+
+def report_page(repeats: int) -> tuple[list[float], float]:
+    """Walls of `perennial report`'s rendering and writing on a 1,000-batch ledger, and the page's MB."""
+    from perennial.adapters.report_page import write_page
+
+    records, matrix = long_ledger(REPORT_BATCHES)
+    page = Path(tempfile.mkdtemp(prefix="perennial-report-")) / "report.html"
+    walls = []
+    for _ in range(repeats):
+        with timed() as wall:
+            write_page(page, "bench-model", records, matrix)
+        walls.append(wall.wall)
+    return walls, page.stat().st_size / 2**20
+
+
 def run(quick: bool, out: Path) -> Section:
     rows, repeats = (QUICK_ROWS, 1) if quick else (ROWS, REPEATS)
     noop, _ = cycles(rows, repeats, flipped=False)
@@ -142,6 +188,7 @@ def run(quick: bool, out: Path) -> Section:
     walls |= commands(workspace, quick)
     if not quick:
         walls |= deployed()
+    walls["perennial report, 1,000-batch ledger"], page_mb = report_page(repeats)
     plain = {"noop cycle": noop["plain"], "adaptation cycle": adapt["plain"]}
     medians = {name: statistics.median(values) for name, values in walls.items()}
     targets = []
@@ -152,6 +199,8 @@ def run(quick: bool, out: Path) -> Section:
         size = f" ({rows:,} rows)" if name in plain else ""
         targets.append(Target(f"{name}{size} <= {limit:g} s", None if quick else medians[name] <= limit,
                               f"median {medians[name]:.2f} s"))
+    targets.append(Target(f"report page of a {REPORT_BATCHES:,}-batch ledger <= {REPORT_MB:g} MB",
+                          page_mb <= REPORT_MB, f"{page_mb:.2f} MB"))
     for name, values in plain.items():
         ratio = medians[name] / statistics.median(values)
         targets.append(Target(f"{name} within {RATIO:g}x the same steps as plain calls",
@@ -170,9 +219,11 @@ def run(quick: bool, out: Path) -> Section:
         "the same process. Commands: the installed `perennial` script in a fresh process, as a user runs "
         "it without a Prefect server configured; `status` and `run` with nothing new on the demo's "
         "workspace after the demo (in quick mode on the adaptation workspace). Deployed figures: "
-        "`bench.deployed_latency` (a Prefect server on 127.0.0.1 and `perennial serve`).",
+        "`bench.deployed_latency` (a Prefect server on 127.0.0.1 and `perennial serve`). Report: "
+        f"`perennial report`'s page (rendered and written) for a generated {REPORT_BATCHES:,}-batch ledger "
+        f"with every kind of decision and a full accuracy matrix: {page_mb:.2f} MB.",
         "",
         markdown_table(["what", "target (s)", "walls (s)", "median (s)", "plain calls, median (s)"], table),
     ])
     return Section(title="E. Speed", markdown=markdown, targets=targets,
-                   data={"rows": rows, "walls_s": walls, "plain_s": plain})
+                   data={"rows": rows, "walls_s": walls, "plain_s": plain, "report_page_mb": page_mb})

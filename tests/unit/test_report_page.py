@@ -60,7 +60,8 @@ def test_the_page_is_self_contained_with_every_decision_and_the_matrix():
     assert "Champion now: <b>v1</b> (in service after b7.csv)" in html
     assert re.search(r"<script[^>]*\ssrc=", html) is None  # plotly.js inlined: opens with no network
     # plotly.js once; two charts: the batches and the matrix
-    assert html.count("plotly.js v") == 1 and html.count('class="plotly-graph-div"') == 2
+    assert html.count("* plotly.js (cartesian - minified) v") == 1  # inlined once for both figures
+    assert html.count('class="plotly-graph-div"') == 2
     names = set(re.findall(r'"name":"([a-z_]+)"', html))
     assert {"retrain", "growth", "fine_tune", "reuse", "noop", "reject", "await_labels"} <= names
     assert "why b7.csv" in html and "Rejected: " in html and "why b5.csv" in html
@@ -73,3 +74,14 @@ def test_a_thousand_batches_stay_under_five_megabytes():
         record.reason = "stable: 10% of features drifted (< 20%), accuracy 90.0% (v1 on 3 batches) " * 3
     size = len(page("m", many, AccuracyMatrix.empty()).encode())
     assert size <= 5 * 1024 * 1024, size
+
+
+def test_the_inlined_plotly_js_is_the_version_plotly_py_writes_figures_for():
+    """An upgrade of plotly (the Python package) must come with its bundle: a figure written for
+    another plotly.js may not draw."""
+    from plotly.offline import get_plotlyjs_version
+
+    from perennial.adapters.report_page import PLOTLY_JS
+
+    header = PLOTLY_JS.read_text(encoding="utf-8")[:200]
+    assert f"plotly.js (cartesian - minified) v{get_plotlyjs_version()}\n" in header
