@@ -11,6 +11,8 @@ named after the batch are found and removed before the new one is added.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ def location_of(cfg: DriftConfig, config_dir: Path, state_dir: Path) -> str | No
         return None
     if cfg.workspace is True:
         return str((state_dir / "evidently").resolve())
-    if cfg.workspace.startswith(("http://", "https://")):
+    if cfg.workspace.lower().startswith(("http://", "https://")):
         return cfg.workspace
     path = Path(cfg.workspace).expanduser()
     return str(path if path.is_absolute() else (config_dir / path).resolve())
@@ -47,7 +49,7 @@ def location_of(cfg: DriftConfig, config_dir: Path, state_dir: Path) -> str | No
 
 def open_workspace(location: str) -> Any:
     """A local folder or a remote `evidently ui` server."""
-    if location.startswith(("http://", "https://")):
+    if location.lower().startswith(("http://", "https://")):
         from evidently.ui.workspace import RemoteWorkspace
 
         return RemoteWorkspace(location)
@@ -67,8 +69,7 @@ def _folder_workspace(location: str) -> Any:
     class FolderState(LocalState):
         def write_snapshot(self, project_id: Any, snapshot_id: Any, snapshot: Any) -> None:
             text = json.dumps(snapshot.dict(), cls=NumpyEncoder).encode()
-            place_atomically(Path(self.path) / self._snapshot_path(project_id, snapshot_id),
-                             lambda out: out.write(text))
+            move_in(text, Path(self.path) / self._snapshot_path(project_id, snapshot_id), Path(self.path))
 
     class FolderWorkspace(Workspace):
         def __init__(self, path: str) -> None:
@@ -77,6 +78,28 @@ def _folder_workspace(location: str) -> Any:
 
     Path(location).mkdir(parents=True, exist_ok=True)
     return FolderWorkspace(location)
+
+
+def move_in(data: bytes, target: Path, workspace: Path) -> None:
+    """Write a run whole, then move it in under its own name. The temporary file is made beside the
+    workspace, not in it: an open `evidently ui` follows the folder and takes a file renamed inside
+    it for the temporary name it had (never shown); one moved in from outside arrives as the run.
+    Where beside it is not writable, the run is written beside its place (seen after a restart)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle, name = tempfile.mkstemp(dir=workspace.parent, prefix=f".{workspace.name}-run-",
+                                        suffix=".partial")
+    except OSError:
+        place_atomically(target, lambda out: out.write(data))
+        return
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(name, target)
+    finally:
+        Path(name).unlink(missing_ok=True)
 
 
 def project_of(workspace: Any, model: str) -> Any:

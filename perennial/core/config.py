@@ -286,7 +286,7 @@ class DriftConfig(_Strict):
     @field_validator("workspace")
     @classmethod
     def _workspace_without_credentials(cls, value: bool | str) -> bool | str:
-        host = value.split("://", 1)[-1].split("/", 1)[0] if isinstance(value, str) else ""
+        host = value.split("://", 1)[1].split("/", 1)[0] if isinstance(value, str) and "://" in value else ""
         if isinstance(value, str) and (not value.strip() or "@" in host):
             # Named without the value: it may hold a secret.
             raise PydanticCustomError(NAMED_KEY, "expected true, false, a folder or an http(s) URL without "
