@@ -107,28 +107,30 @@ def project_of(workspace: Any, model: str) -> Any:
     found = [p for p in workspace.search_project(model) if p.name == model]
     project = found[0] if found else workspace.create_project(model, description=DESCRIPTION)
     if not project.dashboard.model().panels:
-        add_dashboard(project)
+        add_dashboard(workspace, project)
     return project
 
 
-def add_dashboard(project: Any) -> None:
-    """Drift share, the number of drifted columns, and each column's drift score, per batch."""
-    from evidently.sdk.models import PanelMetric
+def add_dashboard(workspace: Any, project: Any) -> None:
+    """Drift share, the number of drifted columns, and each column's drift score, per batch; saved
+    in one piece (Evidently 0.7's `add_panel` lists a panel twice in an existing tab)."""
+    from evidently.sdk.models import DashboardModel, DashboardTabModel, PanelMetric
     from evidently.sdk.panels import bar_plot_panel, line_plot_panel
 
     count = "evidently:metric_v2:DriftedColumnsCount"
-    project.dashboard.add_panel(line_plot_panel(
-        "Drift share", [PanelMetric(legend="share of drifted columns", metric=count,
-                                    metric_labels={"value_type": "share"})],
-        description="Share of the batch's columns Evidently found drifted", size="half"), tab=TAB)
-    project.dashboard.add_panel(bar_plot_panel(
-        "Drifted columns", [PanelMetric(legend="drifted columns", metric=count,
-                                        metric_labels={"value_type": "count"})],
-        description="How many columns drifted", size="half"), tab=TAB)
-    project.dashboard.add_panel(line_plot_panel(
-        "Drift score per column", [PanelMetric(metric="evidently:metric_v2:ValueDrift")],
-        description="Each column's drift score (its method's distance or p-value) against its threshold"),
-        tab=TAB)
+    panels = [
+        line_plot_panel("Drift share", [PanelMetric(legend="share of drifted columns", metric=count,
+                                                    metric_labels={"value_type": "share"})],
+                        description="Share of the batch's columns Evidently found drifted", size="half"),
+        bar_plot_panel("Drifted columns", [PanelMetric(legend="drifted columns", metric=count,
+                                                       metric_labels={"value_type": "count"})],
+                       description="How many columns drifted", size="half"),
+        line_plot_panel("Drift score per column", [PanelMetric(metric="evidently:metric_v2:ValueDrift")],
+                        description="Each column's drift score (its method's distance or p-value), against "
+                        "its threshold"),
+    ]
+    workspace.save_dashboard(project.id, DashboardModel(
+        tabs=[DashboardTabModel(title=TAB, panels=[p.id for p in panels])], panels=panels))
 
 
 def add_drift_run(location: str, model: str, batch: str, snapshot: Any, report_dir: Path) -> AddedRun:
