@@ -186,8 +186,11 @@ def test_two_models_adapt_in_parallel_on_the_two_workers(topology: Running):
         assert record["decision"] in ("retrain", "fine_tune"), json.dumps(record)
         assert record["promoted"] and record["model_version"] == 2, json.dumps(record)
         assert t.champion(model) == 2
-    adapts = {m: t.runs(f"adapt-{m}")[-1] for m in MODELS}
-    assert all(run["state_type"] == "COMPLETED" for run in adapts.values())
+    # The ledger line is committed before the run ends (it then writes the model's report page).
+    adapts = {m: wait_for(lambda m=m: next((r for r in t.runs(f"adapt-{m}")[-1:]
+                                            if r["state_type"] in ("COMPLETED", "FAILED", "CRASHED")), None),
+                          f"the end of adapt-{m}'s run") for m in MODELS}
+    assert all(run["state_type"] == "COMPLETED" for run in adapts.values()), adapts
     # Parallel work needs two adaptations pending at once, for longer than an idle worker takes to poll
     # (PREFECT_WORKER_QUERY_SECONDS 2 in the topology). Each comes from its model's monitor run, and a
     # cycle takes seconds since issue 22: on a busy machine one monitor can end just before (or after)
