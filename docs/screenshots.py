@@ -4,13 +4,14 @@
 request blocked and recorded (the page must open with no network), console errors and uncaught
 exceptions collected, the Plotly charts counted once drawn, and a PNG of the page.
 
-`uv run python docs/screenshots.py` runs `perennial demo` in a temporary folder, writes the demo
-model's `perennial report`, checks the page and saves docs/images/report.png (the top of the page: the
+`uv run python docs/screenshots.py` runs `perennial demo` in a temporary folder, checks the report
+page the demo wrote and saves docs/images/report.png (the top of the page: the
 summary and the main chart, small enough to commit).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -138,15 +139,12 @@ def perennial(*args: str, env: dict[str, str]) -> str:
 
 
 def demo_report(folder: Path) -> Path:
-    """`perennial demo` in `folder`, then `perennial report` of its model: the page's path."""
+    """`perennial demo` in `folder`: the report page it wrote (the path it prints)."""
     from perennial.app.local_server import quiet_env
 
-    env = quiet_env()  # the demo's own state and servers, none of the caller's settings
-    perennial("demo", "--workdir", str(folder / "demo"), env=env)
-    page = folder / "report.html"
-    perennial("report", "--config", str(folder / "demo" / "perennial.yaml"), "--out", str(page),
-              env={**env, "PERENNIAL_STATE_DIR": str(folder / "demo" / "state")})
-    return page
+    # The demo's own state and servers, none of the caller's settings.
+    out = perennial("demo", "--workdir", str(folder / "demo"), env=quiet_env())
+    return Path(re.search(r"Report: +(\S+)", out).group(1))
 
 
 def main() -> int:

@@ -11,14 +11,12 @@ named after the batch are found and removed before the new one is added.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perennial.core.config import DriftConfig
-from perennial.core.files import place_atomically
+from perennial.core.files import write_atomically
 
 MARKER = "evidently_run.json"
 DESCRIPTION = "Drift of every batch Perennial accepted, against the reference data of the champion."
@@ -69,7 +67,14 @@ def _folder_workspace(location: str) -> Any:
     class FolderState(LocalState):
         def write_snapshot(self, project_id: Any, snapshot_id: Any, snapshot: Any) -> None:
             text = json.dumps(snapshot.dict(), cls=NumpyEncoder).encode()
-            move_in(text, Path(self.path) / self._snapshot_path(project_id, snapshot_id), Path(self.path))
+            target = Path(self.path) / self._snapshot_path(project_id, snapshot_id)
+            # Made beside the workspace, not in it: an open `evidently ui` follows the folder and
+            # takes a file renamed inside it for the temporary name it had (never shown); one moved
+            # in from outside arrives as the run. Where beside it is not writable: seen on a restart.
+            try:
+                write_atomically(target, text, staging=Path(self.path).parent)
+            except PermissionError:
+                write_atomically(target, text)
 
     class FolderWorkspace(Workspace):
         def __init__(self, path: str) -> None:
@@ -78,28 +83,6 @@ def _folder_workspace(location: str) -> Any:
 
     Path(location).mkdir(parents=True, exist_ok=True)
     return FolderWorkspace(location)
-
-
-def move_in(data: bytes, target: Path, workspace: Path) -> None:
-    """Write a run whole, then move it in under its own name. The temporary file is made beside the
-    workspace, not in it: an open `evidently ui` follows the folder and takes a file renamed inside
-    it for the temporary name it had (never shown); one moved in from outside arrives as the run.
-    Where beside it is not writable, the run is written beside its place (seen after a restart)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        handle, name = tempfile.mkstemp(dir=workspace.parent, prefix=f".{workspace.name}-run-",
-                                        suffix=".partial")
-    except OSError:
-        place_atomically(target, lambda out: out.write(data))
-        return
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(name, target)
-    finally:
-        Path(name).unlink(missing_ok=True)
 
 
 def project_of(workspace: Any, model: str) -> Any:
@@ -146,9 +129,9 @@ def add_drift_run(location: str, model: str, batch: str, snapshot: Any, report_d
         stale = runs_of(workspace, project.id, batch) if earlier.get("pending") else []
     for run in stale:
         workspace.delete_run(project.id, run)
-    _write(marker, {"pending": True, "project": str(project.id)})
+    write_atomically(marker, json.dumps({"pending": True, "project": str(project.id)}).encode())
     ref = workspace.add_run(project.id, snapshot, name=batch)
-    _write(marker, {"project": str(project.id), "run": str(ref.id)})
+    write_atomically(marker, json.dumps({"project": str(project.id), "run": str(ref.id)}).encode())
     return AddedRun(str(project.id), str(ref.id), str(ref.url), len(stale))
 
 
@@ -170,6 +153,3 @@ def _read(marker: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write(marker: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(data).encode()
-    place_atomically(marker, lambda out: out.write(text))

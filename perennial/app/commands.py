@@ -606,7 +606,7 @@ def report(config_path: Path, out: Path | None) -> int:
     config = load_config(config_path, training=False)
     store = model_store(config, Settings())
     store.check()
-    target = out or store.root / "report.html"
+    target = out or store.report_page
     write_page(target, config.name, store.records(), store.matrix())
     console.print(f"Report of {config.name}: {target.resolve()}")
     return 0

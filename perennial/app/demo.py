@@ -171,7 +171,7 @@ def run_demo(workdir: Path | None, rows: int = 2000, run: bool = True, delayed_l
 
     console.print(cycles_table(records, "Perennial demo: one row per batch"))
     _print_summary(console, records, time.perf_counter() - started, store.matrix())
-    _print_where(console, workdir, config_path, settings, store.root / "report.html")
+    _print_where(console, workdir, config_path, settings, store.report_page)
     return 0
 
 

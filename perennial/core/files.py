@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def place_atomically(target: Path, write: Callable[[BinaryIO], object], *, replace: bool = True) -> None:
+def place_atomically(target: Path, write: Callable[[BinaryIO], object], *, replace: bool = True,
+                     staging: Path | None = None) -> None:
     """Write `target` through a private temporary file beside it, synced, then put in place whole:
     readers see the old content or the new, never half of it. With `replace=False` a file already
-    at `target` is never replaced (FileExistsError). The temporary file never outlives the call."""
+    at `target` is never replaced (FileExistsError). The temporary file never outlives the call.
+    With `staging` (a folder on the same file system), the temporary file is made there: for a
+    folder another program watches, which should see the file arrive under its own name only."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
+    partial = (staging or target.parent) / f".{target.name}.{secrets.token_hex(4)}.partial"
     try:
         # Its own (no two writers share a partial file), with the permissions the umask gives.
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -57,9 +60,9 @@ def disk_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """`data` as the content of `path`, placed atomically."""
-    place_atomically(path, lambda out: out.write(data))
+def write_atomically(path: Path, data: bytes, staging: Path | None = None) -> None:
+    """`data` as the content of `path`, placed atomically (`staging`: see `place_atomically`)."""
+    place_atomically(path, lambda out: out.write(data), staging=staging)
 
 
 def file_sha256(path: Path) -> str:

@@ -582,6 +582,12 @@ class StateStore:
         """Replace the pool whole (new label files read, expired labels dropped)."""
         self.storage.write(LABELS, pool.to_json())
 
+    @property
+    def report_page(self) -> Path:
+        """The model's report page (`perennial report`, rewritten after each cycle); local, like the
+        drift reports."""
+        return self.root / "report.html"
+
     def report_dir(self, batch_id: str) -> Path:
         path = self.reports_dir / batch_id
         path.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ def publish_report(cycle: Cycle) -> None:
     page that cannot be written or logged is a warning: the cycle is committed already."""
     if not cycle.config.report.every_cycle:
         return
-    page = cycle.store.root / "report.html"
+    page = cycle.store.report_page
     try:
         write_report(page, cycle.name, cycle.store.records(), cycle.store.matrix())
         link_report(cycle.name, page.resolve().as_uri(), log_report(cycle.name, cycle.settings, page))
